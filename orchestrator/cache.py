@@ -1,0 +1,113 @@
+"""Content-addressed artifact store: one folder per node key, written atomically, guarded by file locks.
+
+A node folder holds the model file(s) and `meta.json`. It is built in `tmp/` and renamed into
+`nodes/<key>` only when complete, so a killed process never leaves a half-written node that looks
+finished. Measurements live beside it in `eval/<settings-hash>.json`, so changing how we measure
+re-measures without recomputing the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+META = "meta.json"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Cache:
+    """The store rooted at `root` (created on first use)."""
+
+    def __init__(self, root: str | Path, sweep: bool = True) -> None:
+        self.root = Path(root).resolve()
+        for sub in ("nodes", "tmp", "locks"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        if sweep:
+            self._sweep_orphans()
+
+    def path(self, key: str) -> Path:
+        """Folder of a finished node (may not exist)."""
+        return self.root / "nodes" / key
+
+    def has(self, key: str) -> bool:
+        """True once the node was committed whole."""
+        return (self.path(key) / META).is_file()
+
+    def meta(self, key: str) -> dict[str, Any]:
+        """The node's meta.json."""
+        return json.loads((self.path(key) / META).read_text())
+
+    def model_path(self, key: str) -> Path:
+        """The node's main model file (model.pt or model.onnx)."""
+        return self.path(key) / self.meta(key)["model_file"]
+
+    @contextlib.contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        """Exclusive inter-process lock on one key, so two sweeps never compute the same node twice."""
+        with open(self.root / "locks" / f"{key}.lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def staging(self, key: str) -> Path:
+        """A fresh private folder in which to build node `key`."""
+        tmp = self.root / "tmp" / f"{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        tmp.mkdir(parents=True)
+        return tmp
+
+    def commit(self, key: str, staged: Path, meta: dict[str, Any]) -> None:
+        """Write meta.json into `staged` and rename it into place (atomic on one filesystem)."""
+        _write_json(staged / META, meta)
+        try:
+            os.rename(staged, self.path(key))
+        except OSError:  # another process committed the same key first: identical content, keep theirs
+            shutil.rmtree(staged, ignore_errors=True)
+            if not self.has(key):
+                raise
+
+    def discard(self, staged: Path) -> None:
+        """Drop a staging folder after a failure."""
+        shutil.rmtree(staged, ignore_errors=True)
+
+    def eval_metrics(self, key: str, eval_hash: str) -> dict[str, Any] | None:
+        """Measurements of node `key` under the eval settings hashed as `eval_hash`, if taken."""
+        path = self.path(key) / "eval" / f"{eval_hash}.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def put_eval(self, key: str, eval_hash: str, metrics: dict[str, Any], folder: Path | None = None) -> None:
+        """Store measurements atomically (into a staging folder when the node is not committed yet)."""
+        target = (folder or self.path(key)) / "eval" / f"{eval_hash}.json"
+        target.parent.mkdir(exist_ok=True)
+        _write_json(target, metrics)
+
+    def _sweep_orphans(self) -> None:
+        """Remove staging folders left by processes that died (e.g. SIGKILL mid-node)."""
+        for tmp in (self.root / "tmp").iterdir():
+            parts = tmp.name.split(".")
+            if len(parts) == 3 and parts[1].isdigit() and not _pid_alive(int(parts[1])):
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON via a temp file + os.replace, so readers never see a partial file."""
+    tmp = path.with_suffix(f".{uuid.uuid4().hex[:6]}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)

@@ -1,0 +1,158 @@
+"""Config schemas, ConfigStore registration, recipe discovery and validation before any compute.
+
+The root schema is a dataclass whose `stages` field is built from the stage registry, so Hydra itself
+rejects an unknown key or a wrongly typed value at compose time, naming the full key. Range and choice
+checks live in each Params' `__post_init__`; `validate` runs them and names the key, the value and
+what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, make_dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from orchestrator.errors import ConfigError, check_range
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF_DIR = ROOT / "conf"
+RECIPE_DIRS_ENV = "ORCHESTRATOR_RECIPES"  # extra recipe folders, os.pathsep-separated
+
+
+@dataclass
+class CacheConfig:
+    """dir: the content-addressed artifact store (shared by every recipe and rerun)."""
+
+    dir: str = ".cache/orchestrator"
+
+
+@dataclass
+class TrackingConfig:
+    """MLflow: `uri` is the tracking store; `experiment` defaults to the recipe name."""
+
+    enabled: bool = True
+    uri: str = "sqlite:///mlruns/mlflow.db"
+    artifact_root: str = "mlruns/artifacts"
+    experiment: str | None = None
+    log_models: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """How every artifact is measured: ONNX Runtime threads, warm-up and timed repeats at batch 1."""
+
+    threads: int = 1
+    warmup: int = 20
+    repeats: int = 200
+    batch_size: int = 256  # batch used to score accuracy (not timed)
+
+    def __post_init__(self) -> None:
+        check_range("threads", self.threads, 1, 256)
+        check_range("warmup", self.warmup, 0, 100000)
+        check_range("repeats", self.repeats, 1, 1000000)
+        check_range("batch_size", self.batch_size, 1, 65536)
+
+
+@dataclass
+class ExecutorConfig:
+    """workers: processes computing independent DAG branches at once (1 = in this process)."""
+
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        check_range("workers", self.workers, 1, 256)
+
+
+def stages_schema(registry: dict[str, type]) -> type:
+    """A dataclass with one field per registered stage, typed by that stage's Params."""
+    return make_dataclass("StagesConfig", [
+        (name, cls.Params, field(default_factory=cls.Params)) for name, cls in sorted(registry.items())])
+
+
+def root_schema(registry: dict[str, type]) -> type:
+    """The root config dataclass for a given stage registry."""
+    stages = stages_schema(registry)
+    return make_dataclass("Config", [
+        ("description", str, field(default="")),
+        ("pipeline", list[str], field(default_factory=list)),
+        ("orderings", list[list[str]], field(default_factory=list)),
+        ("stages", stages, field(default_factory=stages)),
+        ("sweep", dict[str, list[Any]], field(default_factory=dict)),
+        ("task", Any, field(default=None)),
+        ("seed", int, field(default=0)),
+        ("dry_run", bool, field(default=False)),
+        ("cache", CacheConfig, field(default_factory=CacheConfig)),
+        ("tracking", TrackingConfig, field(default_factory=TrackingConfig)),
+        ("eval", EvalConfig, field(default_factory=EvalConfig)),
+        ("executor", ExecutorConfig, field(default_factory=ExecutorConfig)),
+    ])
+
+
+def recipe_dirs() -> list[Path]:
+    """recipes/ of the project, then any folders named in $ORCHESTRATOR_RECIPES."""
+    extra = [Path(p) for p in os.environ.get(RECIPE_DIRS_ENV, "").split(os.pathsep) if p]
+    return [ROOT / "recipes", *extra]
+
+
+def discover_recipes() -> dict[str, Path]:
+    """Recipe name (file stem) -> YAML path; later folders override earlier ones."""
+    found: dict[str, Path] = {}
+    for folder in recipe_dirs():
+        for path in sorted(folder.glob("*.yaml")):
+            found[path.stem] = path
+    return found
+
+
+def register() -> None:
+    """Register the root schema and every recipe (group `recipe`, merged at the top level) with Hydra."""
+    from hydra.core.config_store import ConfigStore
+
+    from orchestrator.stages import REGISTRY
+
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=root_schema(REGISTRY))
+    for name, path in discover_recipes().items():
+        cs.store(group="recipe", name=name, node=OmegaConf.load(path), package="_global_")
+
+
+def _build(key: str, cls: type, values: Any) -> Any:
+    """Instantiate a Params dataclass from a dict, turning every problem into a ConfigError under `key`."""
+    if not isinstance(values, dict):
+        raise ConfigError(key, values, f"must be a mapping of {cls.__name__} fields")
+    allowed = [f.name for f in fields(cls)]
+    for name in values:
+        if name not in allowed:
+            raise ConfigError(f"{key}.{name}", values[name], "unknown key; allowed: " + ", ".join(allowed))
+    try:
+        return cls(**values)
+    except ConfigError as err:
+        raise err.under(key) from None
+
+
+def validate_task(task: Any, tasks: dict[str, type]) -> Any:
+    """The task's Params, or a ConfigError naming the bad key."""
+    if not isinstance(task, dict) or "name" not in task:
+        raise ConfigError("task", task, "select a task, e.g. task=digits (known: " + ", ".join(tasks) + ")")
+    if task["name"] not in tasks:
+        raise ConfigError("task.name", task["name"], "must be one of " + ", ".join(sorted(tasks)))
+    return _build("task", tasks[task["name"]].Params, task)
+
+
+def validate_stages(stages: dict[str, Any], registry: dict[str, type]) -> dict[str, Any]:
+    """Every stage's Params instance, range-checked."""
+    return {name: _build(f"stages.{name}", registry[name].Params, values)
+            for name, values in stages.items() if name in registry}
+
+
+def validate_settings(cfg: dict[str, Any]) -> None:
+    """Eval and executor settings (their schemas are typed by Hydra; ranges are checked here)."""
+    _build("eval", EvalConfig, cfg.get("eval", {}))
+    _build("executor", ExecutorConfig, cfg.get("executor", {}))
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A resolved plain-dict copy of an OmegaConf config (the planner works on plain data)."""
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

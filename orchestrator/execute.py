@@ -1,0 +1,223 @@
+"""Walking the DAG: reuse cached nodes, compute the rest, isolate failures to their subtree.
+
+`compute` builds and measures one node entirely through the cache, so it runs the same in this process
+or in a worker process. `execute` schedules nodes parent-first and reports each result as it lands.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator.cache import Cache
+from orchestrator.evaluate import EvalSettings, eval_hash, measure_onnx, onnx_for, torch_param_count
+from orchestrator.plan import BASELINE, Node, Plan
+
+DONE, CACHED, FAILED, SKIPPED = "done", "cached", "failed", "skipped"
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a (possibly remote) worker needs to produce one node."""
+
+    node: Node
+    root_key: str
+    task: dict[str, Any]
+    seed: int
+    cache_dir: str
+    settings: EvalSettings
+    export: dict[str, Any]
+
+
+@dataclass
+class NodeResult:
+    """How a node ended, its metrics, and where its measured ONNX model lies."""
+
+    key: str
+    status: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    error: str | None = None
+    onnx_path: str | None = None
+    executed: bool = False  # the stage itself ran in this invocation (not a cache hit)
+
+
+@functools.lru_cache(maxsize=4)
+def _task(task_json: str, seed: int) -> Any:
+    """One task object per process and config (datasets and tokenizers load once)."""
+    from orchestrator.tasks import TASKS
+
+    params = json.loads(task_json)
+    cls = TASKS[params["name"]]
+    return cls(cls.Params(**params), seed)
+
+
+def _load(cache: Cache, key: str) -> Any:
+    """A cached node's model: a torch module, or the path of its ONNX file."""
+    path = cache.model_path(key)
+    if path.suffix == ".pt":
+        import torch
+
+        return torch.load(path, weights_only=False)
+    return path
+
+
+def _save(model: Any, folder: Path) -> str:
+    """Store a stage's output model in the staging folder; returns its file name there."""
+    if isinstance(model, (str, Path)):
+        src = Path(model)
+        if src.parent.resolve() != folder.resolve():
+            shutil.copy(src, folder / "model.onnx")
+            return "model.onnx"
+        return src.name
+    import torch
+
+    torch.save(model, folder / "model.pt")
+    return "model.pt"
+
+
+def _run_stage(job: Job, cache: Cache, task: Any, folder: Path) -> tuple[Any, dict[str, float]]:
+    """Produce the node's model: train the baseline, or apply its stage to the parent's model."""
+    if job.node.stage == BASELINE:
+        return task.build_baseline(), {}
+    from orchestrator.stages import REGISTRY, StageContext
+
+    cls = REGISTRY[job.node.stage]
+    teacher = functools.cache(lambda: _load(cache, job.root_key))
+    ctx = StageContext(task=task, work_dir=folder, seed=job.seed, teacher=teacher)
+    out = cls(cls.Params(**job.node.params)).run(ctx, _load(cache, job.node.parent))
+    return out.model, dict(out.metrics)
+
+
+def _measure(job: Job, task: Any, folder: Path, model_file: str) -> dict[str, float]:
+    """Measure the model in `folder`; torch models are exported first (kept as measured.onnx)."""
+    path = folder / model_file
+    domain = "torch" if path.suffix == ".pt" else "onnx"
+    metrics = measure_onnx(task, onnx_for(task, domain, path, folder, job.export), job.settings)
+    if domain == "torch":
+        metrics["params"] = float(torch_param_count(path))
+    return metrics
+
+
+def _build(job: Job, cache: Cache, task: Any) -> None:
+    """Compute, measure and commit one node atomically."""
+    staged = cache.staging(job.node.key)
+    try:
+        start = time.perf_counter()
+        model, stage_metrics = _run_stage(job, cache, task, staged)
+        model_file = _save(model, staged)
+        seconds = time.perf_counter() - start
+        cache.put_eval(job.node.key, eval_hash(job.settings), _measure(job, task, staged, model_file), staged)
+        cache.commit(job.node.key, staged, {
+            "key": job.node.key, "stage": job.node.stage, "params": job.node.params,
+            "parent": job.node.parent, "steps": list(job.node.steps), "model_file": model_file,
+            "stage_metrics": stage_metrics, "stage_seconds": seconds, "created": time.time()})
+    except BaseException:
+        cache.discard(staged)
+        raise
+
+
+def _measured_path(cache: Cache, key: str) -> Path:
+    folder = cache.path(key)
+    measured = folder / "measured.onnx"
+    return measured if measured.exists() else cache.model_path(key)
+
+
+def compute(job: Job) -> NodeResult:
+    """Make sure node `job.node` is in the cache and measured; never raises for a stage failure."""
+    start = time.perf_counter()
+    key = job.node.key
+    try:
+        cache = Cache(job.cache_dir, sweep=False)
+        task = _task(json.dumps(job.task, sort_keys=True), job.seed)
+        executed = False
+        if not cache.has(key):
+            with cache.lock(key):
+                if not cache.has(key):
+                    _build(job, cache, task)
+                    executed = True
+        ehash = eval_hash(job.settings)
+        metrics = cache.eval_metrics(key, ehash)
+        if metrics is None:  # cached artifact, new measurement settings: re-measure only
+            with cache.lock(key):
+                metrics = _measure(job, task, cache.path(key), cache.meta(key)["model_file"])
+                cache.put_eval(key, ehash, metrics)
+        metrics = {**cache.meta(key)["stage_metrics"], **metrics}
+        return NodeResult(key, DONE if executed else CACHED, metrics, time.perf_counter() - start,
+                          onnx_path=str(_measured_path(cache, key)), executed=executed)
+    except Exception:
+        return NodeResult(key, FAILED, seconds=time.perf_counter() - start, error=traceback.format_exc())
+
+
+def dfs_order(plan: Plan) -> list[Node]:
+    """Parent-first, depth-first: a branch finishes before its siblings start (parents stay warm)."""
+    order: list[Node] = []
+
+    def visit(node: Node) -> None:
+        order.append(node)
+        for child in plan.children(node.key):
+            visit(child)
+
+    for root in plan.children(None):
+        visit(root)
+    return order
+
+
+def execute(plan: Plan, make_job: Callable[[Node], Job], on_start: Callable[[Node], None],
+            on_result: Callable[[Node, NodeResult], None], workers: int = 1) -> dict[str, NodeResult]:
+    """Run every node of `plan`; a failed node's descendants are reported SKIPPED, the rest go on."""
+    if workers > 1:
+        return _execute_pool(plan, make_job, on_start, on_result, workers)
+    results: dict[str, NodeResult] = {}
+    for node in dfs_order(plan):
+        parent = results.get(node.parent) if node.parent else None
+        if parent is not None and parent.status in (FAILED, SKIPPED):
+            result = NodeResult(node.key, SKIPPED, error=f"ancestor {parent.key} {parent.status}")
+        else:
+            on_start(node)
+            result = compute(make_job(node))
+        results[node.key] = result
+        on_result(node, result)
+    return results
+
+
+def _execute_pool(plan: Plan, make_job: Callable[[Node], Job], on_start: Callable[[Node], None],
+                  on_result: Callable[[Node, NodeResult], None], workers: int) -> dict[str, NodeResult]:
+    """Like execute, with independent branches computed in `workers` processes."""
+    import multiprocessing
+
+    results: dict[str, NodeResult] = {}
+    ready = [n for n in dfs_order(plan) if n.parent is None]
+    running: dict[Future, Node] = {}
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        while ready or running:
+            while ready and len(running) < workers:
+                node = ready.pop(0)
+                on_start(node)
+                running[pool.submit(compute, make_job(node))] = node
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                node = running.pop(fut)
+                results[node.key] = fut.result()
+                on_result(node, results[node.key])
+                ready.extend(_release(plan, node, results, on_result))
+    return results
+
+
+def _release(plan: Plan, node: Node, results: dict[str, NodeResult],
+             on_result: Callable[[Node, NodeResult], None]) -> list[Node]:
+    """Children that may start now; the subtree of a failed node is marked skipped instead."""
+    if results[node.key].status not in (FAILED, SKIPPED):
+        return plan.children(node.key)
+    for child in plan.descendants(node.key):
+        results[child.key] = NodeResult(child.key, SKIPPED, error=f"ancestor {node.key} {results[node.key].status}")
+        on_result(child, results[child.key])
+    return []

@@ -1,0 +1,70 @@
+"""ONNX helpers shared by stages and evaluation: export, on-disk size, parameter counts."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from pathlib import Path
+from typing import Any
+
+
+def torch_export(model: Any, example_inputs: tuple, path: Path, input_names: list[str],
+                 output_names: list[str], opset: int, exporter: str) -> None:
+    """Export a torch module to ONNX with a dynamic batch axis on every input and output.
+
+    `exporter` is 'torchscript' (fast, single file) or 'dynamo' (torch.export based, needs onnxscript).
+    """
+    import torch
+
+    model = model.eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+        warnings.simplefilter("ignore")
+        if exporter == "dynamo":
+            batch = torch.export.Dim("batch")
+            shapes = tuple({0: batch} for _ in example_inputs)
+            torch.onnx.export(model, example_inputs, str(path), input_names=input_names,
+                              output_names=output_names, opset_version=opset, dynamo=True,
+                              dynamic_shapes=shapes, external_data=False)
+        else:
+            axes = {n: {0: "batch"} for n in [*input_names, *output_names]}
+            torch.onnx.export(model, example_inputs, str(path), input_names=input_names,
+                              output_names=output_names, opset_version=opset, dynamo=False,
+                              dynamic_axes=axes)
+
+
+def model_files(path: Path) -> list[Path]:
+    """The ONNX file plus any external-data files next to it that it references."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    extra = set()
+    for tensor in proto.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                extra.add(path.parent / entry.value)
+    return [path, *sorted(extra)]
+
+
+def size_bytes(path: Path) -> int:
+    """Bytes on disk of an ONNX model, external data included."""
+    return sum(p.stat().st_size for p in model_files(path))
+
+
+def onnx_param_count(path: Path) -> int:
+    """Number of elements in the model's weight initializers (quantized or not, scales excluded)."""
+    import numpy as np
+    import onnx
+
+    weight_types = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16,
+                    onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT4, onnx.TensorProto.UINT4}
+    proto = onnx.load(str(path), load_external_data=False)
+    total = 0
+    for tensor in proto.graph.initializer:
+        # shapes and indices are int64; scales and zero points are quantization bookkeeping, not weights
+        if tensor.data_type not in weight_types or tensor.name.endswith(("_scale", "_zero_point")):
+            continue
+        n = int(np.prod(tensor.dims)) if tensor.dims else 1
+        total += n if n > 1 else 0
+    return total

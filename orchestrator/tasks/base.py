@@ -1,0 +1,70 @@
+"""The Task contract: model + data + metric. A task trains or loads the baseline that roots every DAG."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+class Task:
+    """Base class. Subclasses provide data splits, the baseline model and the metric.
+
+    Inputs are whatever `forward` accepts: a tensor for plain models, a dict of tensors for transformers.
+    `onnx_batches` yields the same data as ONNX Runtime feeds, so torch and ONNX artifacts are scored alike.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"
+    Params: ClassVar[type]
+    input_names: ClassVar[list[str]] = ["input"]
+    output_names: ClassVar[list[str]] = ["logits"]
+
+    def __init__(self, params: Any, seed: int) -> None:
+        self.params, self.seed = params, seed
+
+    def build_baseline(self) -> Any:
+        """Train (or load) the fp32 baseline torch model; deterministic for a given seed."""
+        raise NotImplementedError
+
+    def batches(self, split: str, batch_size: int, shuffle: bool = False) -> Iterator[tuple[Any, Any]]:
+        """(inputs, labels) torch batches of `split` ('train', 'test', 'calib'; tasks may add 'val')."""
+        raise NotImplementedError
+
+    def forward(self, model: Any, inputs: Any) -> Any:
+        """Logits of `model` on `inputs`."""
+        return model(inputs)
+
+    def example_inputs(self, batch_size: int = 1) -> tuple:
+        """Positional example inputs for tracing (export, dependency graphs)."""
+        inputs, _ = next(self.batches("test", batch_size))
+        return (inputs,)
+
+    def onnx_batches(self, split: str, batch_size: int) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
+        """(feeds, labels) numpy batches of `split` for ONNX Runtime."""
+        for inputs, labels in self.batches(split, batch_size):
+            yield {self.input_names[0]: inputs.numpy()}, labels.numpy()
+
+    def score(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        """Quality metrics of predictions (at least `accuracy`, in 0..1)."""
+        return {"accuracy": float((logits.argmax(-1) == labels).mean())}
+
+    def protected_modules(self, model: Any) -> list:
+        """Modules structured pruning must not shrink (the classifier head)."""
+        return []
+
+    def pruning_kwargs(self, model: Any) -> dict[str, Any]:
+        """Extra torch-pruning MetaPruner arguments (e.g. attention heads for transformers)."""
+        return {}
+
+    def after_prune(self, model: Any) -> Any:
+        """Repair module attributes that pruning invalidated (e.g. head counts); returns the model."""
+        return model
+
+    def export(self, model: Any, path: Path, opset: int, exporter: str) -> None:
+        """Write `model` as ONNX to `path` with a dynamic batch axis."""
+        from orchestrator.onnx_utils import torch_export
+
+        torch_export(model, self.example_inputs(), path, self.input_names, self.output_names, opset, exporter)
