@@ -1,0 +1,65 @@
+"""Shared fixtures: Hydra composition without a subprocess, the CLI in a subprocess, a tiny digits task."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parent.parent
+
+# Small enough to keep each CLI run to seconds; large enough that accuracy is meaningful.
+FAST = ["task.epochs=6", "eval.warmup=5", "eval.repeats=30"]
+
+
+def compose(*overrides: str) -> dict[str, Any]:
+    """The resolved config dict that `python -m orchestrator <overrides>` would see."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from orchestrator.config import CONF_DIR, register, to_dict
+
+    register()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return to_dict(hydra_compose("config", overrides=list(overrides)))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> dict[str, str]:
+    """A private cache dir and a private SQLite MLflow store under tmp_path."""
+    return {"cache": str(tmp_path / "cache"), "uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "artifacts": str(tmp_path / "artifacts")}
+
+
+def cli_args(store: dict[str, str], *overrides: str) -> list[str]:
+    """The command line of one CLI run against `store`."""
+    return [sys.executable, "-m", "orchestrator", f"cache.dir={store['cache']}", f"tracking.uri={store['uri']}",
+            f"tracking.artifact_root={store['artifacts']}", *FAST, *overrides]
+
+
+def run_cli(store: dict[str, str], *overrides: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `python -m orchestrator` in a subprocess from the project root; returns the finished process."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(cli_args(store, *overrides), cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def digits() -> Any:
+    """A digits task with a short baseline schedule."""
+    from orchestrator.tasks.digits import Digits, DigitsParams
+
+    return Digits(DigitsParams(epochs=6), seed=0)
+
+
+@pytest.fixture(scope="session")
+def baseline(digits: Any) -> Any:
+    """The trained digits baseline (session-wide; copy it before mutating)."""
+    return digits.build_baseline()
