@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from orchestrator.config import register
+from orchestrator.config import broken_recipe, register, to_dict
 
 register()
 
@@ -19,11 +19,17 @@ def main(cfg: DictConfig) -> None:
 
     from orchestrator.sweep import run_sweep
 
-    recipe = HydraConfig.get().runtime.choices.get("recipe")
-    code = run_sweep(cfg, recipe, OmegaConf.to_yaml(cfg, resolve=True))
+    hydra_cfg = HydraConfig.get()
+    recipe = hydra_cfg.runtime.choices.get("recipe")
+    overrides = list(hydra_cfg.overrides.task)
+    code = run_sweep(to_dict(cfg), recipe, overrides)
     if code:
         sys.exit(code)
 
 
 if __name__ == "__main__":
+    problem = broken_recipe(sys.argv[1:])
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
     main()

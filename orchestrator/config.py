@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from orchestrator.errors import ConfigError, check_range
 
@@ -106,8 +106,15 @@ def discover_recipes() -> dict[str, Path]:
     return found
 
 
+BROKEN: dict[str, str] = {}  # recipe name -> why its file could not be read
+
+
 def register() -> None:
-    """Register the root schema and every recipe (group `recipe`, merged at the top level) with Hydra."""
+    """Register the root schema and every recipe (group `recipe`, merged at the top level) with Hydra.
+
+    A recipe file that is not valid YAML is left out (and remembered in BROKEN), so one bad file
+    only stops the runs that select it.
+    """
     from hydra.core.config_store import ConfigStore
 
     from orchestrator.stages import REGISTRY
@@ -115,7 +122,24 @@ def register() -> None:
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=root_schema(REGISTRY))
     for name, path in discover_recipes().items():
-        cs.store(group="recipe", name=name, node=OmegaConf.load(path), package="_global_")
+        try:
+            node = OmegaConf.load(path)
+        except Exception as err:  # yaml.YAMLError and friends: report it when the recipe is selected
+            BROKEN[name] = f"recipe {name!r} ({path}) is not valid YAML: {err}"
+            continue
+        if not isinstance(node, DictConfig):
+            BROKEN[name] = f"recipe {name!r} ({path}) must be a mapping of config keys, got {type(node).__name__}"
+            continue
+        cs.store(group="recipe", name=name, node=node, package="_global_")
+
+
+def broken_recipe(argv: list[str]) -> str | None:
+    """The error of a selected recipe whose file could not be read (`+recipe=NAME` in argv), if any."""
+    for arg in argv:
+        key, _, value = arg.lstrip("+").partition("=")
+        if key == "recipe" and value in BROKEN:
+            return BROKEN[value]
+    return None
 
 
 def _build(key: str, cls: type, values: Any) -> Any:

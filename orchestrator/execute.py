@@ -172,10 +172,14 @@ def dfs_order(plan: Plan) -> list[Node]:
 
 
 def execute(plan: Plan, make_job: Callable[[Node], Job], on_start: Callable[[Node], None],
-            on_result: Callable[[Node, NodeResult], None], workers: int = 1) -> dict[str, NodeResult]:
-    """Run every node of `plan`; a failed node's descendants are reported SKIPPED, the rest go on."""
+            on_result: Callable[[Node, NodeResult], None], workers: int = 1,
+            compute_fn: Callable[[Job], NodeResult] = compute) -> dict[str, NodeResult]:
+    """Run every node of `plan`; a failed node's descendants are reported SKIPPED, the rest go on.
+
+    `compute_fn` is the per-node work (tests swap it to exercise scheduling alone).
+    """
     if workers > 1:
-        return _execute_pool(plan, make_job, on_start, on_result, workers)
+        return _execute_pool(plan, make_job, on_start, on_result, workers, compute_fn)
     results: dict[str, NodeResult] = {}
     for node in dfs_order(plan):
         parent = results.get(node.parent) if node.parent else None
@@ -183,14 +187,15 @@ def execute(plan: Plan, make_job: Callable[[Node], Job], on_start: Callable[[Nod
             result = NodeResult(node.key, SKIPPED, error=f"ancestor {parent.key} {parent.status}")
         else:
             on_start(node)
-            result = compute(make_job(node))
+            result = compute_fn(make_job(node))
         results[node.key] = result
         on_result(node, result)
     return results
 
 
 def _execute_pool(plan: Plan, make_job: Callable[[Node], Job], on_start: Callable[[Node], None],
-                  on_result: Callable[[Node, NodeResult], None], workers: int) -> dict[str, NodeResult]:
+                  on_result: Callable[[Node, NodeResult], None], workers: int,
+                  compute_fn: Callable[[Job], NodeResult]) -> dict[str, NodeResult]:
     """Like execute, with independent branches computed in `workers` processes."""
     import multiprocessing
 
@@ -202,7 +207,7 @@ def _execute_pool(plan: Plan, make_job: Callable[[Node], Job], on_start: Callabl
             while ready and len(running) < workers:
                 node = ready.pop(0)
                 on_start(node)
-                running[pool.submit(compute, make_job(node))] = node
+                running[pool.submit(compute_fn, make_job(node))] = node
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for fut in finished:
                 node = running.pop(fut)

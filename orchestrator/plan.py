@@ -123,9 +123,12 @@ def set_dotted(cfg: dict[str, Any], dotted: str, value: Any) -> None:
     node[last] = value
 
 
-def expand_sweep(cfg: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """(overrides, config) per point of the sweep's cartesian product, in declaration order."""
-    sweep = cfg.get("sweep") or {}
+def expand_sweep(cfg: dict[str, Any], pinned: frozenset[str] = frozenset()) -> list[tuple[dict, dict]]:
+    """(overrides, config) per point of the sweep's cartesian product, in declaration order.
+
+    Keys in `pinned` (set explicitly on the command line) are not swept: the explicit value wins.
+    """
+    sweep = {k: v for k, v in (cfg.get("sweep") or {}).items() if k not in pinned}
     for key, values in sweep.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"sweep.{key}", values, "must be a non-empty list of values")
@@ -166,20 +169,25 @@ def check_chain(chain: list[str], registry: dict[str, type], where: str) -> list
     return steps
 
 
-def plan(cfg: dict[str, Any], registry: dict[str, type], tasks: dict[str, type]) -> Plan:
-    """Validate `cfg` fully and expand it into a Plan; raises ConfigError/PlanError before any compute."""
+def plan(cfg: dict[str, Any], registry: dict[str, type], tasks: dict[str, type],
+         pinned: frozenset[str] = frozenset()) -> Plan:
+    """Validate `cfg` fully and expand it into a Plan; raises ConfigError/PlanError before any compute.
+
+    `pinned`: dotted keys the user set explicitly; they override a sweep over the same key.
+    """
     validate_settings(cfg)
     where = "orderings" if cfg.get("orderings") else "pipeline"
     chains = [(c, check_chain(c, registry, f"{where}[{i}]" if where == "orderings" else where))
               for i, c in enumerate(orderings(cfg))]
     result = Plan()
-    for overrides, variant_cfg in expand_sweep(cfg):
+    for overrides, variant_cfg in expand_sweep(cfg, pinned):
         try:
             task = asdict(validate_task(variant_cfg.get("task"), tasks))
             params = {k: asdict(v) for k, v in validate_stages(variant_cfg.get("stages", {}), registry).items()}
         except ConfigError as err:
-            raise (err if not overrides else ConfigError(
-                err.key, err.value, f"{err.allowed} (in sweep point {overrides})")) from None
+            if err.key not in overrides:
+                raise
+            raise ConfigError(f"sweep.{err.key}", err.value, err.allowed) from None
         root = root_node(task, tasks[task["name"]].version, int(variant_cfg.get("seed", 0)))
         result.nodes.setdefault(root.key, root)
         for chain, steps in chains:

@@ -6,8 +6,10 @@ import sys
 import time
 from typing import Any
 
+import yaml
+
 from orchestrator.cache import Cache
-from orchestrator.config import discover_recipes, to_dict
+from orchestrator.config import discover_recipes
 from orchestrator.errors import ConfigError, PlanError
 from orchestrator.evaluate import EvalSettings
 from orchestrator.execute import CACHED, FAILED, SKIPPED, Job, NodeResult, execute
@@ -19,7 +21,13 @@ def _err(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def build_plan(data: dict[str, Any], recipe: str | None) -> Plan:
+def pinned_keys(overrides: list[str]) -> frozenset[str]:
+    """Dotted keys set by `key=value` command-line overrides (`+`/`++` prefixes dropped)."""
+    keys = {o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o}
+    return frozenset(keys)
+
+
+def build_plan(data: dict[str, Any], recipe: str | None, pinned: frozenset[str] = frozenset()) -> Plan:
     """Validate the resolved config and plan it; raises ConfigError/PlanError."""
     from orchestrator.stages import REGISTRY
     from orchestrator.tasks import TASKS
@@ -27,7 +35,9 @@ def build_plan(data: dict[str, Any], recipe: str | None) -> Plan:
     if not recipe and not data.get("pipeline") and not data.get("orderings"):
         raise ConfigError("recipe", None, "select one with +recipe=NAME; available: "
                           + ", ".join(sorted(discover_recipes())))
-    return plan(data, REGISTRY, TASKS)
+    for key in sorted(pinned & set(data.get("sweep") or {})):
+        _err(f"note: {key} is set on the command line, so the recipe's sweep over it is dropped")
+    return plan(data, REGISTRY, TASKS, pinned)
 
 
 def node_label(plan_: Plan, node: Node) -> str:
@@ -82,11 +92,10 @@ def _tracker(data: dict[str, Any], recipe: str | None) -> Any:
     return Tracker(t["uri"], t["experiment"] or recipe or "adhoc", t["artifact_root"], t["log_models"])
 
 
-def run_sweep(cfg: Any, recipe: str | None, config_yaml: str) -> int:
-    """Run one invocation; returns the process exit code (0 ok, 1 a node failed, 2 bad input)."""
+def run_sweep(data: dict[str, Any], recipe: str | None, overrides: list[str] | None = None) -> int:
+    """Run one invocation of the resolved config `data`; returns the exit code (0 ok, 1 a node failed, 2 bad input)."""
     try:
-        data = to_dict(cfg)
-        the_plan = build_plan(data, recipe)
+        the_plan = build_plan(data, recipe, pinned_keys(overrides or []))
     except (ConfigError, PlanError) as err:
         _err(f"error: {err}")
         return 2
@@ -94,13 +103,14 @@ def run_sweep(cfg: Any, recipe: str | None, config_yaml: str) -> int:
     if data["dry_run"]:
         print_plan(the_plan, cache)
         return 0
-    return _execute(data, the_plan, cache, recipe, config_yaml)
+    return _execute(data, the_plan, cache, recipe)
 
 
-def _execute(data: dict[str, Any], the_plan: Plan, cache: Cache, recipe: str | None, config_yaml: str) -> int:
+def _execute(data: dict[str, Any], the_plan: Plan, cache: Cache, recipe: str | None) -> int:
     tracker = _tracker(data, recipe)
     start = time.perf_counter()
     if tracker:
+        config_yaml = yaml.safe_dump(data, sort_keys=False)
         tracker.start_sweep(recipe or "adhoc", config_yaml, {"orchestrator.recipe": recipe or "adhoc"})
     settings = EvalSettings(**data["eval"])
 
