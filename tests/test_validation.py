@@ -1,0 +1,66 @@
+"""Malformed recipes and overrides, written as a new user would: each refused before compute, naming the key."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+RECIPES = {
+    "typo_top": "pipline: [prune]\n",
+    "bad_sweep_key": "pipeline: [prune, quantize]\nsweep:\n  stages.prune.rate: [0.3, 0.5]\n",
+    "bad_sweep_value": "pipeline: [prune]\nsweep:\n  stages.prune.ratio: [0.3, 1.2]\n",
+    "sweep_not_list": "pipeline: [prune]\nsweep:\n  stages.prune.ratio: 0.3\n",
+    "broken_yaml": "pipeline: [prune\nstages: {\n",
+    "string_ratio": "pipeline: [prune]\nstages:\n  prune:\n    ratio: half\n",
+}
+
+CASES = [  # (arguments, text the message must contain)
+    (["+recipe=pkdq", "stages.prune.ratio=1.5"], "stages.prune.ratio=1.5 is not allowed: must be in [0, 1)"),
+    (["+recipe=pkdq", "stages.distill.temperature=0"], "stages.distill.temperature=0.0 is not allowed: must be in (0"),
+    (["+recipe=pkdq", "stages.prune.ratoi=0.3"], "full_key: stages.prune.ratoi"),
+    (["+recipe=pkdq", "stages.prune.ratio=abc"], "full_key: stages.prune.ratio"),
+    (["+recipe=pkdqq"], "Could not find 'recipe/pkdqq'"),
+    (["+recipe=pkdq", "pipeline=[prune,distil]"], "pipeline[1]='distil' is not allowed: unknown stage"),
+    (["+recipe=pkdq", "pipeline=[quantize,prune]"], "quantize(onnx) cannot feed prune(torch) in quantize>prune"),
+    (["+recipe=pkdq", "stages.quantize.mode=int3"], "stages.quantize.mode='int3' is not allowed: must be one of"),
+    (["+recipe=pkdq", "task=foo"], "Could not find 'task/foo'"),
+    (["+recipe=pkdq", "task.epochs=-1"], "task.epochs=-1 is not allowed"),
+    (["+recipe=pkdq", "stages.prune.importance=l3"], "stages.prune.importance='l3' is not allowed: must be one of l1"),
+    (["+recipe=pkdq", "eval.threads=0"], "eval.threads=0 is not allowed"),
+    ([], "recipe=None is not allowed: select one with +recipe=NAME; available:"),
+    (["+recipe=typo_top"], "Key 'pipline' not in 'Config'"),
+    (["+recipe=bad_sweep_key"], "sweep.stages.prune.rate=0.3 is not allowed: no such key"),
+    (["+recipe=bad_sweep_value"], "sweep.stages.prune.ratio=1.2 is not allowed: must be in [0, 1)"),
+    (["+recipe=sweep_not_list"], "full_key: sweep.stages.prune.ratio"),
+    (["+recipe=broken_yaml"], "recipe 'broken_yaml'"),
+    (["+recipe=string_ratio"], "full_key: stages.prune.ratio"),
+]
+
+
+@pytest.fixture(scope="module")
+def recipe_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("recipes")
+    for name, text in RECIPES.items():
+        (folder / f"{name}.yaml").write_text(text)
+    return folder
+
+
+@pytest.mark.parametrize(("args", "expected"), CASES, ids=[" ".join(a) or "no-recipe" for a, _ in CASES])
+def test_refused_before_compute(args, expected, recipe_dir, tmp_path):
+    cache = tmp_path / "cache"
+    env = {**os.environ, "ORCHESTRATOR_RECIPES": str(recipe_dir), "HYDRA_FULL_ERROR": "0"}
+    cmd = [sys.executable, "-m", "orchestrator", *args, f"cache.dir={cache}",
+           f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"]
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    message = out.stdout + out.stderr
+    assert out.returncode != 0, message
+    assert expected in message, message
+    assert "Traceback" not in message
+    # nothing was computed or tracked: no node in the cache, no MLflow database
+    assert not (cache / "nodes").exists() or not any((cache / "nodes").iterdir())
+    assert not (tmp_path / "mlflow.db").exists()
