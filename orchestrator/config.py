@@ -48,12 +48,16 @@ class EvalConfig:
     warmup: int = 20
     repeats: int = 200
     batch_size: int = 256  # batch used to score accuracy (not timed)
+    throughput_batch: int = 64  # batch of the throughput measurement
+    throughput_repeats: int = 20
 
     def __post_init__(self) -> None:
         check_range("threads", self.threads, 1, 256)
         check_range("warmup", self.warmup, 0, 100000)
         check_range("repeats", self.repeats, 1, 1000000)
         check_range("batch_size", self.batch_size, 1, 65536)
+        check_range("throughput_batch", self.throughput_batch, 1, 65536)
+        check_range("throughput_repeats", self.throughput_repeats, 1, 1000000)
 
 
 @dataclass

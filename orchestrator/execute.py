@@ -97,11 +97,15 @@ def _run_stage(job: Job, cache: Cache, task: Any, folder: Path) -> tuple[Any, di
     return out.model, dict(out.metrics)
 
 
-def _measure(job: Job, task: Any, folder: Path, model_file: str) -> dict[str, float]:
-    """Measure the model in `folder`; torch models are exported first (kept as measured.onnx)."""
+def _measure(job: Job, cache: Cache, task: Any, folder: Path, model_file: str) -> dict[str, float]:
+    """Measure the model in `folder`; torch models are exported first (kept as measured.onnx).
+
+    Agreement is against the root baseline's measured ONNX (measured first: parents run before children).
+    """
     path = folder / model_file
     domain = "torch" if path.suffix == ".pt" else "onnx"
-    metrics = measure_onnx(task, onnx_for(task, domain, path, folder, job.export), job.settings)
+    reference = None if job.node.key == job.root_key else _measured_path(cache, job.root_key)
+    metrics = measure_onnx(task, onnx_for(task, domain, path, folder, job.export), job.settings, reference)
     if domain == "torch":
         metrics["params"] = float(torch_param_count(path))
     return metrics
@@ -115,7 +119,7 @@ def _build(job: Job, cache: Cache, task: Any) -> None:
         model, stage_metrics = _run_stage(job, cache, task, staged)
         model_file = _save(model, staged)
         seconds = time.perf_counter() - start
-        cache.put_eval(job.node.key, eval_hash(job.settings), _measure(job, task, staged, model_file), staged)
+        cache.put_eval(job.node.key, eval_hash(job.settings), _measure(job, cache, task, staged, model_file), staged)
         cache.commit(job.node.key, staged, {
             "key": job.node.key, "stage": job.node.stage, "params": job.node.params,
             "parent": job.node.parent, "steps": list(job.node.steps), "model_file": model_file,
@@ -148,7 +152,7 @@ def compute(job: Job) -> NodeResult:
         metrics = cache.eval_metrics(key, ehash)
         if metrics is None:  # cached artifact, new measurement settings: re-measure only
             with cache.lock(key):
-                metrics = _measure(job, task, cache.path(key), cache.meta(key)["model_file"])
+                metrics = _measure(job, cache, task, cache.path(key), cache.meta(key)["model_file"])
                 cache.put_eval(key, ehash, metrics)
         metrics = {**cache.meta(key)["stage_metrics"], **metrics}
         return NodeResult(key, DONE if executed else CACHED, metrics, time.perf_counter() - start,
