@@ -61,6 +61,17 @@ class EvalConfig:
 
 
 @dataclass
+class GateConfig:
+    """max_accuracy_drop: a node whose accuracy falls more than this below its baseline stops its subtree."""
+
+    max_accuracy_drop: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_accuracy_drop is not None:
+            check_range("max_accuracy_drop", self.max_accuracy_drop, 0.0, 1.0)
+
+
+@dataclass
 class ExecutorConfig:
     """workers: processes computing independent DAG branches at once (1 = in this process)."""
 
@@ -92,6 +103,7 @@ def root_schema(registry: dict[str, type]) -> type:
         ("tracking", TrackingConfig, field(default_factory=TrackingConfig)),
         ("eval", EvalConfig, field(default_factory=EvalConfig)),
         ("executor", ExecutorConfig, field(default_factory=ExecutorConfig)),
+        ("gate", GateConfig, field(default_factory=GateConfig)),
     ])
 
 
@@ -152,9 +164,10 @@ def validate_stages(stages: dict[str, Any], registry: dict[str, type]) -> dict[s
 
 
 def validate_settings(cfg: dict[str, Any]) -> None:
-    """Eval and executor settings (their schemas are typed by Hydra; ranges are checked here)."""
+    """Eval, executor and gate settings (their schemas are typed by Hydra; ranges are checked here)."""
     _build("eval", EvalConfig, cfg.get("eval", {}))
     _build("executor", ExecutorConfig, cfg.get("executor", {}))
+    _build("gate", GateConfig, cfg.get("gate", {}))
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

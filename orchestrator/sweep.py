@@ -10,7 +10,7 @@ from orchestrator.cache import Cache
 from orchestrator.config import discover_recipes, to_dict
 from orchestrator.errors import ConfigError, PlanError
 from orchestrator.evaluate import EvalSettings
-from orchestrator.execute import CACHED, FAILED, SKIPPED, Job, NodeResult, execute
+from orchestrator.execute import CACHED, FAILED, GATED, SKIPPED, Job, NodeResult, execute
 from orchestrator.plan import Node, Plan, plan
 from orchestrator.report import markdown_table, variant_rows
 
@@ -107,7 +107,7 @@ def _execute(data: dict[str, Any], the_plan: Plan, cache: Cache, recipe: str | N
     def make_job(node: Node) -> Job:
         root = node if node.parent is None else the_plan.ancestors(node.key)[0]
         return Job(node, root.key, root.params, int(data["seed"]), str(cache.root), settings,
-                   data["stages"].get("export", {}))
+                   data["stages"].get("export", {}), data["gate"]["max_accuracy_drop"])
 
     progress = Progress(len(the_plan.nodes))
     results: dict[str, NodeResult] = {}
@@ -126,14 +126,18 @@ def _finish(the_plan: Plan, results: dict[str, NodeResult], tracker: Any, wall: 
     """Print the report and the summary, close the parent run, pick the exit code."""
     table = markdown_table(variant_rows(the_plan, results))
     failed = [r for r in results.values() if r.status == FAILED]
+    gated = [r for r in results.values() if r.status == GATED]
     skipped = [r for r in results.values() if r.status == SKIPPED]
     executed = sum(r.executed for r in results.values())
     summary = {"nodes": len(the_plan.nodes), "stage_executions": executed,
                "cached_nodes": sum(r.status == CACHED for r in results.values()),
-               "failed_nodes": len(failed), "skipped_nodes": len(skipped), "wall_seconds": wall}
+               "failed_nodes": len(failed), "skipped_nodes": len(skipped), "gated_nodes": len(gated),
+               "wall_seconds": wall}
     print("\n" + table + "\n")
     print(f"{summary['nodes']} unique nodes: {executed} stage executions, {summary['cached_nodes']} from cache, "
-          f"{len(failed)} failed, {len(skipped)} skipped; {wall:.1f}s")
+          f"{len(failed)} failed, {len(gated)} gated, {len(skipped)} skipped; {wall:.1f}s")
+    for r in gated:
+        print(f"GATED {r.key[:10]}: {r.error}")
     for r in failed:
         _err(f"FAILED {r.key}:\n{r.error}")
     if tracker:

@@ -19,7 +19,9 @@ from orchestrator.plan import Node, Plan
 PIPELINE, NODE_KEY, CACHED = "orchestrator.pipeline", "orchestrator.node_key", "orchestrator.cached"
 STATUS, LEAF, PARENT = "orchestrator.status", "orchestrator.leaf", "mlflow.parentRunId"
 SWEEP_PID, SWEEP_HOST = "orchestrator.sweep_pid", "orchestrator.sweep_host"
-MLFLOW_STATUS = {"done": "FINISHED", "cached": "FINISHED", "failed": "FAILED", "skipped": "KILLED"}
+MLFLOW_STATUS = {"done": "FINISHED", "cached": "FINISHED", "gated": "FINISHED", "failed": "FAILED",
+                 "skipped": "KILLED"}
+ERROR_FILE = {"failed": "traceback.txt", "gated": "gated.txt", "skipped": "skipped.txt"}
 
 
 def chain_params(plan: Plan, key: str) -> dict[str, str]:
@@ -72,8 +74,8 @@ class Tracker:
         leaf = node.key in plan.leaves()
         run = self.client.create_run(self.experiment_id, run_name=label, tags={
             PARENT: self.parent_id, PIPELINE: node.pipeline, NODE_KEY: node.key,
-            CACHED: str(result.status == "cached").lower(), STATUS: result.status,
-            LEAF: str(leaf).lower(), "orchestrator.stage": node.stage})
+            CACHED: str(not result.executed and result.status in ("cached", "gated")).lower(),
+            STATUS: result.status, LEAF: str(leaf).lower(), "orchestrator.stage": node.stage})
         rid = run.info.run_id
         params = [Param(k, v[:6000]) for k, v in chain_params(plan, node.key).items()]
         metrics = [Metric(k, float(v), 0, 0) for k, v in self._chain_metrics(plan, node, results).items()]
@@ -82,7 +84,7 @@ class Tracker:
                                         "chain": [a.key for a in plan.ancestors(node.key)]}, indent=2),
                        "node.json")
         if result.error:
-            self._log_text(rid, result.error, "traceback.txt" if result.status == "failed" else "skipped.txt")
+            self._log_text(rid, result.error, ERROR_FILE.get(result.status, "error.txt"))
         if self.log_models and result.onnx_path:
             self.client.log_artifact(rid, result.onnx_path, "model")
         self.client.set_terminated(rid, MLFLOW_STATUS[result.status])
