@@ -48,12 +48,48 @@ class EvalConfig:
     warmup: int = 20
     repeats: int = 200
     batch_size: int = 256  # batch used to score accuracy (not timed)
+    throughput_batch: int = 64  # batch of the throughput measurement
+    throughput_repeats: int = 20
 
     def __post_init__(self) -> None:
         check_range("threads", self.threads, 1, 256)
         check_range("warmup", self.warmup, 0, 100000)
         check_range("repeats", self.repeats, 1, 1000000)
         check_range("batch_size", self.batch_size, 1, 65536)
+        check_range("throughput_batch", self.throughput_batch, 1, 65536)
+        check_range("throughput_repeats", self.throughput_repeats, 1, 1000000)
+
+
+@dataclass
+class ReportConfig:
+    """Constraints that pick the recommended variant (None = unconstrained).
+
+    max_accuracy_drop: baseline accuracy minus the variant's, in accuracy units (0.01 = one point);
+    max_latency_ms: on latency_p50_ms at batch 1; max_size_mb: on model_size_mb.
+    """
+
+    max_accuracy_drop: float | None = None
+    max_latency_ms: float | None = None
+    max_size_mb: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_accuracy_drop is not None:
+            check_range("max_accuracy_drop", self.max_accuracy_drop, 0.0, 1.0)
+        if self.max_latency_ms is not None:
+            check_range("max_latency_ms", self.max_latency_ms, 0.0, None, lo_open=True)
+        if self.max_size_mb is not None:
+            check_range("max_size_mb", self.max_size_mb, 0.0, None, lo_open=True)
+
+
+@dataclass
+class GateConfig:
+    """max_accuracy_drop: a node whose accuracy falls more than this below its baseline stops its subtree."""
+
+    max_accuracy_drop: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_accuracy_drop is not None:
+            check_range("max_accuracy_drop", self.max_accuracy_drop, 0.0, 1.0)
 
 
 @dataclass
@@ -88,6 +124,8 @@ def root_schema(registry: dict[str, type]) -> type:
         ("tracking", TrackingConfig, field(default_factory=TrackingConfig)),
         ("eval", EvalConfig, field(default_factory=EvalConfig)),
         ("executor", ExecutorConfig, field(default_factory=ExecutorConfig)),
+        ("report", ReportConfig, field(default_factory=ReportConfig)),
+        ("gate", GateConfig, field(default_factory=GateConfig)),
     ])
 
 
@@ -172,9 +210,11 @@ def validate_stages(stages: dict[str, Any], registry: dict[str, type]) -> dict[s
 
 
 def validate_settings(cfg: dict[str, Any]) -> None:
-    """Eval and executor settings (their schemas are typed by Hydra; ranges are checked here)."""
+    """Eval, executor, report and gate settings (their schemas are typed by Hydra; ranges are checked here)."""
     _build("eval", EvalConfig, cfg.get("eval", {}))
     _build("executor", ExecutorConfig, cfg.get("executor", {}))
+    _build("report", ReportConfig, cfg.get("report", {}))
+    _build("gate", GateConfig, cfg.get("gate", {}))
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

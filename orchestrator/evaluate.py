@@ -1,11 +1,25 @@
-"""Measuring an artifact: quality on the test split, size on disk, parameters and ONNX Runtime latency.
+"""Measuring an artifact: quality, size, start-up, latency, throughput and peak memory on ONNX Runtime.
 
 Every node is measured on ONNX Runtime, torch artifacts through an export, so a pruned torch model and
-a quantized ONNX model are compared on the same engine, batch size and thread count.
+a quantized ONNX model are compared on the same engine, batch size and thread count. What each metric
+means:
+
+- size: `model_size_mb` (bytes on disk / 1e6), `model_size_gzip_mb` (gzip -9 of the file: a browser's
+  download), `params` and `sparsity` (see onnx_utils).
+- quality: the task's metrics (`accuracy`, macro `f1`) and `teacher_agreement`, the share of test inputs on
+  which the model's top-1 class equals the baseline's (1.0 for the baseline itself).
+- latency at batch 1, in this process, after `warmup` untimed calls: `latency_p50/p90/p95/p99_ms`,
+  `latency_mean_ms` and `latency_cv` (sample std / mean over the `repeats` timed calls).
+- `throughput_per_s`: samples per second at `throughput_batch`, from the median of `throughput_repeats`
+  timed calls (the median, so one preempted call does not move it).
+- start-up and memory, in a fresh child process: `load_ms`, `first_inference_ms`, `peak_rss_mb`,
+  `peak_rss_delta_mb` (see probe).
 """
 
 from __future__ import annotations
 
+import functools
+import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -13,11 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.onnx_utils import onnx_param_count, size_bytes
+from orchestrator.onnx_utils import gzip_size_bytes, onnx_param_count, size_bytes, sparsity
 from orchestrator.plan import digest
+from orchestrator.probe import probe, session
 
-EVAL_VERSION = "1"  # bump when what `measure` reports changes, so cached measurements are retaken
-
+EVAL_VERSION = "2"  # bump when what `measure` reports changes, so cached measurements are retaken
 
 @dataclass
 class EvalSettings:
@@ -27,37 +41,71 @@ class EvalSettings:
     warmup: int = 20
     repeats: int = 200
     batch_size: int = 256
+    throughput_batch: int = 64
+    throughput_repeats: int = 20
+
+
+@functools.cache
+def environment() -> dict[str, str]:
+    """What the numbers depend on besides the settings: the ONNX Runtime version and the CPU model."""
+    import onnxruntime as ort
+
+    return {"onnxruntime": ort.__version__, "cpu": cpu_model()}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else whatever the platform module knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def eval_hash(settings: EvalSettings) -> str:
-    """Key of a set of measurements in the cache."""
-    return digest({"settings": asdict(settings), "version": EVAL_VERSION})
+    """Key of a set of measurements in the cache.
+
+    The environment is part of it: numbers taken with another ONNX Runtime or on another CPU are
+    retaken here rather than reused as if they had been measured here.
+    """
+    return digest({"settings": asdict(settings), "version": EVAL_VERSION, "environment": environment()})
 
 
-def session(path: Path, threads: int) -> Any:
-    """An ONNX Runtime CPU session with a fixed intra-op thread count (sequential execution)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
-def quality(task: Any, sess: Any, batch_size: int) -> dict[str, float]:
-    """The task's metrics over the whole test split."""
+def predict(task: Any, sess: Any, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(logits, labels) over the whole test split."""
     logits, labels = [], []
     for feeds, y in task.onnx_batches("test", batch_size):
         logits.append(sess.run(None, feeds)[0])
         labels.append(y)
-    return task.score(np.concatenate(logits), np.concatenate(labels))
+    return np.concatenate(logits), np.concatenate(labels)
+
+
+def quality(task: Any, sess: Any, batch_size: int) -> dict[str, float]:
+    """The task's metrics over the whole test split."""
+    return task.score(*predict(task, sess, batch_size))
 
 
 def latency(task: Any, sess: Any, warmup: int, repeats: int) -> dict[str, float]:
-    """Batch-1 latency percentiles (ms) over `repeats` timed calls after `warmup` untimed ones."""
+    """Batch-1 latency statistics (ms) over `repeats` timed calls after `warmup` untimed ones."""
     feeds, _ = next(task.onnx_batches("test", 1))
+    times = _timed_calls(sess, feeds, warmup, repeats)
+    mean = float(times.mean())
+    std = float(times.std(ddof=1)) if repeats > 1 else 0.0
+    out = {f"latency_p{q}_ms": float(np.percentile(times, q)) for q in (50, 90, 95, 99)}
+    return {**out, "latency_mean_ms": mean, "latency_cv": std / mean if mean > 0 else 0.0}
+
+
+def throughput(task: Any, sess: Any, batch: int, repeats: int) -> dict[str, float]:
+    """Samples per second at `batch` (capped by the test split's size), from the median call time."""
+    feeds, labels = next(task.onnx_batches("test", batch))
+    times = _timed_calls(sess, feeds, 1, repeats)
+    return {"throughput_per_s": len(labels) / (float(np.median(times)) / 1e3)}
+
+
+def _timed_calls(sess: Any, feeds: dict[str, np.ndarray], warmup: int, repeats: int) -> np.ndarray:
+    """Wall time (ms) of `repeats` calls, each timed alone, after `warmup` untimed calls."""
     for _ in range(warmup):
         sess.run(None, feeds)
     times = np.empty(repeats)
@@ -65,16 +113,40 @@ def latency(task: Any, sess: Any, warmup: int, repeats: int) -> dict[str, float]
         start = time.perf_counter()
         sess.run(None, feeds)
         times[i] = (time.perf_counter() - start) * 1e3
-    return {"latency_p50_ms": float(np.percentile(times, 50)),
-            "latency_p95_ms": float(np.percentile(times, 95))}
+    return times
 
 
-def measure_onnx(task: Any, path: Path, settings: EvalSettings) -> dict[str, float]:
-    """All metrics of one ONNX model file."""
+_REFERENCE: dict[tuple, np.ndarray] = {}
+
+
+def reference_predictions(task: Any, path: Path, settings: EvalSettings) -> np.ndarray:
+    """Top-1 predictions of the baseline ONNX at `path`, computed once per process, task and file version."""
+    key = (str(path), path.stat().st_mtime_ns, settings.batch_size, id(task))
+    if key not in _REFERENCE:
+        _REFERENCE[key] = predict(task, session(path, settings.threads), settings.batch_size)[0].argmax(-1)
+    return _REFERENCE[key]
+
+
+def measure_onnx(task: Any, path: Path, settings: EvalSettings, reference: Path | None = None) -> dict[str, float]:
+    """All metrics of one ONNX model file (see the module doc).
+
+    `reference` is the baseline's ONNX file, for `teacher_agreement`; None means `path` is the baseline.
+    """
+    from orchestrator.metrics import agreement
+
     sess = session(path, settings.threads)
-    metrics = {"model_size_mb": size_bytes(path) / 1e6, "params": float(onnx_param_count(path))}
-    metrics.update(quality(task, sess, settings.batch_size))
+    metrics = {"model_size_mb": size_bytes(path) / 1e6, "model_size_gzip_mb": gzip_size_bytes(path) / 1e6,
+               "params": float(onnx_param_count(path)), "sparsity": sparsity(path)}
+    logits, labels = predict(task, sess, settings.batch_size)
+    metrics.update(task.score(logits, labels))
+    metrics["teacher_agreement"] = 1.0 if reference is None else agreement(
+        logits.argmax(-1), reference_predictions(task, reference, settings))
     metrics.update(latency(task, sess, settings.warmup, settings.repeats))
+    metrics.update(throughput(task, sess, settings.throughput_batch, settings.throughput_repeats))
+    del sess  # released before the child starts, so the two do not compete for memory
+    one, _ = next(task.onnx_batches("test", 1))
+    big, _ = next(task.onnx_batches("test", settings.throughput_batch))
+    metrics.update(probe(path, one, big, settings.threads))
     return metrics
 
 

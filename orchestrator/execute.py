@@ -22,6 +22,8 @@ from orchestrator.evaluate import EvalSettings, eval_hash, measure_onnx, onnx_fo
 from orchestrator.plan import BASELINE, Node, Plan
 
 DONE, CACHED, FAILED, SKIPPED = "done", "cached", "failed", "skipped"
+GATED = "gated"  # measured and logged, but below the accuracy gate: its subtree is skipped (not a failure)
+BLOCKING = (FAILED, SKIPPED, GATED)  # a node in one of these states does not feed its children
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class Job:
     cache_dir: str
     settings: EvalSettings
     export: dict[str, Any]
+    gate: float | None = None  # max accuracy drop vs the root baseline before the subtree is cut
 
 
 @dataclass
@@ -97,11 +100,15 @@ def _run_stage(job: Job, cache: Cache, task: Any, folder: Path) -> tuple[Any, di
     return out.model, dict(out.metrics)
 
 
-def _measure(job: Job, task: Any, folder: Path, model_file: str) -> dict[str, float]:
-    """Measure the model in `folder`; torch models are exported first (kept as measured.onnx)."""
+def _measure(job: Job, cache: Cache, task: Any, folder: Path, model_file: str) -> dict[str, float]:
+    """Measure the model in `folder`; torch models are exported first (kept as measured.onnx).
+
+    Agreement is against the root baseline's measured ONNX (measured first: parents run before children).
+    """
     path = folder / model_file
     domain = "torch" if path.suffix == ".pt" else "onnx"
-    metrics = measure_onnx(task, onnx_for(task, domain, path, folder, job.export), job.settings)
+    reference = None if job.node.key == job.root_key else _measured_path(cache, job.root_key)
+    metrics = measure_onnx(task, onnx_for(task, domain, path, folder, job.export), job.settings, reference)
     if domain == "torch":
         metrics["params"] = float(torch_param_count(path))
     return metrics
@@ -115,7 +122,7 @@ def _build(job: Job, cache: Cache, task: Any) -> None:
         model, stage_metrics = _run_stage(job, cache, task, staged)
         model_file = _save(model, staged)
         seconds = time.perf_counter() - start
-        cache.put_eval(job.node.key, eval_hash(job.settings), _measure(job, task, staged, model_file), staged)
+        cache.put_eval(job.node.key, eval_hash(job.settings), _measure(job, cache, task, staged, model_file), staged)
         cache.commit(job.node.key, staged, {
             "key": job.node.key, "stage": job.node.stage, "params": job.node.params,
             "parent": job.node.parent, "steps": list(job.node.steps), "model_file": model_file,
@@ -148,13 +155,29 @@ def compute(job: Job) -> NodeResult:
         metrics = cache.eval_metrics(key, ehash)
         if metrics is None:  # cached artifact, new measurement settings: re-measure only
             with cache.lock(key):
-                metrics = _measure(job, task, cache.path(key), cache.meta(key)["model_file"])
+                metrics = _measure(job, cache, task, cache.path(key), cache.meta(key)["model_file"])
                 cache.put_eval(key, ehash, metrics)
         metrics = {**cache.meta(key)["stage_metrics"], **metrics}
-        return NodeResult(key, DONE if executed else CACHED, metrics, time.perf_counter() - start,
-                          onnx_path=str(_measured_path(cache, key)), executed=executed)
+        gated = _gated(job, cache, ehash, metrics)
+        return NodeResult(key, GATED if gated else DONE if executed else CACHED, metrics,
+                          time.perf_counter() - start, error=gated, onnx_path=str(_measured_path(cache, key)),
+                          executed=executed)
     except Exception:
         return NodeResult(key, FAILED, seconds=time.perf_counter() - start, error=traceback.format_exc())
+
+
+def _gated(job: Job, cache: Cache, ehash: str, metrics: dict[str, float]) -> str | None:
+    """Why the node falls below the accuracy gate (drop vs its root baseline), or None if it passes."""
+    if job.gate is None or job.node.key == job.root_key:
+        return None
+    base = (cache.eval_metrics(job.root_key, ehash) or {}).get("accuracy")
+    if base is None or "accuracy" not in metrics:
+        return None
+    drop = base - metrics["accuracy"]
+    if drop <= job.gate + 1e-9:  # float slack, so that a drop of exactly the gate passes
+        return None
+    return (f"gated: accuracy {metrics['accuracy']:.4f} is {drop:.4f} below the baseline's {base:.4f}, "
+            f"more than gate.max_accuracy_drop={job.gate:g}; its descendants are skipped")
 
 
 def dfs_order(plan: Plan) -> list[Node]:
@@ -174,7 +197,7 @@ def dfs_order(plan: Plan) -> list[Node]:
 def execute(plan: Plan, make_job: Callable[[Node], Job], on_start: Callable[[Node], None],
             on_result: Callable[[Node, NodeResult], None], workers: int = 1,
             compute_fn: Callable[[Job], NodeResult] = compute) -> dict[str, NodeResult]:
-    """Run every node of `plan`; a failed node's descendants are reported SKIPPED, the rest go on.
+    """Run every node of `plan`; a failed or gated node's descendants are reported SKIPPED, the rest go on.
 
     `compute_fn` is the per-node work (tests swap it to exercise scheduling alone).
     """
@@ -183,7 +206,7 @@ def execute(plan: Plan, make_job: Callable[[Node], Job], on_start: Callable[[Nod
     results: dict[str, NodeResult] = {}
     for node in dfs_order(plan):
         parent = results.get(node.parent) if node.parent else None
-        if parent is not None and parent.status in (FAILED, SKIPPED):
+        if parent is not None and parent.status in BLOCKING:
             result = NodeResult(node.key, SKIPPED, error=f"ancestor {parent.key} {parent.status}")
         else:
             on_start(node)
@@ -219,8 +242,8 @@ def _execute_pool(plan: Plan, make_job: Callable[[Node], Job], on_start: Callabl
 
 def _release(plan: Plan, node: Node, results: dict[str, NodeResult],
              on_result: Callable[[Node, NodeResult], None]) -> list[Node]:
-    """Children that may start now; the subtree of a failed node is marked skipped instead."""
-    if results[node.key].status not in (FAILED, SKIPPED):
+    """Children that may start now; the subtree of a failed or gated node is marked skipped instead."""
+    if results[node.key].status not in BLOCKING:
         return plan.children(node.key)
     for child in plan.descendants(node.key):
         results[child.key] = NodeResult(child.key, SKIPPED, error=f"ancestor {node.key} {results[node.key].status}")

@@ -68,3 +68,57 @@ def onnx_param_count(path: Path) -> int:
         n = int(np.prod(tensor.dims)) if tensor.dims else 1
         total += n if n > 1 else 0
     return total
+
+
+def gzip_size_bytes(path: Path, level: int = 9) -> int:
+    """Bytes of the model file(s) gzip-compressed at `level`: roughly what a browser downloads."""
+    import gzip
+
+    return sum(len(gzip.compress(p.read_bytes(), compresslevel=level)) for p in model_files(path))
+
+
+def sparsity(path: Path) -> float:
+    """Fraction of weight elements that are exactly zero, over the same tensors `onnx_param_count` counts.
+
+    Float weights count when equal to 0.0 (fp16 included, so weights that underflowed to zero count).
+    Integer (quantized) weights count when equal to their zero point, i.e. when they dequantize to 0.0;
+    the zero point is the initializer named like the weight with `_quantized` replaced by `_zero_point`
+    (ONNX Runtime's naming); without one (or one that fits no axis) it is taken as 0.
+    """
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(path), load_external_data=True)
+    inits = {t.name: t for t in proto.graph.initializer}
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
+    ints = {onnx.TensorProto.INT8, onnx.TensorProto.UINT8}
+    zeros = total = 0
+    for name, tensor in inits.items():
+        if tensor.data_type not in floats | ints or name.endswith(("_scale", "_zero_point")):
+            continue
+        values = numpy_helper.to_array(tensor)
+        if values.size <= 1:  # scalars are constants, not weights (as in onnx_param_count)
+            continue
+        zero = 0
+        if tensor.data_type in ints:
+            zp_name = name.removesuffix("_quantized") + "_zero_point"
+            zero = _broadcast_zero_point(numpy_helper.to_array(inits[zp_name]), values) if zp_name in inits else 0
+        zeros += int(np.count_nonzero(values == zero))
+        total += values.size
+    return zeros / total if total else 0.0
+
+
+def _broadcast_zero_point(zp: Any, values: Any) -> Any:
+    """A per-tensor zero point as is; a per-channel one along the first axis whose length matches (else 0)."""
+    import numpy as np
+
+    zp = np.asarray(zp)
+    if zp.size == 1:
+        return zp.reshape(())
+    axis = next((i for i, n in enumerate(values.shape) if n == zp.size), None)
+    if axis is None:
+        return 0
+    shape = [1] * values.ndim
+    shape[axis] = zp.size
+    return zp.reshape(shape)

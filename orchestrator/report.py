@@ -1,42 +1,204 @@
-"""The end-of-sweep report: one row per variant (plus the baseline), as a terminal/Markdown table."""
+"""The trade-off report: what to ship, and why.
+
+At the end of every sweep, and later from MLflow alone (`python -m orchestrator.report <parent run id |
+experiment name>`), the same code turns the variants' numbers into: a compact terminal table and a full
+Markdown table, both sorted by the accuracy/latency Pareto front; two PNG plots (see plots); and the
+recommended variant under the `report.max_*` constraints, with the reason, or the binding constraint.
+"""
 
 from __future__ import annotations
 
+import argparse
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from orchestrator.pareto import LATENCY, SIZE, Constraints, Recommendation, Row, layers, recommend
 from orchestrator.plan import BASELINE, Plan
 
-COLUMNS = [("accuracy", "accuracy", "{:.4f}"), ("model_size_mb", "size MB", "{:.3f}"),
-           ("params", "params", "{:.0f}"), ("latency_p50_ms", "p50 ms", "{:.3f}"),
-           ("latency_p95_ms", "p95 ms", "{:.3f}")]
+# (metric key or a derived name, column title, format); derived: front, drop, speedup, smaller
+TERMINAL = [("front", "front", "{}"), ("accuracy", "acc", "{:.4f}"), ("drop", "drop", "{:+.4f}"),
+            ("teacher_agreement", "agree", "{:.3f}"), ("latency_p50_ms", "p50 ms", "{:.4g}"),
+            ("latency_cv", "cv", "{:.2f}"), ("speedup", "x faster", "{:.2f}"), ("model_size_mb", "MB", "{:.4g}"),
+            ("model_size_gzip_mb", "gz MB", "{:.4g}"), ("peak_rss_mb", "RSS MB", "{:.1f}")]
+MARKDOWN = [("front", "front", "{}"), ("accuracy", "accuracy", "{:.4f}"), ("drop", "acc. drop", "{:+.4f}"),
+            ("f1", "macro f1", "{:.4f}"), ("teacher_agreement", "agreement", "{:.4f}"),
+            ("latency_p50_ms", "p50 ms", "{:.4g}"), ("latency_p90_ms", "p90 ms", "{:.4g}"),
+            ("latency_p95_ms", "p95 ms", "{:.4g}"), ("latency_p99_ms", "p99 ms", "{:.4g}"),
+            ("latency_mean_ms", "mean ms", "{:.4g}"), ("latency_cv", "cv", "{:.3f}"),
+            ("speedup", "x faster (p50)", "{:.2f}"), ("throughput_per_s", "samples/s", "{:.4g}"),
+            ("load_ms", "load ms", "{:.4g}"), ("first_inference_ms", "1st call ms", "{:.4g}"),
+            ("model_size_mb", "size MB", "{:.4g}"), ("model_size_gzip_mb", "gzip MB", "{:.4g}"),
+            ("smaller", "x smaller", "{:.2f}"), ("params", "params", "{:.0f}"), ("sparsity", "sparsity", "{:.3f}"),
+            ("peak_rss_mb", "peak RSS MB", "{:.1f}"), ("peak_rss_delta_mb", "RSS delta MB", "{:.1f}")]
+LEGEND = ("front: L = on the accuracy/latency front, S = on the accuracy/size front; * = recommended; "
+          "drop = baseline accuracy minus the variant's; x faster = baseline p50 / p50")
+PARAMS = ("max_accuracy_drop", "max_latency_ms", "max_size_mb")
 
 
-def variant_rows(plan: Plan, results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Baseline first, then each variant in plan order, with its leaf's status and metrics."""
-    rows, seen = [], set()
-    for root in plan.children(None):
-        if root.key not in plan.leaves():
-            rows.append(_row(BASELINE, root.key, results))
-            seen.add(root.key)
-    for variant in plan.variants:
-        if variant.leaf not in seen:
-            rows.append(_row(variant.label, variant.leaf, results))
-            seen.add(variant.leaf)
+@dataclass
+class Report:
+    """Rows sorted by the latency front, front membership per row key, and the recommendation."""
+
+    rows: list[Row]
+    fronts: dict[str, str]  # key -> "L", "S", "L+S" or ""
+    rec: Recommendation
+    limits: Constraints
+
+
+def baseline_label(key: str, roots: int) -> str:
+    """`baseline`, with its short key when a sweep has several baselines (e.g. swept seeds)."""
+    return BASELINE if roots == 1 else f"{BASELINE} ({key[:8]})"
+
+
+def rows_from_results(plan: Plan, results: dict[str, Any]) -> list[Row]:
+    """One row per baseline and per variant leaf, from this sweep's NodeResults."""
+    def metrics(key: str) -> dict[str, float]:
+        return dict(results[key].metrics) if key in results else {}
+
+    roots = plan.children(None)
+    rows = [Row(baseline_label(r.key, len(roots)), r.key, results[r.key].status if r.key in results else "missing",
+                metrics(r.key), metrics(r.key), True) for r in roots]
+    seen = {r.key for r in roots}
+    for v in plan.variants:
+        if v.leaf not in seen:
+            seen.add(v.leaf)
+            status = results[v.leaf].status if v.leaf in results else "missing"
+            rows.append(Row(v.label, v.leaf, status, metrics(v.leaf), metrics(plan.ancestors(v.leaf)[0].key)))
     return rows
 
 
-def _row(label: str, key: str, results: dict[str, Any]) -> dict[str, Any]:
-    res = results.get(key)
-    return {"variant": label, "key": key, "status": res.status if res else "missing",
-            **(res.metrics if res else {})}
+def rows_from_runs(children: list[dict[str, Any]]) -> list[Row]:
+    """The same rows rebuilt from a sweep's node runs in MLflow (see tracking.fetch_sweep)."""
+    from orchestrator.tracking import LEAF, NODE_KEY, STATUS
+
+    roots = [c for c in children if c["tags"].get("orchestrator.stage") == BASELINE]
+    rows = []
+    for c in roots:
+        own = {k: v for k, v in c["metrics"].items() if "/" not in k}
+        rows.append(Row(baseline_label(c["tags"][NODE_KEY], len(roots)), c["tags"][NODE_KEY], c["tags"][STATUS],
+                        own, own, True))
+    for c in children:
+        if c["tags"].get(LEAF) == "true" and c["tags"].get("orchestrator.stage") != BASELINE:
+            own = {k: v for k, v in c["metrics"].items() if "/" not in k}
+            base = {k.split("/", 1)[1]: v for k, v in c["metrics"].items() if k.startswith(BASELINE + "/")}
+            rows.append(Row(c["name"], c["tags"][NODE_KEY], c["tags"][STATUS], own, base))
+    return rows
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """A Markdown table of the rows (metrics missing for failed/skipped variants show as '-')."""
-    head = ["variant", "status", *(title for _, title, _ in COLUMNS)]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in rows:
-        cells = [row["variant"], row["status"]]
-        cells += [fmt.format(row[key]) if key in row else "-" for key, _, fmt in COLUMNS]
+def build(rows: list[Row], limits: Constraints) -> Report:
+    """Fronts, the recommendation, and the rows sorted: latency front layers, then gated, then unmeasured."""
+    lat, size = layers(rows, LATENCY), layers(rows, SIZE)
+    fronts = {r.key: "+".join(n for n, lay in (("L", lat), ("S", size)) if lay.get(r.key) == 1) for r in rows}
+
+    def order(r: Row) -> tuple:
+        if r.key in lat:
+            return 0, lat[r.key], r.metrics[LATENCY], r.label
+        return (1 if r.status == "gated" else 2), 0, r.metrics.get(LATENCY, float("inf")), r.label
+
+    return Report(sorted(rows, key=order), fronts, recommend(rows, limits), limits)
+
+
+def _cell(report: Report, row: Row, key: str, fmt: str) -> str:
+    derived = {"front": report.fronts.get(row.key, ""), "drop": row.drop, "speedup": row.ratio(LATENCY),
+               "smaller": row.ratio(SIZE)}
+    value = derived[key] if key in derived else row.metrics.get(key)
+    return "-" if value is None or value == "" else fmt.format(value)
+
+
+def _label(report: Report, row: Row) -> str:
+    return ("* " if report.rec.row is not None and report.rec.row.key == row.key else "") + row.label
+
+
+def terminal_table(report: Report) -> str:
+    """A compact fixed-width table for the terminal."""
+    head = ["variant", "status", *(t for _, t, _ in TERMINAL)]
+    body = [[_label(report, r), r.status, *(_cell(report, r, k, f) for k, _, f in TERMINAL)] for r in report.rows]
+    widths = [max(len(line[i]) for line in [head, *body]) for i in range(len(head))]
+    fmt_line = lambda cells: "  ".join(  # noqa: E731
+        c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+    return "\n".join([fmt_line(head), "  ".join("-" * w for w in widths), *map(fmt_line, body)])
+
+
+def render(report: Report) -> str:
+    """What is printed: the compact table, its legend and the recommendation."""
+    return f"{terminal_table(report)}\n{LEGEND}\n\n{report.rec.text}"
+
+
+def markdown(report: Report, title: str, env: dict[str, str]) -> str:
+    """The full report: every measured metric per row, the recommendation, the measuring environment."""
+    head = ["variant", "status", *(t for _, t, _ in MARKDOWN)]
+    lines = [f"# {title}: trade-off report", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in report.rows:
+        cells = [_label(report, r).replace("|", "\\|"), r.status, *(_cell(report, r, k, f) for k, _, f in MARKDOWN)]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    envs = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in sorted(env.items()))
+    return "\n".join([*lines, "", LEGEND + ".", "", *report.rec.lines, "", f"Measured with: {envs}", ""])
+
+
+def node_tags(report: Report) -> dict[str, dict[str, str]]:
+    """Per candidate row key: `orchestrator.pareto` (on either front, plus per front) and `.recommended`."""
+    from orchestrator.tracking import PARETO, RECOMMENDED
+
+    chosen = report.rec.row.key if report.rec.row else None
+    return {r.key: {PARETO: str(bool(report.fronts.get(r.key))).lower(),
+                    f"{PARETO}.latency": str("L" in report.fronts.get(r.key, "")).lower(),
+                    f"{PARETO}.size": str("S" in report.fronts.get(r.key, "")).lower(),
+                    RECOMMENDED: str(r.key == chosen).lower()} for r in report.rows if r.candidate}
+
+
+def publish(tracker: Any, report: Report, title: str, env: dict[str, str]) -> None:
+    """Log the report on the sweep's parent run (table, plots, constraints) and tag the node runs."""
+    from orchestrator.plots import write_plots
+
+    chosen = report.rec.row
+    with tempfile.TemporaryDirectory() as tmp:
+        images = write_plots(report.rows, chosen.key if chosen else None, report.limits, Path(tmp), title)
+        tracker.log_report({f"report.{k}": str(getattr(report.limits, k)) for k in PARAMS},
+                           {"report.md": markdown(report, title, env), "report.txt": render(report) + "\n"},
+                           images, node_tags(report),
+                           {"orchestrator.recommended_variant": chosen.label if chosen else "none"})
+
+
+def _limits(params: dict[str, str], args: argparse.Namespace) -> Constraints:
+    """Constraints logged with the sweep, each overridable on the command line."""
+    values = {k: (None if params.get(f"report.{k}") in (None, "", "None") else float(params[f"report.{k}"]))
+              for k in PARAMS}
+    values.update({k: getattr(args, k) for k in PARAMS if getattr(args, k) is not None})
+    return Constraints.from_dict(values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m orchestrator.report REF`: print the report of a past sweep, write its plots and Markdown."""
+    from orchestrator.config import TrackingConfig
+    from orchestrator.plots import write_plots
+    from orchestrator.tracking import fetch_sweep
+
+    ap = argparse.ArgumentParser(prog="python -m orchestrator.report", description=__doc__.splitlines()[0])
+    ap.add_argument("ref", help="a sweep's parent run id, or an experiment name (its latest sweep)")
+    ap.add_argument("--tracking-uri", default=TrackingConfig().uri, help="MLflow store (default: %(default)s)")
+    ap.add_argument("--out", help="folder for report.md and the PNGs (default: .cache/orchestrator/reports/RUN)")
+    for k in PARAMS:
+        ap.add_argument("--" + k.replace("_", "-"), dest=k, type=float, help=f"override report.{k}")
+    args = ap.parse_args(argv)
+    try:
+        sweep = fetch_sweep(args.tracking_uri, args.ref)
+    except LookupError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    report = build(rows_from_runs(sweep["children"]), _limits(sweep["params"], args))
+    title = sweep["tags"].get("orchestrator.recipe", sweep["experiment"])
+    out = Path(args.out or Path(".cache/orchestrator/reports") / sweep["run_id"])
+    env = {k: v for k, v in sweep["tags"].items() if k.startswith("orchestrator.env.")}
+    images = write_plots(report.rows, report.rec.row.key if report.rec.row else None, report.limits, out, title)
+    (out / "report.md").write_text(markdown(report, title, env))
+    print(render(report))
+    print(f"\nSweep {sweep['run_id']} (experiment {sweep['experiment']}); wrote {out / 'report.md'}"
+          + "".join(f", {p.name}" for p in images))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -11,10 +11,11 @@ import yaml
 from orchestrator.cache import Cache
 from orchestrator.config import discover_recipes
 from orchestrator.errors import ConfigError, PlanError
-from orchestrator.evaluate import EvalSettings
-from orchestrator.execute import CACHED, FAILED, SKIPPED, Job, NodeResult, execute
+from orchestrator.evaluate import EvalSettings, environment
+from orchestrator.execute import CACHED, FAILED, GATED, SKIPPED, Job, NodeResult, execute
+from orchestrator.pareto import Constraints
 from orchestrator.plan import Node, Plan, plan
-from orchestrator.report import markdown_table, variant_rows
+from orchestrator.report import build, publish, render, rows_from_results
 
 
 def _err(msg: str) -> None:
@@ -109,15 +110,18 @@ def run_sweep(data: dict[str, Any], recipe: str | None, overrides: list[str] | N
 def _execute(data: dict[str, Any], the_plan: Plan, cache: Cache, recipe: str | None) -> int:
     tracker = _tracker(data, recipe)
     start = time.perf_counter()
+    settings = EvalSettings(**data["eval"])
+    # where and how the numbers were taken: on the parent and on every node run
+    env = {"orchestrator.env.threads": str(settings.threads),
+           **{f"orchestrator.env.{k}": v for k, v in environment().items()}}
     if tracker:
         config_yaml = yaml.safe_dump(data, sort_keys=False)
-        tracker.start_sweep(recipe or "adhoc", config_yaml, {"orchestrator.recipe": recipe or "adhoc"})
-    settings = EvalSettings(**data["eval"])
+        tracker.start_sweep(recipe or "adhoc", config_yaml, {"orchestrator.recipe": recipe or "adhoc", **env}, env)
 
     def make_job(node: Node) -> Job:
         root = node if node.parent is None else the_plan.ancestors(node.key)[0]
         return Job(node, root.key, root.params, int(data["seed"]), str(cache.root), settings,
-                   data["stages"].get("export", {}))
+                   data["stages"].get("export", {}), data["gate"]["max_accuracy_drop"])
 
     progress = Progress(len(the_plan.nodes))
     results: dict[str, NodeResult] = {}
@@ -129,24 +133,34 @@ def _execute(data: dict[str, Any], the_plan: Plan, cache: Cache, recipe: str | N
             tracker.log_node(the_plan, node, result, results, node_label(the_plan, node))
 
     execute(the_plan, make_job, progress.started, on_result, data["executor"]["workers"])
-    return _finish(the_plan, results, tracker, time.perf_counter() - start)
+    report = build(rows_from_results(the_plan, results), Constraints.from_dict(data["report"]))
+    if tracker:
+        try:
+            publish(tracker, report, recipe or "adhoc", env)
+        except Exception as err:  # the sweep's results stand; the report can be rebuilt from MLflow later
+            _err(f"warning: could not log the report to MLflow ({err}); rebuild it with "
+                 f"`python -m orchestrator.report {tracker.parent_id}`")
+    return _finish(the_plan, results, tracker, time.perf_counter() - start, render(report))
 
 
-def _finish(the_plan: Plan, results: dict[str, NodeResult], tracker: Any, wall: float) -> int:
+def _finish(the_plan: Plan, results: dict[str, NodeResult], tracker: Any, wall: float, table: str) -> int:
     """Print the report and the summary, close the parent run, pick the exit code."""
-    table = markdown_table(variant_rows(the_plan, results))
     failed = [r for r in results.values() if r.status == FAILED]
+    gated = [r for r in results.values() if r.status == GATED]
     skipped = [r for r in results.values() if r.status == SKIPPED]
     executed = sum(r.executed for r in results.values())
     summary = {"nodes": len(the_plan.nodes), "stage_executions": executed,
                "cached_nodes": sum(r.status == CACHED for r in results.values()),
-               "failed_nodes": len(failed), "skipped_nodes": len(skipped), "wall_seconds": wall}
+               "failed_nodes": len(failed), "skipped_nodes": len(skipped), "gated_nodes": len(gated),
+               "wall_seconds": wall}
     print("\n" + table + "\n")
     print(f"{summary['nodes']} unique nodes: {executed} stage executions, {summary['cached_nodes']} from cache, "
-          f"{len(failed)} failed, {len(skipped)} skipped; {wall:.1f}s")
+          f"{len(failed)} failed, {len(gated)} gated, {len(skipped)} skipped; {wall:.1f}s")
+    for r in gated:
+        print(f"GATED {r.key[:10]}: {r.error}")
     for r in failed:
         _err(f"FAILED {r.key}:\n{r.error}")
     if tracker:
-        tracker.end_sweep("FAILED" if failed else "FINISHED", summary, {"report.md": table})
+        tracker.end_sweep("FAILED" if failed else "FINISHED", summary, {})
         print(f"MLflow: parent run {tracker.parent_id} in {tracker.uri}")
     return 1 if failed else 0

@@ -3,6 +3,8 @@
 Layout: one experiment per recipe; one parent run per invocation; one child run per DAG node. Every
 node run carries its whole chain: the params of every stage from the baseline down (`prune.ratio`),
 the metrics of every ancestor (`prune/accuracy`), and the tags below, so a leaf run explains itself.
+The trade-off report goes on the parent (plots, tables, constraints as params) and tags the node runs
+(`orchestrator.pareto`, `orchestrator.recommended`); `fetch_sweep` reads a sweep back for the report command.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ from orchestrator.plan import Node, Plan
 PIPELINE, NODE_KEY, CACHED = "orchestrator.pipeline", "orchestrator.node_key", "orchestrator.cached"
 STATUS, LEAF, PARENT = "orchestrator.status", "orchestrator.leaf", "mlflow.parentRunId"
 SWEEP_PID, SWEEP_HOST = "orchestrator.sweep_pid", "orchestrator.sweep_host"
-MLFLOW_STATUS = {"done": "FINISHED", "cached": "FINISHED", "failed": "FAILED", "skipped": "KILLED"}
+PARETO, RECOMMENDED, RECIPE = "orchestrator.pareto", "orchestrator.recommended", "orchestrator.recipe"
+MLFLOW_STATUS = {"done": "FINISHED", "cached": "FINISHED", "gated": "FINISHED", "failed": "FAILED",
+                 "skipped": "KILLED"}
+ERROR_FILE = {"failed": "traceback.txt", "gated": "gated.txt", "skipped": "skipped.txt"}
 
 
 def chain_params(plan: Plan, key: str) -> dict[str, str]:
@@ -55,10 +60,14 @@ class Tracker:
         else:
             self.experiment_id = found.experiment_id
         self.parent_id: str | None = None
+        self.node_tags: dict[str, str] = {}  # set on every node run too (e.g. the measuring environment)
+        self.runs: dict[str, str] = {}  # node key -> its run in this sweep
 
-    def start_sweep(self, name: str, config_yaml: str, tags: dict[str, str]) -> str:
-        """Create the parent run and attach the resolved config."""
+    def start_sweep(self, name: str, config_yaml: str, tags: dict[str, str],
+                    node_tags: dict[str, str] | None = None) -> str:
+        """Create the parent run and attach the resolved config; `node_tags` also go on every node run."""
         self._close_orphans()
+        self.node_tags = dict(node_tags or {})
         run = self.client.create_run(self.experiment_id, run_name=name, tags={
             **tags, SWEEP_PID: str(os.getpid()), SWEEP_HOST: socket.gethostname()})
         self.parent_id = run.info.run_id
@@ -71,10 +80,11 @@ class Tracker:
 
         leaf = node.key in plan.leaves()
         run = self.client.create_run(self.experiment_id, run_name=label, tags={
-            PARENT: self.parent_id, PIPELINE: node.pipeline, NODE_KEY: node.key,
-            CACHED: str(result.status == "cached").lower(), STATUS: result.status,
-            LEAF: str(leaf).lower(), "orchestrator.stage": node.stage})
+            **self.node_tags, PARENT: self.parent_id, PIPELINE: node.pipeline, NODE_KEY: node.key,
+            CACHED: str(not result.executed and result.status in ("cached", "gated")).lower(),
+            STATUS: result.status, LEAF: str(leaf).lower(), "orchestrator.stage": node.stage})
         rid = run.info.run_id
+        self.runs[node.key] = rid
         params = [Param(k, v[:6000]) for k, v in chain_params(plan, node.key).items()]
         metrics = [Metric(k, float(v), 0, 0) for k, v in self._chain_metrics(plan, node, results).items()]
         self.client.log_batch(rid, metrics=metrics, params=params)
@@ -82,11 +92,26 @@ class Tracker:
                                         "chain": [a.key for a in plan.ancestors(node.key)]}, indent=2),
                        "node.json")
         if result.error:
-            self._log_text(rid, result.error, "traceback.txt" if result.status == "failed" else "skipped.txt")
+            self._log_text(rid, result.error, ERROR_FILE.get(result.status, "error.txt"))
         if self.log_models and result.onnx_path:
             self.client.log_artifact(rid, result.onnx_path, "model")
         self.client.set_terminated(rid, MLFLOW_STATUS[result.status])
         return rid
+
+    def log_report(self, params: dict[str, str], files: dict[str, str], images: list[Path],
+                   node_tags: dict[str, dict[str, str]], tags: dict[str, str]) -> None:
+        """The report on the parent run (params, text files, images, tags) and its tags on node runs by key."""
+        from mlflow.entities import Param, RunTag
+
+        self.client.log_batch(self.parent_id, params=[Param(k, v) for k, v in params.items()],
+                              tags=[RunTag(k, v) for k, v in tags.items()])
+        for name, text in files.items():
+            self._log_text(self.parent_id, text, name)
+        for image in images:
+            self.client.log_artifact(self.parent_id, str(image))
+        for key, node_run_tags in node_tags.items():
+            if key in self.runs:
+                self.client.log_batch(self.runs[key], tags=[RunTag(k, v) for k, v in node_run_tags.items()])
 
     def end_sweep(self, status: str, metrics: dict[str, float], files: dict[str, str]) -> None:
         """Summary metrics and text artifacts on the parent run, then close it."""
@@ -131,6 +156,53 @@ class Tracker:
             pid, host = run.data.tags.get(SWEEP_PID), run.data.tags.get(SWEEP_HOST)
             if pid and host == socket.gethostname() and not _pid_alive(int(pid)):
                 self.client.set_terminated(run.info.run_id, "KILLED")
+
+
+def fetch_sweep(uri: str, ref: str) -> dict[str, Any]:
+    """A past sweep, read back: `ref` is a parent run id, or an experiment name (its latest sweep).
+
+    Returns plain data: parent `run_id`, `experiment`, `params`, `tags`, and `children`, each a dict with
+    `run_id`, `name`, `tags` and `metrics`. Raises LookupError when nothing matches.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        parent = client.get_run(ref)
+    except MlflowException:
+        parent = _latest_sweep(client, uri, ref)
+    if PARENT in parent.data.tags:  # a node run's id: report its sweep
+        parent = client.get_run(parent.data.tags[PARENT])
+    experiment = client.get_experiment(parent.info.experiment_id).name
+    children = _search_all(client, parent.info.experiment_id, f"tags.`{PARENT}` = '{parent.info.run_id}'")
+    return {"run_id": parent.info.run_id, "experiment": experiment, "params": dict(parent.data.params),
+            "tags": dict(parent.data.tags),
+            "children": [{"run_id": r.info.run_id, "name": r.info.run_name, "tags": dict(r.data.tags),
+                          "metrics": dict(r.data.metrics)} for r in children]}
+
+
+def _latest_sweep(client: Any, uri: str, experiment: str) -> Any:
+    """The most recently started parent run (it carries the recipe tag; node runs do not) of `experiment`."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise LookupError(f"{experiment!r} is neither a run id nor an experiment name in {uri}")
+    runs = client.search_runs([found.experiment_id], f"tags.`{RECIPE}` LIKE '%'", order_by=["start_time DESC"],
+                              max_results=1)
+    if not runs:
+        raise LookupError(f"experiment {experiment!r} has no sweep (parent) run")
+    return runs[0]
+
+
+def _search_all(client: Any, experiment_id: str, query: str) -> list[Any]:
+    """Every run of the experiment matching `query` (all pages)."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], query, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
 
 
 def _ensure_sqlite_dir(uri: str) -> None:

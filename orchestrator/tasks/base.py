@@ -48,8 +48,14 @@ class Task:
             yield {self.input_names[0]: inputs.numpy()}, labels.numpy()
 
     def score(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-        """Quality metrics of predictions (at least `accuracy`, in 0..1)."""
-        return {"accuracy": float((logits.argmax(-1) == labels).mean())}
+        """Quality metrics of predictions (at least `accuracy`, in 0..1).
+
+        Classification by default: `accuracy` and macro `f1` (always, see orchestrator.metrics), through
+        the `evaluate` modules shipped in the package, so it works offline.
+        """
+        from orchestrator.metrics import classification
+
+        return classification(logits.argmax(-1), labels)
 
     def protected_modules(self, model: Any) -> list:
         """Modules structured pruning must not shrink (the classifier head)."""

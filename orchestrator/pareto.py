@@ -1,0 +1,169 @@
+"""Trade-off logic, pure: Pareto fronts over (accuracy up, cost down) and the constrained recommendation.
+
+No MLflow, no plotting: rows come from a sweep's results or from MLflow alike, so the report printed at
+the end of a sweep and the one rebuilt later are computed by the same code from the same numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+ACCURACY, LATENCY, SIZE = "accuracy", "latency_p50_ms", "model_size_mb"
+MEASURED = ("done", "cached")  # gated rows are measured too, but ruled out: they failed the recipe's gate
+EPS = 1e-9  # float slack: 0.90 - 0.88 is 0.0200000000000000178, which must still meet a 0.02 limit
+
+
+@dataclass
+class Row:
+    """One variant (or baseline): its label, status, own metrics and its root baseline's metrics."""
+
+    label: str
+    key: str
+    status: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    base: dict[str, float] = field(default_factory=dict)
+    is_baseline: bool = False
+
+    @property
+    def candidate(self) -> bool:
+        """Measured, not gated, with every metric the fronts and constraints need."""
+        return self.status in MEASURED and all(k in self.metrics for k in (ACCURACY, LATENCY, SIZE))
+
+    @property
+    def drop(self) -> float | None:
+        """Accuracy lost against its own baseline (negative: it gained), None if either is unknown."""
+        if ACCURACY not in self.metrics or ACCURACY not in self.base:
+            return None
+        return self.base[ACCURACY] - self.metrics[ACCURACY]
+
+    def ratio(self, metric: str) -> float | None:
+        """baseline / own value of `metric` (e.g. 2.0 = twice as fast or half the size)."""
+        own, base = self.metrics.get(metric), self.base.get(metric)
+        return base / own if own and base is not None else None
+
+
+@dataclass
+class Constraints:
+    """report.max_* from the config; None = unconstrained."""
+
+    max_accuracy_drop: float | None = None
+    max_latency_ms: float | None = None
+    max_size_mb: float | None = None
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Constraints:
+        """From the `report` config block (unknown keys ignored, None kept)."""
+        return cls(**{k: (None if values.get(k) is None else float(values[k])) for k in cls.__dataclass_fields__})
+
+    def active(self) -> dict[str, float]:
+        """The constraints that are set, by config key."""
+        return {k: v for k, v in vars(self).items() if v is not None}
+
+    def value(self, name: str, row: Row) -> float | None:
+        """The row's number that constraint `name` limits."""
+        return {"max_accuracy_drop": row.drop, "max_latency_ms": row.metrics.get(LATENCY),
+                "max_size_mb": row.metrics.get(SIZE)}[name]
+
+    def violated(self, row: Row, skip: str | None = None) -> list[str]:
+        """Names of the active constraints `row` breaks (an unknown value breaks it), `skip` left out."""
+        out = []
+        for name, limit in self.active().items():
+            value = self.value(name, row)
+            if name != skip and (value is None or value > limit + EPS):
+                out.append(name)
+        return out
+
+
+def dominates(a: Row, b: Row, cost: str) -> bool:
+    """a is at least as accurate and as cheap as b, and strictly better in one of the two."""
+    acc_a, acc_b, c_a, c_b = a.metrics[ACCURACY], b.metrics[ACCURACY], a.metrics[cost], b.metrics[cost]
+    return acc_a >= acc_b and c_a <= c_b and (acc_a > acc_b or c_a < c_b)
+
+
+def front(rows: list[Row], cost: str) -> list[Row]:
+    """The candidates no other candidate dominates, cheapest first."""
+    cands = [r for r in rows if r.candidate]
+    members = [r for r in cands if not any(dominates(o, r, cost) for o in cands if o is not r)]
+    return sorted(members, key=lambda r: (r.metrics[cost], -r.metrics[ACCURACY], r.label))
+
+
+def layers(rows: list[Row], cost: str) -> dict[str, int]:
+    """Non-dominated sorting: key -> 1 for the front, 2 for the front of what remains, and so on."""
+    left, rank, out = [r for r in rows if r.candidate], 1, {}
+    while left:
+        layer = front(left, cost)
+        out.update({r.key: rank for r in layer})
+        left = [r for r in left if r.key not in out]
+        rank += 1
+    return out
+
+
+@dataclass
+class Recommendation:
+    """The chosen row (None when nothing qualifies) and the reasons, one sentence per line."""
+
+    row: Row | None
+    lines: list[str]
+
+    @property
+    def text(self) -> str:
+        """The reasons as one printable block."""
+        return "\n".join(self.lines)
+
+
+def recommend(rows: list[Row], limits: Constraints) -> Recommendation:
+    """The fastest (p50) candidate meeting every constraint, ties to higher accuracy then smaller size."""
+    cands = [r for r in rows if r.candidate]
+    if not cands:
+        return Recommendation(None, ["No measured variant: nothing to recommend."])
+    ok = [r for r in cands if not limits.violated(r)]
+    if not ok:
+        return Recommendation(None, [f"No variant meets every constraint ({describe(limits)}).",
+                                     *binding(cands, limits)])
+    best = min(ok, key=_speed_key)
+    why = (f"the fastest (latency_p50_ms) of the {len(ok)} of {_n(len(cands))} that meet every constraint "
+           f"({describe(limits)})" if limits.active() else
+           f"the fastest (latency_p50_ms) of {_n(len(cands))}; no constraint is set "
+           "(report.max_accuracy_drop, report.max_latency_ms, report.max_size_mb)")
+    return Recommendation(best, [f"Recommended: {best.label}: {summary(best)}.", f"Why: {why}."])
+
+
+def binding(cands: list[Row], limits: Constraints) -> list[str]:
+    """Which constraint binds: those whose relaxation alone admits a variant, with the relaxation needed."""
+    lines = []
+    for name, limit in limits.active().items():
+        rejects = sum(name in limits.violated(r) for r in cands)
+        admitted = [r for r in cands if not limits.violated(r, skip=name) and limits.value(name, r) is not None]
+        if admitted:
+            best = min(admitted, key=lambda r: (limits.value(name, r), *_speed_key(r)))
+            lines.append(f"Binding: report.{name}={limit:g} rejects {rejects} of {len(cands)}; relaxing it alone "
+                         f"to {limits.value(name, best):.4g} admits {best.label} ({summary(best)}).")
+    if lines:
+        return lines
+    counts = ", ".join(f"report.{n}={v:g} rejects {sum(n in limits.violated(r) for r in cands)}"
+                       for n, v in limits.active().items())
+    return [f"No single constraint binds alone (relaxing any one is not enough): {counts} of {len(cands)}."]
+
+
+def describe(limits: Constraints) -> str:
+    """The active constraints in words."""
+    words = {"max_accuracy_drop": "accuracy drop <= {:g}", "max_latency_ms": "latency_p50_ms <= {:g}",
+             "max_size_mb": "model_size_mb <= {:g}"}
+    active = limits.active()
+    return ", ".join(words[k].format(v) for k, v in active.items()) if active else "none set"
+
+
+def summary(row: Row) -> str:
+    """accuracy (drop), p50 latency and size of a row, in one phrase."""
+    m, drop = row.metrics, row.drop
+    drop_s = f" (drop {drop:.4f})" if drop is not None else ""
+    return f"accuracy {m[ACCURACY]:.4f}{drop_s}, p50 {m[LATENCY]:.4g} ms, size {m[SIZE]:.4g} MB"
+
+
+def _n(count: int) -> str:
+    return f"{count} measured variant{'s' if count != 1 else ''}"
+
+
+def _speed_key(row: Row) -> tuple:
+    return row.metrics[LATENCY], -row.metrics[ACCURACY], row.metrics[SIZE], row.label
