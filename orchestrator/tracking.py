@@ -152,10 +152,15 @@ class Tracker:
 
         runs = self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'",
                                        run_view_type=ViewType.ACTIVE_ONLY, max_results=1000)
+        dead = set()
         for run in runs:
             pid, host = run.data.tags.get(SWEEP_PID), run.data.tags.get(SWEEP_HOST)
             if pid and host == socket.gethostname() and not _pid_alive(int(pid)):
-                self.client.set_terminated(run.info.run_id, "KILLED")
+                dead.add(run.info.run_id)
+        # a node run the kill caught half-logged belongs to a dead sweep too
+        dead |= {r.info.run_id for r in runs if r.data.tags.get(PARENT) in dead}
+        for run_id in dead:
+            self.client.set_terminated(run_id, "KILLED")
 
 
 def fetch_sweep(uri: str, ref: str) -> dict[str, Any]:
