@@ -35,6 +35,7 @@ class Job:
     cache_dir: str
     settings: EvalSettings
     export: dict[str, Any]
+    torch_threads: int = 1
 
 
 @dataclass
@@ -58,6 +59,14 @@ def _task(task_json: str, seed: int) -> Any:
     params = json.loads(task_json)
     cls = TASKS[params["name"]]
     return cls(cls.Params(**params), seed)
+
+
+def _torch_threads(n: int) -> None:
+    """Set torch's intra-op thread count for this process (executor.torch_threads)."""
+    import torch
+
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
 
 
 def _load(cache: Cache, key: str) -> Any:
@@ -136,6 +145,7 @@ def compute(job: Job) -> NodeResult:
     start = time.perf_counter()
     key = job.node.key
     try:
+        _torch_threads(job.torch_threads)
         cache = Cache(job.cache_dir, sweep=False)
         task = _task(json.dumps(job.task, sort_keys=True), job.seed)
         executed = False
