@@ -68,3 +68,95 @@ def onnx_param_count(path: Path) -> int:
         n = int(np.prod(tensor.dims)) if tensor.dims else 1
         total += n if n > 1 else 0
     return total
+
+
+# Where quantizers keep scales and zero points: (op type, first input index, last input index + 1).
+_QPARAM_INPUTS = {"DequantizeLinear": (1, 3), "QuantizeLinear": (1, 3), "MatMulNBits": (2, 4),
+                  "GatherBlockQuantized": (2, 4)}
+_QPARAM_SUFFIXES = ("_scale", "_scales", "_zero_point", "_zero_points")
+
+
+def _qparam_names(proto: Any) -> set[str]:
+    """Initializers that are quantization bookkeeping (scales, zero points) rather than weights."""
+    names = {t.name for t in proto.graph.initializer if t.name.endswith(_QPARAM_SUFFIXES)}
+    for node in proto.graph.node:
+        lo, hi = _QPARAM_INPUTS.get(node.op_type, (0, 0))
+        names.update(node.input[lo:hi])
+    return names
+
+
+def weight_census(path: Path) -> dict[str, int]:
+    """Weight initializers of a model by precision: float32 elements, and low-precision tensors.
+
+    Scales and zero points are not weights and are left out of both counts; so are scalars.
+    """
+    import numpy as np
+    import onnx
+
+    low = {onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.INT8, onnx.TensorProto.UINT8,
+           onnx.TensorProto.INT4, onnx.TensorProto.UINT4, onnx.TensorProto.INT32}
+    proto = onnx.load(str(path), load_external_data=False)
+    skip = _qparam_names(proto)
+    out = {"float_elems": 0, "low_tensors": 0}
+    for tensor in proto.graph.initializer:
+        n = int(np.prod(tensor.dims)) if tensor.dims else 1
+        if tensor.name in skip or n < 2:
+            continue
+        if tensor.data_type == onnx.TensorProto.FLOAT:
+            out["float_elems"] += n
+        elif tensor.data_type in low:
+            out["low_tensors"] += 1
+    return out
+
+
+def quantization_report(src: Path, dst: Path) -> dict[str, float]:
+    """What a quantizer really did: float32 weight elements of `src` no longer float32 in `dst`, as a
+    count and a fraction, and how many low-precision weight tensors `dst` holds."""
+    before, after = weight_census(src), weight_census(dst)
+    done = max(0, before["float_elems"] - after["float_elems"])
+    return {"quantized_params": float(done), "quantized_tensors": float(after["low_tensors"]),
+            "quantized_params_frac": done / before["float_elems"] if before["float_elems"] else 0.0}
+
+
+def _initializers(proto: Any) -> dict[str, Any]:
+    return {t.name: t for t in proto.graph.initializer}
+
+
+def _drop_unused_initializers(proto: Any) -> None:
+    used = {name for node in proto.graph.node for name in node.input}
+    used |= {o.name for o in proto.graph.output}
+    keep = [t for t in proto.graph.initializer if t.name in used]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(keep)
+
+
+def gemm_to_matmul(proto: Any) -> int:
+    """Rewrite every Gemm with a constant weight as MatMul (+ Add for the bias), in place.
+
+    ONNX Runtime's MatMulNBits quantizer only looks at MatMul nodes, and torch exports `nn.Linear` as
+    Gemm, so without this an int4 quantization of such a model quantizes nothing. Returns the count.
+    """
+    from onnx import helper, numpy_helper
+
+    inits, graph, done = _initializers(proto), proto.graph, 0
+    for node in list(graph.node):
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if (node.op_type != "Gemm" or node.input[1] not in inits or attrs.get("transA", 0)
+                or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0):
+            continue
+        weight = numpy_helper.to_array(inits[node.input[1]])
+        weight = weight.T.copy() if attrs.get("transB", 0) else weight
+        w_name, out = f"{node.input[1]}_kn", node.output[0]
+        graph.initializer.append(numpy_helper.from_array(weight, w_name))
+        has_bias = len(node.input) > 2 and node.input[2]
+        mm = helper.make_node("MatMul", [node.input[0], w_name], [f"{out}_mm" if has_bias else out],
+                              name=f"{node.name}_MatMul")
+        new = [mm] + ([helper.make_node("Add", [mm.output[0], node.input[2]], [out], name=f"{node.name}_Add")]
+                      if has_bias else [])
+        at = list(graph.node).index(node)
+        graph.node.remove(node)
+        for i, n in enumerate(new):
+            graph.node.insert(at + i, n)
+        done += 1
+    _drop_unused_initializers(proto)
+    return done
