@@ -70,6 +70,13 @@ def onnx_param_count(path: Path) -> int:
     return total
 
 
+def node_count(path: Path) -> int:
+    """Number of nodes in the main graph of an ONNX file."""
+    import onnx
+
+    return len(onnx.load(str(path), load_external_data=False).graph.node)
+
+
 # Where quantizers keep scales and zero points: (op type, first input index, last input index + 1).
 _QPARAM_INPUTS = {"DequantizeLinear": (1, 3), "QuantizeLinear": (1, 3), "MatMulNBits": (2, 4),
                   "GatherBlockQuantized": (2, 4)}

@@ -5,10 +5,11 @@ from __future__ import annotations
 from orchestrator.stages.base import ONNX, TORCH, Stage, StageContext, StageOutput
 from orchestrator.stages.distill import Distill
 from orchestrator.stages.export import Export
+from orchestrator.stages.graph import Graph
 from orchestrator.stages.prune import Prune
 from orchestrator.stages.quantize import Quantize
 
-REGISTRY: dict[str, type[Stage]] = {cls.name: cls for cls in (Prune, Distill, Export, Quantize)}
+REGISTRY: dict[str, type[Stage]] = {cls.name: cls for cls in (Prune, Distill, Export, Quantize, Graph)}
 
 __all__ = ["ONNX", "TORCH", "REGISTRY", "Stage", "StageContext", "StageOutput", "get_stage"]
 
