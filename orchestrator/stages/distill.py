@@ -1,4 +1,8 @@
-"""`distill`: logit knowledge distillation from the baseline teacher into the incoming (student) model."""
+"""`distill`: logit knowledge distillation from the baseline teacher into the incoming (student) model.
+
+A fake-quantized student (quantize earlier in the chain) trains through its quantization (STE): that is
+quantization-aware distillation; its weights are stored on the grid afterwards.
+"""
 
 from __future__ import annotations
 
@@ -41,7 +45,7 @@ class Distill(Stage):
     """Train the student on a mix of the teacher's softened logits and the true labels."""
 
     name = "distill"
-    version = "1"
+    version = "2"
     consumes = TORCH
     produces = TORCH
     Params = DistillParams
@@ -49,6 +53,7 @@ class Distill(Stage):
     def run(self, ctx: StageContext, model: Any) -> StageOutput:
         import torch
 
+        from orchestrator.stages import simquant
         from orchestrator.training import fit
 
         p = self.params
@@ -60,4 +65,5 @@ class Distill(Stage):
             return kd_loss(logits, target, labels, p.temperature, p.alpha)
 
         fit(ctx.task, model, p.epochs, p.lr, p.batch_size, loss_fn=loss, seed=ctx.seed)
+        simquant.snap(model)  # QAT/QAD: store the weights the model computes with
         return StageOutput(model.eval())

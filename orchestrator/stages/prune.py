@@ -3,6 +3,8 @@ or unstructured magnitude pruning, one-shot or iterative, optionally fine-tuned.
 
 Measured, not assumed: params and MACs before/after, `sparsity` (fraction of zero Conv/Linear weights)
 and `model_size_gzip_mb` (dense files do not shrink when weights become zero; compressed ones do).
+A fake-quantized model (quantize earlier in the chain) stays fake-quantized: the grid follows the pruned
+weights and the fine-tuning is quantization-aware.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ class Prune(Stage):
     def run(self, ctx: StageContext, model: Any) -> StageOutput:
         import torch
 
-        from orchestrator.stages import sparsity
+        from orchestrator.stages import simquant, sparsity
 
         torch.manual_seed(ctx.seed)
         macs0, params0 = self._count(ctx, model)
@@ -80,33 +82,41 @@ class Prune(Stage):
             model = self._structured(ctx, model)
         else:
             self._unstructured(ctx, model)
+        simquant.snap(model)  # a fake-quantized model leaves with its stored weights on its grid
         macs1, params1 = self._count(ctx, model)
         return StageOutput(model.eval(), {
             "params_before": params0, "params_after": params1, "macs_before": macs0, "macs_after": macs1,
             "sparsity": sparsity.sparsity(model),
-            "model_size_gzip_mb": sparsity.gzip_mb(ctx.task, model)})
+            "model_size_gzip_mb": sparsity.gzip_mb(ctx.task, simquant.lower(model)[0])})
 
     @staticmethod
     def _count(ctx: StageContext, model: Any) -> tuple[float, float]:
-        """(MACs, params) as torch-pruning counts them."""
+        """(MACs, params) as torch-pruning counts them (it matches exact module types, hence plain_classes)."""
         import torch_pruning as tp
 
-        macs, params = tp.utils.count_ops_and_params(model, ctx.task.example_inputs())
+        from orchestrator.stages import simquant
+
+        with simquant.plain_classes(model):
+            macs, params = tp.utils.count_ops_and_params(model, ctx.task.example_inputs())
         return float(macs), float(params)
 
     def _structured(self, ctx: StageContext, model: Any) -> Any:
         import torch_pruning as tp
 
+        from orchestrator.stages import simquant
+
         p = self.params
-        example = ctx.task.example_inputs()
-        pruner = tp.pruner.MetaPruner(
-            model, example, importance=_importance(p.importance), pruning_ratio=p.ratio,
-            global_pruning=p.global_pruning, iterative_steps=p.iterative_steps,
-            ignored_layers=ctx.task.protected_modules(model), **ctx.task.pruning_kwargs(model))
+        with simquant.plain_classes(model):
+            example = ctx.task.example_inputs()
+            pruner = tp.pruner.MetaPruner(
+                model, example, importance=_importance(p.importance), pruning_ratio=p.ratio,
+                global_pruning=p.global_pruning, iterative_steps=p.iterative_steps,
+                ignored_layers=ctx.task.protected_modules(model), **ctx.task.pruning_kwargs(model))
         for epochs in epochs_per_step(p.finetune_epochs, p.iterative_steps):
             if p.importance == "taylor":
                 self._taylor_grads(ctx, model)
-            pruner.step()
+            with simquant.plain_classes(model):
+                pruner.step()
             model = ctx.task.after_prune(model)
             self._finetune(ctx, model, epochs)
         return model

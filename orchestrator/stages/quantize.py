@@ -5,22 +5,36 @@ ranges calibrated on N samples with minmax / entropy / percentile); fp16; int4 w
 for MatMul, GatherBlockQuantized for embedding tables, blocks of `block_size`; Gemm is rewritten to
 MatMul first, since the int4 quantizer skips Gemm and Conv).
 
+Written before a torch stage (`quantize>prune`), the planner runs the torch twin `fakequant` instead.
 Every run reports what was really quantized (`quantized_params`, `quantized_params_frac`,
 `quantized_tensors`), so a mode that finds nothing to quantize shows 0 instead of passing silently.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ConfigError, check_choice, check_range
-from orchestrator.stages.base import ONNX, Stage, StageContext, StageOutput
+from orchestrator.stages.base import ONNX, Earlier, Stage, StageContext, StageOutput
 
 MODES = ["int8", "fp16", "int4"]
 METHODS = ["dynamic", "static"]
 CALIBRATIONS = ["minmax", "entropy", "percentile"]
+_USED = {"fp16": ["mode"], "int4": ["mode", "block_size", "symmetric"],
+         "dynamic": ["mode", "method", "per_channel", "symmetric"],
+         "static": ["mode", "method", "per_channel", "symmetric", "calibration", "calib_samples"],
+         "percentile": ["mode", "method", "per_channel", "symmetric", "calibration", "calib_samples", "percentile"]}
+
+
+def _kind(p: dict[str, Any]) -> str:
+    """Which group of params applies: fp16, int4, dynamic, static or static with percentile calibration."""
+    if p["mode"] != "int8":
+        return p["mode"]
+    if p["method"] == "static" and p["calibration"] == "percentile":
+        return "percentile"
+    return p["method"]
 
 
 @dataclass
@@ -61,6 +75,15 @@ class Quantize(Stage):
     consumes = ONNX
     produces = ONNX
     Params = QuantizeParams
+    torch_twin = "fakequant"
+
+    @classmethod
+    def plan_params(cls, own: dict[str, Any], stages: dict[str, dict[str, Any]],
+                    earlier: tuple[Earlier, ...], chain: str) -> dict[str, Any]:
+        """Only the params the chosen mode uses, so that e.g. a sweep over calibration methods does not
+        make three identical dynamic-int8 nodes (and the logged params show what really applied)."""
+        full = {**asdict(QuantizeParams()), **own}
+        return {k: full[k] for k in _USED[_kind(full)]}
 
     def run(self, ctx: StageContext, model: Any) -> StageOutput:
         import logging
