@@ -93,6 +93,18 @@ def _save(model: Any, folder: Path) -> str:
     return "model.pt"
 
 
+def _load_ancestor(cache: Cache, key: str | None, name: str) -> Any:
+    """The model of the nearest node from `key` up whose stage is written `name` (`baseline`: the root)."""
+    from orchestrator.stages import written_name
+
+    while key:
+        stage = cache.meta(key)["stage"]
+        if name in (stage, written_name(stage)):
+            return _load(cache, key)
+        key = cache.meta(key)["parent"]
+    raise LookupError(f"no earlier step {name!r} in this node's chain")
+
+
 def _run_stage(job: Job, cache: Cache, task: Any, folder: Path) -> tuple[Any, dict[str, float]]:
     """Produce the node's model: train the baseline, or apply its stage to the parent's model."""
     if job.node.stage == BASELINE:
@@ -101,7 +113,8 @@ def _run_stage(job: Job, cache: Cache, task: Any, folder: Path) -> tuple[Any, di
 
     cls = REGISTRY[job.node.stage]
     teacher = functools.cache(lambda: _load(cache, job.root_key))
-    ctx = StageContext(task=task, work_dir=folder, seed=job.seed, teacher=teacher)
+    ctx = StageContext(task=task, work_dir=folder, seed=job.seed, teacher=teacher,
+                       load=functools.partial(_load_ancestor, cache, job.node.parent))
     out = cls(cls.Params(**job.node.params)).run(ctx, _load(cache, job.node.parent))
     return out.model, dict(out.metrics)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import compose
 
-from orchestrator.errors import PlanError
+from orchestrator.errors import ConfigError, PlanError
 from orchestrator.plan import check_chain, plan
 from orchestrator.stages import REGISTRY
 from orchestrator.tasks import TASKS
@@ -61,3 +61,17 @@ def test_fakequant_inherits_the_quantize_mode_unless_it_sets_its_own() -> None:
     assert [n.params["mode"] for n in own.nodes.values() if n.stage == "fakequant"] == ["fp16"]
 
 
+def test_a_distill_teacher_must_be_an_earlier_torch_step_of_the_chain() -> None:
+    ok = plan(compose("pipeline=[prune,distill]", "stages.distill.teacher=prune"), REGISTRY, TASKS)
+    assert [n.params["teacher"] for n in ok.nodes.values() if n.stage == "distill"] == ["prune"]
+    plan(compose("pipeline=[quantize,distill]", "stages.distill.teacher=quantize"), REGISTRY, TASKS)
+    with pytest.raises(ConfigError) as err:
+        plan(compose("pipeline=[distill,prune]", "stages.distill.teacher=prune"), REGISTRY, TASKS)
+    assert err.value.key == "stages.distill.teacher" and err.value.value == "prune"
+    assert "distill>prune" in str(err.value) and "baseline" in err.value.allowed
+
+
+def test_teachers_change_the_distill_key() -> None:
+    keys = {plan(compose("pipeline=[prune,distill]", f"stages.distill.teacher={t}"), REGISTRY, TASKS).variants[0].leaf
+            for t in ("baseline", "prune")}
+    assert len(keys) == 2

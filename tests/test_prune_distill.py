@@ -1,4 +1,4 @@
-"""Pruning, structured and unstructured, on real training: measured params, MACs, sparsity and gzip size."""
+"""Pruning (structured and unstructured), distillation teachers and the hidden-state loss, on real training."""
 
 from __future__ import annotations
 
@@ -7,15 +7,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from orchestrator.stages import REGISTRY, StageContext
 from orchestrator.stages.prune import epochs_per_step
 
 
-def run(name: str, model: Any, task: Any, folder: Path, teacher: Any = None, **params: Any) -> Any:
+def run(name: str, model: Any, task: Any, folder: Path, teacher: Any = None, load: Any = None, **params: Any) -> Any:
     folder.mkdir(parents=True, exist_ok=True)
     cls = REGISTRY[name]
-    ctx = StageContext(task=task, work_dir=folder, seed=0, teacher=lambda: copy.deepcopy(teacher))
+    ctx = StageContext(task=task, work_dir=folder, seed=0, teacher=lambda: copy.deepcopy(teacher),
+                       **({"load": load} if load else {}))
     return cls(cls.Params(**params)).run(ctx, model)
 
 
@@ -44,3 +46,45 @@ def test_structured_iterative_pruning_reports_measured_params_and_macs(digits: A
 
 def test_fine_tuning_epochs_are_split_over_the_steps() -> None:
     assert epochs_per_step(5, 2) == [2, 3] and epochs_per_step(0, 3) == [0, 0, 0] and epochs_per_step(3, 1) == [3]
+
+
+def test_a_named_earlier_teacher_is_loaded_instead_of_the_baseline(digits: Any, baseline: Any, tmp_path: Path) -> None:
+    pruned = run("prune", copy.deepcopy(baseline), digits, tmp_path / "p", ratio=0.3).model
+    asked = []
+
+    def load(name: str) -> Any:
+        asked.append(name)
+        return copy.deepcopy(pruned)
+
+    cls = REGISTRY["distill"]
+    ctx = StageContext(task=digits, work_dir=tmp_path, seed=0, teacher=lambda: pytest.fail("baseline loaded"),
+                       load=load)
+    cls(cls.Params(epochs=1, teacher="prune")).run(ctx, copy.deepcopy(pruned))
+    assert asked == ["prune"]
+
+
+def test_the_hidden_state_loss_trains_a_projection_between_widths(digits: Any, baseline: Any, tmp_path: Path) -> None:
+    pruned = run("prune", copy.deepcopy(baseline), digits, tmp_path / "p", ratio=0.5).model
+    out = run("distill", copy.deepcopy(pruned), digits, tmp_path / "d", teacher=baseline, epochs=2,
+              hidden_weight=1.0)
+    assert out.metrics["hidden_loss"] > 0
+    assert not out.model[-1]._forward_pre_hooks  # the recording hooks are removed before the model is saved
+    x, _ = next(digits.batches("test", 8))
+    assert out.model(x).shape == (8, 10)
+
+
+def test_a_node_can_load_any_ancestor_through_the_cache(tmp_path: Path) -> None:
+    from orchestrator.cache import Cache
+    from orchestrator.execute import _load_ancestor
+
+    cache = Cache(tmp_path / "cache")
+    for width, (key, stage, parent) in enumerate([("r", "baseline", None), ("q", "fakequant", "r"),
+                                                  ("p", "prune", "q"), ("d", "distill", "p")], start=1):
+        staged = cache.staging(key)
+        torch.save(torch.nn.Linear(width, 1), staged / "model.pt")  # the width tells the models apart
+        cache.commit(key, staged, {"stage": stage, "parent": parent, "model_file": "model.pt"})
+    assert _load_ancestor(cache, "p", "quantize").in_features == 2  # fakequant is written `quantize`
+    assert _load_ancestor(cache, "p", "prune").in_features == 3  # the parent itself counts
+    assert _load_ancestor(cache, "p", "baseline").in_features == 1
+    with pytest.raises(LookupError, match="distill"):
+        _load_ancestor(cache, "p", "distill")  # below, not above

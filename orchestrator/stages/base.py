@@ -23,15 +23,24 @@ class Earlier:
     produces: str
 
 
+def _no_ancestors(name: str) -> Any:
+    raise LookupError(f"no earlier step {name!r} can be loaded in this context")
+
+
 @dataclass
 class StageContext:
-    """What a running stage may use: the task (data, loss, export), a scratch dir, the teacher, a logger."""
+    """What a running stage may use: the task (data, loss, export), a scratch dir, the teacher, a logger.
+
+    `load(name)` returns the model of the nearest earlier step of this node's chain written as `name`
+    (`baseline` is the root), e.g. a distillation teacher other than the baseline.
+    """
 
     task: Task
     work_dir: Path
     seed: int
     teacher: Callable[[], Any]
     log: Callable[[str], None] = print
+    load: Callable[[str], Any] = _no_ancestors
 
 
 @dataclass
