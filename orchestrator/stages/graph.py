@@ -5,6 +5,8 @@ effect is measured rather than assumed (latency comes from the node's evaluation
 Note that evaluation sessions apply ORT's own optimizations at load time too, so the latency gain of
 this stage over its parent is mostly what onnxslim and the saved, already-fused graph add.
 `all` can write layout-specific fused kernels (NCHWc): such a file is meant for the CPU it was made on.
+The saved graph is what ORT runs on this provider, which can differ from the input in storage too: on
+CPU an fp16 model gains Casts around Conv/Gemm (no fp16 kernels), and `all` folds them into fp32 weights.
 """
 
 from __future__ import annotations

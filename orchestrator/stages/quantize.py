@@ -158,6 +158,7 @@ def _static_int8(ctx: StageContext, src: Path, dst: Path, p: QuantizeParams) -> 
 
 def _int4(src: Path, dst: Path, block_size: int, symmetric: bool) -> int:
     """Weight-only int4 of MatMul weights and embedding tables; returns how many Gemm became MatMul."""
+    import numpy as np
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
@@ -168,7 +169,8 @@ def _int4(src: Path, dst: Path, block_size: int, symmetric: bool) -> int:
     quantizer = MatMulNBitsQuantizer(proto, bits=4, block_size=block_size, is_symmetric=symmetric,
                                      op_types_to_quantize=("MatMul", "Gather"),
                                      quant_axes=(("MatMul", 0), ("Gather", 1)))
-    quantizer.process()
+    with np.errstate(divide="ignore", invalid="ignore"):  # all-zero blocks: ORT maps them to 0 itself
+        quantizer.process()
     quantizer.model.save_model_to_file(str(dst), False)
     return rewritten
 
