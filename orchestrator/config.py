@@ -94,12 +94,19 @@ class GateConfig:
 
 @dataclass
 class ExecutorConfig:
-    """workers: processes computing independent DAG branches at once (1 = in this process)."""
+    """workers: processes computing independent DAG branches at once (1 = in this process).
+
+    torch_threads: intra-op threads of torch in each worker. 1 by default: small models do not gain from
+    more, and an oversubscribed torch thread pool (workers x threads > free cores) spins and trains
+    several times slower.
+    """
 
     workers: int = 1
+    torch_threads: int = 1
 
     def __post_init__(self) -> None:
         check_range("workers", self.workers, 1, 256)
+        check_range("torch_threads", self.torch_threads, 1, 256)
 
 
 def stages_schema(registry: dict[str, type]) -> type:

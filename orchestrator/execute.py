@@ -38,6 +38,7 @@ class Job:
     settings: EvalSettings
     export: dict[str, Any]
     gate: float | None = None  # max accuracy drop vs the root baseline before the subtree is cut
+    torch_threads: int = 1
 
 
 @dataclass
@@ -61,6 +62,14 @@ def _task(task_json: str, seed: int) -> Any:
     params = json.loads(task_json)
     cls = TASKS[params["name"]]
     return cls(cls.Params(**params), seed)
+
+
+def _torch_threads(n: int) -> None:
+    """Set torch's intra-op thread count for this process (executor.torch_threads)."""
+    import torch
+
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
 
 
 def _load(cache: Cache, key: str) -> Any:
@@ -87,6 +96,18 @@ def _save(model: Any, folder: Path) -> str:
     return "model.pt"
 
 
+def _load_ancestor(cache: Cache, key: str | None, name: str) -> Any:
+    """The model of the nearest node from `key` up whose stage is written `name` (`baseline`: the root)."""
+    from orchestrator.stages import written_name
+
+    while key:
+        stage = cache.meta(key)["stage"]
+        if name in (stage, written_name(stage)):
+            return _load(cache, key)
+        key = cache.meta(key)["parent"]
+    raise LookupError(f"no earlier step {name!r} in this node's chain")
+
+
 def _run_stage(job: Job, cache: Cache, task: Any, folder: Path) -> tuple[Any, dict[str, float]]:
     """Produce the node's model: train the baseline, or apply its stage to the parent's model."""
     if job.node.stage == BASELINE:
@@ -95,7 +116,8 @@ def _run_stage(job: Job, cache: Cache, task: Any, folder: Path) -> tuple[Any, di
 
     cls = REGISTRY[job.node.stage]
     teacher = functools.cache(lambda: _load(cache, job.root_key))
-    ctx = StageContext(task=task, work_dir=folder, seed=job.seed, teacher=teacher)
+    ctx = StageContext(task=task, work_dir=folder, seed=job.seed, teacher=teacher,
+                       load=functools.partial(_load_ancestor, cache, job.node.parent))
     out = cls(cls.Params(**job.node.params)).run(ctx, _load(cache, job.node.parent))
     return out.model, dict(out.metrics)
 
@@ -143,6 +165,7 @@ def compute(job: Job) -> NodeResult:
     start = time.perf_counter()
     key = job.node.key
     try:
+        _torch_threads(job.torch_threads)
         cache = Cache(job.cache_dir, sweep=False)
         task = _task(json.dumps(job.task, sort_keys=True), job.seed)
         executed = False

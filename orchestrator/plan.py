@@ -12,13 +12,15 @@ import hashlib
 import itertools
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from orchestrator.config import validate_settings, validate_stages, validate_task
 from orchestrator.errors import ConfigError, PlanError
+from orchestrator.stages.base import Earlier
 
 BASELINE = "baseline"
 EXPORT = "export"
+TORCH, ONNX = "torch", "onnx"
 
 
 @dataclass(frozen=True)
@@ -32,12 +34,26 @@ class Node:
     steps: tuple[str, ...]  # stage names from the root, as executed (inserted exports included)
     visible: tuple[str, ...] = ()  # the stages the user wrote, in order (inserted exports left out)
     auto: bool = False  # an export the planner inserted
+    tail: bool = False  # an export the planner appended to realize fake quantization: it ends the chain
 
     @property
     def pipeline(self) -> str:
-        """The chain as users write it (`prune>distill>quantize`), `baseline` for the root."""
-        names = (*self.visible, self.stage) if self.auto else self.visible
+        """The chain as users write it (`prune>distill>quantize`), `baseline` for the root.
+
+        An export inserted mid-chain shows itself (`prune>export`); one appended at the end stands for
+        the chain it completes (`quantize>prune`).
+        """
+        names = (*self.visible, self.stage) if self.auto and not self.tail else self.visible
         return ">".join(names) if names else BASELINE
+
+
+class Step(NamedTuple):
+    """One planned step of a chain."""
+
+    stage: str  # the registered stage that runs
+    auto: bool  # inserted by the planner (an export)
+    written: str  # the name in the recipe (`quantize` where its torch twin `fakequant` runs)
+    tail: bool = False  # the export appended to a chain that ends fake-quantized in torch
 
 
 @dataclass
@@ -103,11 +119,15 @@ def root_node(task: dict[str, Any], task_version: str, seed: int) -> Node:
     return Node(key, BASELINE, dict(task), None, ())
 
 
-def child_node(parent: Node, stage: str, version: str, params: dict[str, Any], auto: bool = False) -> Node:
-    """A node below `parent`; equal inputs give an equal key (an inserted export equals a written one)."""
+def child_node(parent: Node, stage: str, version: str, params: dict[str, Any], auto: bool = False,
+               written: str | None = None, tail: bool = False) -> Node:
+    """A node below `parent`; equal inputs give an equal key (an inserted export equals a written one).
+
+    `written`: the name the user wrote for this step, when it differs from the stage that runs.
+    """
     key = digest({"parent": parent.key, "stage": stage, "version": version, "params": params})
-    visible = parent.visible if auto else (*parent.visible, stage)
-    return Node(key, stage, params, parent.key, (*parent.steps, stage), visible, auto)
+    visible = parent.visible if auto else (*parent.visible, written or stage)
+    return Node(key, stage, params, parent.key, (*parent.steps, stage), visible, auto, tail)
 
 
 def set_dotted(cfg: dict[str, Any], dotted: str, value: Any) -> None:
@@ -148,24 +168,41 @@ def orderings(cfg: dict[str, Any]) -> list[list[str]]:
     return [list(c) for c in chains]
 
 
-def check_chain(chain: list[str], registry: dict[str, type], where: str) -> list[tuple[str, bool]]:
-    """(stage, inserted) steps of `chain`, `export` inserted where torch feeds ONNX; PlanError if impossible."""
+def _resolve(name: str, rest: list[str], registry: dict[str, type]) -> str:
+    """The stage that runs for `name`: its torch twin where a torch stage follows (ONNX has no way back)."""
+    cls, twin = registry[name], getattr(registry[name], "torch_twin", None)
+    if cls.consumes == ONNX and twin in registry and any(registry[n].consumes == TORCH for n in rest):
+        return twin
+    return name
+
+
+def check_chain(chain: list[str], registry: dict[str, type], where: str) -> list[Step]:
+    """The planned steps of `chain`; PlanError if the order is impossible.
+
+    `export` is inserted where torch feeds ONNX; a stage with a torch twin (quantize -> fakequant) runs
+    as the twin where a torch stage comes after it; a chain that ends fake-quantized in torch gets a
+    final export that turns it into a real low-precision ONNX model.
+    """
     for i, name in enumerate(chain):
         if name not in registry:
             raise ConfigError(f"{where}[{i}]", name, "unknown stage; known stages: " + ", ".join(sorted(registry)))
-    steps, domain = [], "torch"
+    steps, domain = [], TORCH
     for i, name in enumerate(chain):
-        cls = registry[name]
-        if domain != cls.consumes and cls.consumes == "onnx" and EXPORT in registry:
-            steps.append((EXPORT, True))
+        stage = _resolve(name, chain[i + 1:], registry)
+        cls = registry[stage]
+        if domain != cls.consumes and cls.consumes == ONNX and EXPORT in registry:
+            steps.append(Step(EXPORT, True, EXPORT))
             domain = registry[EXPORT].produces
         if domain != cls.consumes:
             prev = chain[i - 1] if i else BASELINE
             raise PlanError(f"{where}: {prev}({domain}) cannot feed {name}({cls.consumes}) in "
                             f"{'>'.join(chain)}: no stage turns {domain} back into {cls.consumes}; "
                             f"put {cls.consumes} stages before {prev}")
-        steps.append((name, False))
+        steps.append(Step(stage, False, name))
         domain = cls.produces
+    lowered = any(getattr(registry[s.stage], "lowered_by_export", False) for s in steps)
+    if domain == TORCH and lowered and EXPORT in registry:
+        steps.append(Step(EXPORT, True, EXPORT, tail=True))
     return steps
 
 
@@ -191,18 +228,36 @@ def plan(cfg: dict[str, Any], registry: dict[str, type], tasks: dict[str, type],
         root = root_node(task, tasks[task["name"]].version, int(variant_cfg.get("seed", 0)))
         result.nodes.setdefault(root.key, root)
         for chain, steps in chains:
-            node = root
-            for name, auto in steps:
-                node = child_node(node, name, registry[name].version, params.get(name, {}), auto)
-                result.nodes.setdefault(node.key, node)
-            used = {k: v for k, v in overrides.items() if _applies(k, [name for name, _ in steps])}
+            node = _add_chain(result, root, ">".join(chain) or BASELINE, steps, params, registry)
+            used = {k: v for k, v in overrides.items() if _applies(k, _names(steps, registry))}
             result.variants.append(Variant(">".join(chain) or BASELINE, used, node.key))
     result.variants = _dedupe(result.variants)
     return result
 
 
+def _add_chain(result: Plan, root: Node, label: str, steps: list[Step], params: dict[str, dict[str, Any]],
+               registry: dict[str, type]) -> Node:
+    """Add the nodes of one chain below `root` (shared prefixes are found by key); returns its leaf."""
+    node, earlier = root, []
+    for step in steps:
+        cls = registry[step.stage]
+        own = params.get(step.stage, {})
+        hook = getattr(cls, "plan_params", None)
+        node_params = hook(own, params, tuple(earlier), label) if hook else own
+        node = child_node(node, step.stage, cls.version, node_params, step.auto, step.written, step.tail)
+        result.nodes.setdefault(node.key, node)
+        earlier.append(Earlier(step.written, step.stage, cls.produces))
+    return node
+
+
+def _names(steps: list[Step], registry: dict[str, type]) -> list[str]:
+    """Every name a chain's steps answer to: stage, name written, and the stage a twin stands in for."""
+    return [n for s in steps for n in (s.stage, s.written, getattr(registry[s.stage], "written_as", None)) if n]
+
+
 def _applies(dotted: str, steps: list[str]) -> bool:
-    """Whether a swept key can change a chain: `stages.X.*` only matters when X is one of its steps."""
+    """Whether a swept key can change a chain: `stages.X.*` only matters when X is one of its steps
+    (`stages.quantize.mode` also sets the mode of the torch twin `fakequant`)."""
     parts = dotted.split(".")
     return parts[0] != "stages" or len(parts) < 2 or parts[1] in steps
 

@@ -121,7 +121,8 @@ def _execute(data: dict[str, Any], the_plan: Plan, cache: Cache, recipe: str | N
     def make_job(node: Node) -> Job:
         root = node if node.parent is None else the_plan.ancestors(node.key)[0]
         return Job(node, root.key, root.params, int(data["seed"]), str(cache.root), settings,
-                   data["stages"].get("export", {}), data["gate"]["max_accuracy_drop"])
+                   data["stages"].get("export", {}), data["gate"]["max_accuracy_drop"],
+                   torch_threads=data["executor"].get("torch_threads", 1))
 
     progress = Progress(len(the_plan.nodes))
     results: dict[str, NodeResult] = {}

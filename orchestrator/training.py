@@ -10,14 +10,16 @@ import torch
 
 def fit(task: Any, model: torch.nn.Module, epochs: int, lr: float, batch_size: int,
         loss_fn: Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor] | None = None,
-        seed: int = 0, log: Callable[[str], None] | None = None) -> torch.nn.Module:
+        seed: int = 0, log: Callable[[str], None] | None = None,
+        extra_params: list[torch.nn.Parameter] | None = None) -> torch.nn.Module:
     """Train `model` in place on the task's train split with Adam; `loss_fn(logits, labels, inputs)`.
 
     The default loss is cross-entropy. Seeded so that a node's artifact is reproducible.
+    `extra_params` are trained too (e.g. a projection a loss uses that is not part of the model).
     """
     torch.manual_seed(seed)
     loss_fn = loss_fn or (lambda logits, labels, _inputs: torch.nn.functional.cross_entropy(logits, labels))
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad] + list(extra_params or []), lr=lr)
     model.train()
     for epoch in range(epochs):
         total, n = 0.0, 0

@@ -63,8 +63,8 @@ def test_orderings_and_baseline_variant_dedupe():
 
 
 def test_impossible_order_names_the_chain():
-    with pytest.raises(PlanError, match=r"quantize\(onnx\) cannot feed distill\(torch\) in prune>quantize>distill"):
-        make("+recipe=pkdq", "pipeline=[prune,quantize,distill]")
+    with pytest.raises(PlanError, match=r"graph\(onnx\) cannot feed distill\(torch\) in prune>graph>distill"):
+        make("+recipe=pkdq", "pipeline=[prune,graph,distill]")
 
 
 def test_unknown_stage_names_position_and_choices():

@@ -26,7 +26,7 @@ CASES = [  # (arguments, text the message must contain)
     (["+recipe=pkdq", "stages.prune.ratio=abc"], "full_key: stages.prune.ratio"),
     (["+recipe=pkdqq"], "Could not find 'recipe/pkdqq'"),
     (["+recipe=pkdq", "pipeline=[prune,distil]"], "pipeline[1]='distil' is not allowed: unknown stage"),
-    (["+recipe=pkdq", "pipeline=[quantize,prune]"], "quantize(onnx) cannot feed prune(torch) in quantize>prune"),
+    (["+recipe=pkdq", "pipeline=[graph,prune]"], "graph(onnx) cannot feed prune(torch) in graph>prune"),
     (["+recipe=pkdq", "stages.quantize.mode=int3"], "stages.quantize.mode='int3' is not allowed: must be one of"),
     (["+recipe=pkdq", "task=foo"], "Could not find 'task/foo'"),
     (["+recipe=pkdq", "task.epochs=-1"], "task.epochs=-1 is not allowed"),

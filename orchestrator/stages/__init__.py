@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from orchestrator.stages.base import ONNX, TORCH, Stage, StageContext, StageOutput
+from orchestrator.stages.base import ONNX, TORCH, Earlier, Stage, StageContext, StageOutput
 from orchestrator.stages.distill import Distill
 from orchestrator.stages.export import Export
+from orchestrator.stages.fakequant import FakeQuant
+from orchestrator.stages.graph import Graph
 from orchestrator.stages.prune import Prune
 from orchestrator.stages.quantize import Quantize
 
-REGISTRY: dict[str, type[Stage]] = {cls.name: cls for cls in (Prune, Distill, Export, Quantize)}
+REGISTRY: dict[str, type[Stage]] = {cls.name: cls for cls in (Prune, Distill, Export, Quantize, FakeQuant, Graph)}
 
-__all__ = ["ONNX", "TORCH", "REGISTRY", "Stage", "StageContext", "StageOutput", "get_stage"]
+__all__ = ["ONNX", "TORCH", "REGISTRY", "Earlier", "Stage", "StageContext", "StageOutput", "get_stage",
+           "written_name"]
 
 
 def get_stage(name: str) -> type[Stage]:
@@ -19,3 +22,9 @@ def get_stage(name: str) -> type[Stage]:
         return REGISTRY[name]
     except KeyError:
         raise KeyError(f"unknown stage {name!r}; known stages: {', '.join(sorted(REGISTRY))}") from None
+
+
+def written_name(stage: str) -> str:
+    """The name users write for `stage` (`quantize` for its torch twin `fakequant`; else itself)."""
+    cls = REGISTRY.get(stage)
+    return (cls.written_as if cls is not None and cls.written_as else stage)

@@ -14,15 +14,33 @@ TORCH = "torch"
 ONNX = "onnx"
 
 
+@dataclass(frozen=True)
+class Earlier:
+    """A step planned before the current one: the name the user wrote, the stage run, its output domain."""
+
+    written: str
+    stage: str
+    produces: str
+
+
+def _no_ancestors(name: str) -> Any:
+    raise LookupError(f"no earlier step {name!r} can be loaded in this context")
+
+
 @dataclass
 class StageContext:
-    """What a running stage may use: the task (data, loss, export), a scratch dir, the teacher, a logger."""
+    """What a running stage may use: the task (data, loss, export), a scratch dir, the teacher, a logger.
+
+    `load(name)` returns the model of the nearest earlier step of this node's chain written as `name`
+    (`baseline` is the root), e.g. a distillation teacher other than the baseline.
+    """
 
     task: Task
     work_dir: Path
     seed: int
     teacher: Callable[[], Any]
     log: Callable[[str], None] = print
+    load: Callable[[str], Any] = _no_ancestors
 
 
 @dataclass
@@ -38,6 +56,14 @@ class Stage:
 
     Bump `version` whenever a change alters what run() produces: it is part of every node key,
     so cached artifacts made by the old code are not reused.
+
+    Planning hooks (all optional, pure: the planner imports no torch):
+    - `torch_twin`: a stage that does this stage's job in the torch domain; the planner uses it where a
+      torch stage comes later in the chain (an ONNX artifact has no way back to torch).
+    - `written_as`: the name users write for this stage when it is another stage's twin.
+    - `lowered_by_export`: its output must be exported to become real (the planner appends an export
+      when the chain would otherwise end in torch).
+    - `plan_params`: the node's params given every stage's params and the earlier steps of the chain.
     """
 
     name: ClassVar[str]
@@ -45,9 +71,21 @@ class Stage:
     consumes: ClassVar[str] = TORCH
     produces: ClassVar[str] = TORCH
     Params: ClassVar[type]
+    torch_twin: ClassVar[str | None] = None
+    written_as: ClassVar[str | None] = None
+    lowered_by_export: ClassVar[bool] = False
 
     def __init__(self, params: Any) -> None:
         self.params = params
+
+    @classmethod
+    def plan_params(cls, own: dict[str, Any], stages: dict[str, dict[str, Any]],
+                    earlier: tuple[Earlier, ...], chain: str) -> dict[str, Any]:
+        """The params this stage's node is keyed and run with (default: its own block, unchanged).
+
+        Raise ConfigError for a value that cannot work at this position of `chain`.
+        """
+        return own
 
     def run(self, ctx: StageContext, model: Any) -> StageOutput:
         """Apply the stage to `model` (torch module or ONNX path, per `consumes`)."""

@@ -1,23 +1,38 @@
-"""`distill`: logit knowledge distillation from the baseline teacher into the incoming (student) model."""
+"""`distill`: knowledge distillation into the incoming (student) model.
+
+Logit KD (softened teacher logits + labels), optionally plus a hidden-state loss: the student's input to
+its classifier head is projected to the teacher's and matched by MSE (FitNets; the projection is trained
+with the student and then dropped). The teacher is the baseline, or any earlier step of the chain by
+the name written in the recipe (`teacher: prune` = the model right after pruning); the planner checks
+that it exists. A fake-quantized student trains through its quantization: QAT, or QAD with a teacher.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.errors import check_range
-from orchestrator.stages.base import TORCH, Stage, StageContext, StageOutput
+from orchestrator.errors import ConfigError, check_range
+from orchestrator.stages.base import TORCH, Earlier, Stage, StageContext, StageOutput
+
+BASELINE = "baseline"
 
 
 @dataclass
 class DistillParams:
-    """temperature: softens both distributions; alpha: weight of the KD term (1-alpha on the labels)."""
+    """temperature: softens both distributions; alpha: weight of the KD term (1-alpha on the labels).
+
+    teacher: `baseline` or the name of an earlier torch step of the chain (e.g. `prune`; the nearest one).
+    hidden_weight: weight of the hidden-state MSE loss (0: logits only).
+    """
 
     temperature: float = 4.0
     alpha: float = 0.7
     epochs: int = 5
     lr: float = 1e-3
     batch_size: int = 64
+    teacher: str = BASELINE
+    hidden_weight: float = 0.0
 
     def __post_init__(self) -> None:
         check_range("temperature", self.temperature, 0.0, 100.0, lo_open=True)
@@ -25,6 +40,7 @@ class DistillParams:
         check_range("epochs", self.epochs, 0, 1000)
         check_range("lr", self.lr, 0.0, 1.0, lo_open=True)
         check_range("batch_size", self.batch_size, 1, 65536)
+        check_range("hidden_weight", self.hidden_weight, 0.0, 1000.0)
 
 
 def kd_loss(student: Any, teacher: Any, labels: Any, temperature: float, alpha: float) -> Any:
@@ -37,27 +53,89 @@ def kd_loss(student: Any, teacher: Any, labels: Any, temperature: float, alpha: 
     return alpha * soft + (1 - alpha) * F.cross_entropy(student, labels)
 
 
+class _HeadInput:
+    """Records the input of a model's classifier head on every forward (the hidden state to match)."""
+
+    def __init__(self, task: Any, model: Any) -> None:
+        heads = task.protected_modules(model)
+        if not heads:
+            raise ValueError("distill.hidden_weight > 0 needs the task to name its classifier head "
+                             "(Task.protected_modules); this task names none")
+        self.value: Any = None
+        self.handle = heads[-1].register_forward_pre_hook(self._keep)
+
+    def _keep(self, _module: Any, args: tuple) -> None:
+        self.value = args[0]
+
+
 class Distill(Stage):
-    """Train the student on a mix of the teacher's softened logits and the true labels."""
+    """Train the student on the teacher's softened logits, the true labels and optionally its hidden state."""
 
     name = "distill"
-    version = "1"
+    version = "2"
     consumes = TORCH
     produces = TORCH
     Params = DistillParams
 
+    @classmethod
+    def plan_params(cls, own: dict[str, Any], stages: dict[str, dict[str, Any]],
+                    earlier: tuple[Earlier, ...], chain: str) -> dict[str, Any]:
+        """Refuse a teacher that is not the baseline or an earlier torch step of this chain."""
+        names = [e.written for e in earlier if e.produces == TORCH]
+        if own.get("teacher", BASELINE) not in (BASELINE, *names):
+            raise ConfigError("stages.distill.teacher", own["teacher"], "must be baseline or a torch step "
+                              f"before distill in {chain}: " + ", ".join([BASELINE, *names]))
+        return own
+
     def run(self, ctx: StageContext, model: Any) -> StageOutput:
         import torch
 
+        from orchestrator.stages import simquant
         from orchestrator.training import fit
 
         p = self.params
-        teacher = ctx.teacher().eval()
+        teacher = (ctx.teacher() if p.teacher == BASELINE else ctx.load(p.teacher)).eval()
+        for param in teacher.parameters():
+            param.requires_grad_(False)
+        hidden = _HiddenLoss(ctx.task, model, teacher) if p.hidden_weight else None
 
         def loss(logits: Any, labels: Any, inputs: Any) -> Any:
             with torch.no_grad():
                 target = ctx.task.forward(teacher, inputs)
-            return kd_loss(logits, target, labels, p.temperature, p.alpha)
+            total = kd_loss(logits, target, labels, p.temperature, p.alpha)
+            return total + p.hidden_weight * hidden.loss() if hidden else total
 
-        fit(ctx.task, model, p.epochs, p.lr, p.batch_size, loss_fn=loss, seed=ctx.seed)
-        return StageOutput(model.eval())
+        fit(ctx.task, model, p.epochs, p.lr, p.batch_size, loss_fn=loss, seed=ctx.seed,
+            extra_params=list(hidden.proj.parameters()) if hidden else None)
+        if hidden:
+            hidden.close()
+        simquant.snap(model)  # QAT/QAD: store the weights the model computes with
+        metrics = {"hidden_loss": hidden.last} if hidden else {}
+        return StageOutput(model.eval(), metrics)
+
+
+class _HiddenLoss:
+    """MSE between the student's head input (projected) and the teacher's, on the same batch."""
+
+    def __init__(self, task: Any, student: Any, teacher: Any) -> None:
+        import torch
+
+        self.student, self.teacher = _HeadInput(task, student), _HeadInput(task, teacher)
+        inputs, _ = next(task.batches("train", 2))
+        with torch.no_grad():  # one forward each, to learn both widths
+            task.forward(student, inputs)
+            task.forward(teacher, inputs)
+        d_s, d_t = self.student.value.shape[-1], self.teacher.value.shape[-1]
+        self.proj = torch.nn.Linear(d_s, d_t, bias=False) if d_s != d_t else torch.nn.Identity()
+        self.last = 0.0
+
+    def loss(self) -> Any:
+        import torch.nn.functional as F
+
+        value = F.mse_loss(self.proj(self.student.value), self.teacher.value.detach())
+        self.last = float(value.detach())
+        return value
+
+    def close(self) -> None:
+        self.student.handle.remove()
+        self.teacher.handle.remove()

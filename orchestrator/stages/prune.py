@@ -1,4 +1,11 @@
-"""`prune`: structured channel/neuron pruning with torch-pruning, optionally fine-tuned afterwards."""
+"""`prune`: structured (torch-pruning: channels/neurons, transformer heads + FFN through the task's hooks)
+or unstructured magnitude pruning, one-shot or iterative, optionally fine-tuned.
+
+Measured, not assumed: params and MACs before/after, `sparsity` (fraction of zero Conv/Linear weights)
+and `model_size_gzip_mb` (dense files do not shrink when weights become zero; compressed ones do).
+A fake-quantized model (quantize earlier in the chain) stays fake-quantized: the grid follows the pruned
+weights and the fine-tuning is quantization-aware.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +16,20 @@ from orchestrator.errors import check_choice, check_range
 from orchestrator.stages.base import TORCH, Stage, StageContext, StageOutput
 
 IMPORTANCES = ["l1", "l2", "taylor", "random"]
+METHODS = ["structured", "unstructured"]
 
 
 @dataclass
 class PruneParams:
-    """ratio: fraction of channels removed per prunable layer (params fall ~1-(1-ratio)^2).
+    """method: structured (remove channels/neurons) or unstructured (zero single weights by magnitude).
 
-    importance: how channels are ranked; global_pruning: rank across layers instead of within each;
-    iterative_steps: reach `ratio` in N equal steps; finetune_epochs: cross-entropy epochs afterwards.
+    ratio: structured: fraction of channels removed per prunable layer (params fall ~1-(1-ratio)^2);
+    unstructured: fraction of Conv/Linear weights zeroed. importance (structured): how channels are
+    ranked. global_pruning: rank across layers instead of within each. iterative_steps: reach `ratio`
+    in N equal steps, the fine-tuning split between them. finetune_epochs: cross-entropy epochs in total.
     """
 
+    method: str = "structured"
     ratio: float = 0.5
     importance: str = "l1"
     global_pruning: bool = False
@@ -28,6 +39,7 @@ class PruneParams:
     batch_size: int = 64
 
     def __post_init__(self) -> None:
+        check_choice("method", self.method, METHODS)
         check_range("ratio", self.ratio, 0.0, 1.0, hi_open=True)
         check_choice("importance", self.importance, IMPORTANCES)
         check_range("iterative_steps", self.iterative_steps, 1, 100)
@@ -45,39 +57,85 @@ def _importance(name: str) -> Any:
             "random": tp.importance.RandomImportance}[name]()
 
 
+def epochs_per_step(total: int, steps: int) -> list[int]:
+    """`total` fine-tuning epochs split over `steps` (the remainder goes to the last steps)."""
+    return [total // steps + (1 if i >= steps - total % steps else 0) for i in range(steps)]
+
+
 class Prune(Stage):
-    """Remove the least important channels/neurons; the classifier head keeps its outputs."""
+    """Remove (structured) or zero (unstructured) the least important weights; the classifier keeps its outputs."""
 
     name = "prune"
-    version = "1"
+    version = "2"
     consumes = TORCH
     produces = TORCH
     Params = PruneParams
 
     def run(self, ctx: StageContext, model: Any) -> StageOutput:
         import torch
+
+        from orchestrator.stages import simquant, sparsity
+
+        torch.manual_seed(ctx.seed)
+        macs0, params0 = self._count(ctx, model)
+        if self.params.method == "structured":
+            model = self._structured(ctx, model)
+        else:
+            self._unstructured(ctx, model)
+        simquant.snap(model)  # a fake-quantized model leaves with its stored weights on its grid
+        macs1, params1 = self._count(ctx, model)
+        return StageOutput(model.eval(), {
+            "params_before": params0, "params_after": params1, "macs_before": macs0, "macs_after": macs1,
+            "sparsity": sparsity.sparsity(model),
+            "model_size_gzip_mb": sparsity.gzip_mb(ctx.task, simquant.lower(model)[0])})
+
+    @staticmethod
+    def _count(ctx: StageContext, model: Any) -> tuple[float, float]:
+        """(MACs, params) as torch-pruning counts them (it matches exact module types, hence plain_classes)."""
         import torch_pruning as tp
 
+        from orchestrator.stages import simquant
+
+        with simquant.plain_classes(model):
+            macs, params = tp.utils.count_ops_and_params(model, ctx.task.example_inputs())
+        return float(macs), float(params)
+
+    def _structured(self, ctx: StageContext, model: Any) -> Any:
+        import torch_pruning as tp
+
+        from orchestrator.stages import simquant
+
         p = self.params
-        torch.manual_seed(ctx.seed)
-        example = ctx.task.example_inputs()
-        macs0, params0 = tp.utils.count_ops_and_params(model, example)
-        pruner = tp.pruner.MetaPruner(
-            model, example, importance=_importance(p.importance), pruning_ratio=p.ratio,
-            global_pruning=p.global_pruning, iterative_steps=p.iterative_steps,
-            ignored_layers=ctx.task.protected_modules(model), **ctx.task.pruning_kwargs(model))
-        for _ in range(p.iterative_steps):
+        with simquant.plain_classes(model):
+            example = ctx.task.example_inputs()
+            pruner = tp.pruner.MetaPruner(
+                model, example, importance=_importance(p.importance), pruning_ratio=p.ratio,
+                global_pruning=p.global_pruning, iterative_steps=p.iterative_steps,
+                ignored_layers=ctx.task.protected_modules(model), **ctx.task.pruning_kwargs(model))
+        for epochs in epochs_per_step(p.finetune_epochs, p.iterative_steps):
             if p.importance == "taylor":
                 self._taylor_grads(ctx, model)
-            pruner.step()
-        model = ctx.task.after_prune(model)
-        if p.finetune_epochs:
+            with simquant.plain_classes(model):
+                pruner.step()
+            model = ctx.task.after_prune(model)
+            self._finetune(ctx, model, epochs)
+        return model
+
+    def _unstructured(self, ctx: StageContext, model: Any) -> None:
+        from orchestrator.stages import sparsity
+
+        p = self.params
+        modules = sparsity.prunable(model, ctx.task.protected_modules(model))
+        for step, epochs in enumerate(epochs_per_step(p.finetune_epochs, p.iterative_steps), start=1):
+            sparsity.mask_smallest(modules, p.ratio * step / p.iterative_steps, p.global_pruning)
+            self._finetune(ctx, model, epochs)
+        sparsity.fold_masks(model)
+
+    def _finetune(self, ctx: StageContext, model: Any, epochs: int) -> None:
+        if epochs:
             from orchestrator.training import fit
 
-            fit(ctx.task, model, p.finetune_epochs, p.lr, p.batch_size, seed=ctx.seed)
-        macs1, params1 = tp.utils.count_ops_and_params(model, example)
-        return StageOutput(model.eval(), {"params_before": params0, "params_after": params1,
-                                          "macs_before": macs0, "macs_after": macs1})
+            fit(ctx.task, model, epochs, self.params.lr, self.params.batch_size, seed=ctx.seed)
 
     @staticmethod
     def _taylor_grads(ctx: StageContext, model: Any) -> None:

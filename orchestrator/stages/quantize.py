@@ -1,75 +1,184 @@
-"""`quantize`: ONNX Runtime post-training quantization of an ONNX model (dynamic int8, fp16)."""
+"""`quantize`: ONNX Runtime quantization of an ONNX model, for deployment.
+
+Modes: int8 dynamic (weights int8, activations quantized at run time); int8 static (QDQ format, activation
+ranges calibrated on N samples with minmax / entropy / percentile); fp16; int4 weight-only (MatMulNBits
+for MatMul, GatherBlockQuantized for embedding tables, blocks of `block_size`; Gemm is rewritten to
+MatMul first, since the int4 quantizer skips Gemm and Conv).
+
+Written before a torch stage (`quantize>prune`), the planner runs the torch twin `fakequant` instead.
+Every run reports what was really quantized (`quantized_params`, `quantized_params_frac`,
+`quantized_tensors`), so a mode that finds nothing to quantize shows 0 instead of passing silently.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
-from orchestrator.errors import check_choice
-from orchestrator.stages.base import ONNX, Stage, StageContext, StageOutput
+from orchestrator.errors import ConfigError, check_choice, check_range
+from orchestrator.stages.base import ONNX, Earlier, Stage, StageContext, StageOutput
 
-MODES = ["int8", "fp16"]
+MODES = ["int8", "fp16", "int4"]
+METHODS = ["dynamic", "static"]
+CALIBRATIONS = ["minmax", "entropy", "percentile"]
+_USED = {"fp16": ["mode"], "int4": ["mode", "block_size", "symmetric"],
+         "dynamic": ["mode", "method", "per_channel", "symmetric"],
+         "static": ["mode", "method", "per_channel", "symmetric", "calibration", "calib_samples"],
+         "percentile": ["mode", "method", "per_channel", "symmetric", "calibration", "calib_samples", "percentile"]}
+
+
+def _kind(p: dict[str, Any]) -> str:
+    """Which group of params applies: fp16, int4, dynamic, static or static with percentile calibration."""
+    if p["mode"] != "int8":
+        return p["mode"]
+    if p["method"] == "static" and p["calibration"] == "percentile":
+        return "percentile"
+    return p["method"]
 
 
 @dataclass
 class QuantizeParams:
-    """mode: 'int8' (dynamic, weights int8 + activations quantized at run time) or 'fp16'.
+    """mode: int8 | fp16 | int4. The rest refine a mode and are ignored by the others:
 
-    per_channel: per-output-channel weight scales for int8 (better accuracy, slightly larger).
+    int8: method dynamic | static; per_channel weight scales; symmetric (weights, and activations when
+    static; asymmetric activations use uint8). static: calibration minmax | entropy | percentile over
+    calib_samples samples of the task's `calib` split (percentile: the kept percentile).
+    int4: block_size (a power of two >= 16) elements share a scale; symmetric as above.
     """
 
     mode: str = "int8"
+    method: str = "dynamic"
+    calibration: str = "minmax"
+    calib_samples: int = 256
+    percentile: float = 99.999
     per_channel: bool = False
+    symmetric: bool = True
+    block_size: int = 32
 
     def __post_init__(self) -> None:
         check_choice("mode", self.mode, MODES)
+        check_choice("method", self.method, METHODS)
+        check_choice("calibration", self.calibration, CALIBRATIONS)
+        check_range("calib_samples", self.calib_samples, 1, 100000)
+        check_range("percentile", self.percentile, 50.0, 100.0)
+        check_range("block_size", self.block_size, 16, 4096)
+        if self.block_size & (self.block_size - 1):
+            raise ConfigError("block_size", self.block_size, "must be a power of two >= 16 (16, 32, 64, 128, ...)")
 
 
 class Quantize(Stage):
     """Quantize an ONNX model and report how much of it was actually quantized."""
 
     name = "quantize"
-    version = "1"
+    version = "2"
     consumes = ONNX
     produces = ONNX
     Params = QuantizeParams
+    torch_twin = "fakequant"
 
-    def run(self, ctx: StageContext, model: object) -> StageOutput:
-        out = ctx.work_dir / "model.onnx"
-        if self.params.mode == "fp16":
-            _to_fp16(model, out)
+    @classmethod
+    def plan_params(cls, own: dict[str, Any], stages: dict[str, dict[str, Any]],
+                    earlier: tuple[Earlier, ...], chain: str) -> dict[str, Any]:
+        """Only the params the chosen mode uses, so that e.g. a sweep over calibration methods does not
+        make three identical dynamic-int8 nodes (and the logged params show what really applied)."""
+        full = {**asdict(QuantizeParams()), **own}
+        return {k: full[k] for k in _USED[_kind(full)]}
+
+    def run(self, ctx: StageContext, model: Any) -> StageOutput:
+        import logging
+
+        from orchestrator.onnx_utils import quantization_report
+
+        # ORT logs a "consider pre-processing" hint at WARNING on every call; it is not actionable here.
+        logging.getLogger().setLevel(logging.ERROR)
+        p, src, out = self.params, Path(model), ctx.work_dir / "model.onnx"
+        metrics: dict[str, float] = {}
+        if p.mode == "fp16":
+            _to_fp16(src, out)
+        elif p.mode == "int4":
+            metrics["gemm_rewritten"] = float(_int4(src, out, p.block_size, p.symmetric))
+        elif p.method == "static":
+            metrics["calib_samples"] = float(_static_int8(ctx, src, out, p))
         else:
-            _dynamic_int8(model, out, self.params.per_channel)
-        return StageOutput(out, {"quantized_params_frac": quantized_fraction(model, out)})
+            _dynamic_int8(src, out, p.per_channel, p.symmetric)
+        return StageOutput(out, {**metrics, **quantization_report(src, out)})
 
 
-def _dynamic_int8(src: object, dst: object, per_channel: bool) -> None:
-    import logging
-
+def _dynamic_int8(src: Path, dst: Path, per_channel: bool, symmetric: bool) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    # ORT logs a "consider pre-processing" hint at WARNING on every call; it is not actionable here.
-    logging.getLogger().setLevel(logging.ERROR)
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel)
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
+                     extra_options={"WeightSymmetric": symmetric})
 
 
-def _to_fp16(src: object, dst: object) -> None:
+class _Calibration:
+    """ORT CalibrationDataReader over the first `limit` samples of the task's `calib` split."""
+
+    def __init__(self, task: Any, limit: int, batch_size: int = 32) -> None:
+        self.batches, self.count = [], 0
+        for feeds, _ in task.onnx_batches("calib", batch_size):
+            take = min(len(next(iter(feeds.values()))), limit - self.count)
+            self.batches.append({k: v[:take] for k, v in feeds.items()})
+            self.count += take
+            if self.count >= limit:
+                break
+        self.it = iter(self.batches)
+
+    def get_next(self) -> dict | None:
+        return next(self.it, None)
+
+    def rewind(self) -> None:
+        self.it = iter(self.batches)
+
+
+def _static_int8(ctx: StageContext, src: Path, dst: Path, p: QuantizeParams) -> int:
+    """QDQ static int8 (the QOperator format gave unloadable transformer models); returns samples used."""
+    import contextlib
+    import io
+
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepped = ctx.work_dir / "preprocessed.onnx.tmp"
+    # symbolic shape inference fails on transformer exports; ONNX shape inference is enough here
+    quant_pre_process(str(src), str(prepped), skip_symbolic_shape=True)
+    reader = _Calibration(ctx.task, p.calib_samples)
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[p.calibration]
+    with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print progress
+        quantize_static(str(prepped), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=p.per_channel,
+                        activation_type=QuantType.QInt8 if p.symmetric else QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=method,
+                        extra_options={"ActivationSymmetric": p.symmetric, "WeightSymmetric": p.symmetric,
+                                       "CalibPercentile": p.percentile})
+    prepped.unlink()
+    return reader.count
+
+
+def _int4(src: Path, dst: Path, block_size: int, symmetric: bool) -> int:
+    """Weight-only int4 of MatMul weights and embedding tables; returns how many Gemm became MatMul."""
+    import numpy as np
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    from orchestrator.onnx_utils import gemm_to_matmul
+
+    proto = onnx.load(str(src))
+    rewritten = gemm_to_matmul(proto)
+    quantizer = MatMulNBitsQuantizer(proto, bits=4, block_size=block_size, is_symmetric=symmetric,
+                                     op_types_to_quantize=("MatMul", "Gather"),
+                                     quant_axes=(("MatMul", 0), ("Gather", 1)))
+    with np.errstate(divide="ignore", invalid="ignore"):  # all-zero blocks: ORT maps them to 0 itself
+        quantizer.process()
+    quantizer.model.save_model_to_file(str(dst), False)
+    return rewritten
+
+
+def _to_fp16(src: Path, dst: Path) -> None:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     # keep_io_types: callers still feed and read float32, so the model is a drop-in replacement
     model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
     onnx.save(model, str(dst))
-
-
-def quantized_fraction(src: object, dst: object) -> float:
-    """Fraction of the source's float weight elements that are stored in lower precision in `dst`."""
-    import numpy as np
-    import onnx
-
-    def float_elems(path: object, types: set[int]) -> int:
-        proto = onnx.load(str(path), load_external_data=True)
-        return sum(int(np.prod(t.dims)) for t in proto.graph.initializer if t.data_type in types)
-
-    before = float_elems(src, {onnx.TensorProto.FLOAT})
-    after = float_elems(dst, {onnx.TensorProto.FLOAT})
-    return float(max(0.0, (before - after) / before)) if before else 0.0

@@ -1,0 +1,101 @@
+"""ONNX Runtime quantization on real models: accuracy, size and an honest count of what was quantized."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from orchestrator.evaluate import quality, session
+from orchestrator.stages import REGISTRY, StageContext
+from orchestrator.stages.quantize import Quantize, QuantizeParams
+
+
+def ctx(task: Any, folder: Path) -> StageContext:
+    folder.mkdir(parents=True, exist_ok=True)
+    return StageContext(task=task, work_dir=folder, seed=0, teacher=lambda: None)
+
+
+def accuracy(task: Any, path: Path) -> float:
+    return quality(task, session(path, 1), 256)["accuracy"]
+
+
+@pytest.fixture(scope="module")
+def fp32(tmp_path_factory: pytest.TempPathFactory, digits: Any, baseline: Any) -> Path:
+    export = REGISTRY["export"](REGISTRY["export"].Params())
+    return export.run(ctx(digits, tmp_path_factory.mktemp("fp32")), copy.deepcopy(baseline)).model
+
+
+@pytest.mark.parametrize("calibration", ["minmax", "entropy", "percentile"])
+def test_static_int8_stays_within_one_point_of_fp32(calibration: str, digits: Any, fp32: Path,
+                                                    tmp_path: Path) -> None:
+    params = QuantizeParams(mode="int8", method="static", calibration=calibration, calib_samples=128)
+    out = Quantize(params).run(ctx(digits, tmp_path), fp32)
+    assert out.metrics["calib_samples"] == 128
+    assert out.metrics["quantized_params_frac"] == pytest.approx(1.0)  # weights and biases, scales aside
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(out.model)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ format
+    assert accuracy(digits, out.model) >= accuracy(digits, fp32) - 0.01
+    assert out.model.stat().st_size < 0.35 * fp32.stat().st_size
+
+
+@pytest.mark.parametrize("mode, low, high", [("int8", 0.99, 1.0), ("fp16", 1.0, 1.0), ("int4", 0.85, 0.9)])
+def test_every_mode_reports_what_it_quantized(mode: str, low: float, high: float, digits: Any, fp32: Path,
+                                              tmp_path: Path) -> None:
+    out = Quantize(QuantizeParams(mode=mode)).run(ctx(digits, tmp_path), fp32)
+    # int4 (MatMulNBits) leaves the convolutions float: only the two Linear weights, ~87% of the params
+    assert low <= out.metrics["quantized_params_frac"] <= high
+    assert accuracy(digits, out.model) >= accuracy(digits, fp32) - 0.02
+
+
+def test_int4_rewrites_gemm_first_or_it_would_quantize_nothing(digits: Any, fp32: Path, tmp_path: Path) -> None:
+    import onnx
+
+    out = Quantize(QuantizeParams(mode="int4", block_size=32)).run(ctx(digits, tmp_path), fp32)
+    assert out.metrics["gemm_rewritten"] == 2 and out.metrics["quantized_tensors"] == 2
+    ops = [n.op_type for n in onnx.load(str(out.model)).graph.node]
+    assert ops.count("MatMulNBits") == 2 and "Gemm" not in ops
+
+
+def tiny_bert_onnx(folder: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    """A randomly initialized 2-layer BERT classifier exported with the default exporter."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=2000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=128, max_position_embeddings=64, num_labels=2)
+    model = BertForSequenceClassification(config).eval()
+
+    class Logits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = model
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            return self.bert(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    ids = torch.randint(0, 2000, (2, 16))
+    from orchestrator.onnx_utils import torch_export
+
+    path = folder / "bert.onnx"
+    torch_export(Logits().eval(), (ids, torch.ones_like(ids)), path, ["input_ids", "attention_mask"], ["logits"],
+                 17, "torchscript")
+    return path, {"input_ids": ids.numpy(), "attention_mask": np.ones_like(ids.numpy())}
+
+
+def test_on_a_transformer_int4_is_smaller_than_dynamic_int8(tmp_path: Path) -> None:
+    path, feeds = tiny_bert_onnx(tmp_path)
+    sizes, fracs = {}, {}
+    for mode in ("int8", "int4"):
+        out = Quantize(QuantizeParams(mode=mode, block_size=32)).run(ctx(None, tmp_path / mode), path)
+        sizes[mode], fracs[mode] = out.model.stat().st_size, out.metrics["quantized_params_frac"]
+        logits = session(out.model, 1).run(None, feeds)[0]
+        assert logits.shape == (2, 2) and np.isfinite(logits).all()
+    assert sizes["int4"] < 0.8 * sizes["int8"] < 0.8 * path.stat().st_size
+    assert fracs["int4"] > 0.9 and fracs["int8"] > 0.9  # embeddings (Gather) included in both
