@@ -165,13 +165,13 @@ def compute(job: Job) -> NodeResult:
     start = time.perf_counter()
     key = job.node.key
     try:
-        _torch_threads(job.torch_threads)
         cache = Cache(job.cache_dir, sweep=False)
         task = _task(json.dumps(job.task, sort_keys=True), job.seed)
         executed = False
         if not cache.has(key):
             with cache.lock(key):
                 if not cache.has(key):
+                    _torch_threads(job.torch_threads)  # only when computing: a cache hit never imports torch
                     _build(job, cache, task)
                     executed = True
         ehash = eval_hash(job.settings)

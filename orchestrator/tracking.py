@@ -21,6 +21,7 @@ from orchestrator.plan import Node, Plan
 PIPELINE, NODE_KEY, CACHED = "orchestrator.pipeline", "orchestrator.node_key", "orchestrator.cached"
 STATUS, LEAF, PARENT = "orchestrator.status", "orchestrator.leaf", "mlflow.parentRunId"
 SWEEP_PID, SWEEP_HOST = "orchestrator.sweep_pid", "orchestrator.sweep_host"
+MODEL_LOGGED, MODEL_RUN = "orchestrator.model_logged", "orchestrator.model_run_id"  # where a node's ONNX lies
 PARETO, RECOMMENDED, RECIPE = "orchestrator.pareto", "orchestrator.recommended", "orchestrator.recipe"
 MLFLOW_STATUS = {"done": "FINISHED", "cached": "FINISHED", "gated": "FINISHED", "failed": "FAILED",
                  "skipped": "KILLED"}
@@ -94,9 +95,27 @@ class Tracker:
         if result.error:
             self._log_text(rid, result.error, ERROR_FILE.get(result.status, "error.txt"))
         if self.log_models and result.onnx_path:
-            self.client.log_artifact(rid, result.onnx_path, "model")
+            self._log_model(rid, node.key, result)
         self.client.set_terminated(rid, MLFLOW_STATUS[result.status])
         return rid
+
+    def _log_model(self, run_id: str, key: str, result: Any) -> None:
+        """Log the node's ONNX model once per store: a cache hit points at the run that already holds it.
+
+        Re-uploading every cached model on every rerun would copy the whole sweep (hundreds of MB for a
+        transformer) to say nothing new.
+        """
+        holder = None
+        if not result.executed:
+            found = self.client.search_runs(
+                [e.experiment_id for e in self.client.search_experiments()],
+                f"tags.`{NODE_KEY}` = '{key}' and tags.`{MODEL_LOGGED}` = 'true'", max_results=1)
+            holder = found[0].info.run_id if found else None
+        if holder is None:
+            self.client.log_artifact(run_id, result.onnx_path, "model")
+            self.client.set_tag(run_id, MODEL_LOGGED, "true")
+        else:
+            self.client.set_tag(run_id, MODEL_RUN, holder)
 
     def log_report(self, params: dict[str, str], files: dict[str, str], images: list[Path],
                    node_tags: dict[str, dict[str, str]], tags: dict[str, str]) -> None:

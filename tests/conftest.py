@@ -17,7 +17,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parent.parent
 
 # Small enough to keep each CLI run to seconds; large enough that accuracy is meaningful.
-FAST = ["task.epochs=6", "eval.warmup=5", "eval.repeats=30"]
+FAST = ["task.epochs=6", "task.width=32", "task.hidden=128", "eval.warmup=5", "eval.repeats=30"]
 
 
 def compose(*overrides: str) -> dict[str, Any]:
@@ -59,7 +59,7 @@ def digits() -> Any:
     """A digits task with a short baseline schedule."""
     from orchestrator.tasks.digits import Digits, DigitsParams
 
-    return Digits(DigitsParams(epochs=6), seed=0)
+    return Digits(DigitsParams(epochs=6, width=32, hidden=128), seed=0)
 
 
 @pytest.fixture(scope="session")

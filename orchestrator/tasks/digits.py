@@ -16,8 +16,8 @@ class DigitsParams:
     """Baseline training settings for the digits CNN."""
 
     name: str = "digits"
-    width: int = 32  # channels of the first conv; the second has 2x
-    hidden: int = 128
+    width: int = 64  # channels of the first conv; the second has 2x
+    hidden: int = 256
     epochs: int = 15
     lr: float = 2e-3
     batch_size: int = 64
