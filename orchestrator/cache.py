@@ -67,6 +67,16 @@ class Cache:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
+    def locked(self, key: str) -> bool:
+        """True if another process holds `key`'s lock right now (it is computing that node)."""
+        with open(self.root / "locks" / f"{key}.lock", "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return False
+
     def staging(self, key: str) -> Path:
         """A fresh private folder in which to build node `key`."""
         tmp = self.root / "tmp" / f"{key}.{os.getpid()}.{uuid.uuid4().hex[:8]}"

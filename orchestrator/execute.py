@@ -203,20 +203,6 @@ def _gated(job: Job, cache: Cache, ehash: str, metrics: dict[str, float]) -> str
             f"more than gate.max_accuracy_drop={job.gate:g}; its descendants are skipped")
 
 
-def dfs_order(plan: Plan) -> list[Node]:
-    """Parent-first, depth-first: a branch finishes before its siblings start (parents stay warm)."""
-    order: list[Node] = []
-
-    def visit(node: Node) -> None:
-        order.append(node)
-        for child in plan.children(node.key):
-            visit(child)
-
-    for root in plan.children(None):
-        visit(root)
-    return order
-
-
 def execute(plan: Plan, make_job: Callable[[Node], Job], on_start: Callable[[Node], None],
             on_result: Callable[[Node, NodeResult], None], workers: int = 1,
             compute_fn: Callable[[Job], NodeResult] = compute) -> dict[str, NodeResult]:
@@ -227,16 +213,31 @@ def execute(plan: Plan, make_job: Callable[[Node], Job], on_start: Callable[[Nod
     if workers > 1:
         return _execute_pool(plan, make_job, on_start, on_result, workers, compute_fn)
     results: dict[str, NodeResult] = {}
-    for node in dfs_order(plan):
-        parent = results.get(node.parent) if node.parent else None
-        if parent is not None and parent.status in BLOCKING:
-            result = NodeResult(node.key, SKIPPED, error=f"ancestor {parent.key} {parent.status}")
-        else:
-            on_start(node)
-            result = compute_fn(make_job(node))
-        results[node.key] = result
-        on_result(node, result)
+    stack = plan.children(None)[::-1]  # depth-first: a branch finishes before its siblings start
+    deferred: list[Node] = []  # nodes another process is computing right now
+    while stack or deferred:
+        node = stack.pop() if stack else deferred.pop(0)
+        job = make_job(node)
+        if (stack or deferred) and _busy(job):
+            # another sweep on the same cache is computing it: do other work, come back later
+            deferred.append(node)
+            if not stack:
+                time.sleep(0.2)
+            continue
+        on_start(node)
+        results[node.key] = compute_fn(job)
+        on_result(node, results[node.key])
+        stack.extend(_release(plan, node, results, on_result)[::-1])
     return results
+
+
+def _busy(job: Job) -> bool:
+    """Whether another process holds the lock of an unfinished node (only real jobs carry a cache)."""
+    cache_dir = getattr(job, "cache_dir", None)
+    if cache_dir is None:
+        return False
+    cache = Cache(cache_dir, sweep=False)
+    return not cache.has(job.node.key) and cache.locked(job.node.key)
 
 
 def _execute_pool(plan: Plan, make_job: Callable[[Node], Job], on_start: Callable[[Node], None],
@@ -246,7 +247,7 @@ def _execute_pool(plan: Plan, make_job: Callable[[Node], Job], on_start: Callabl
     import multiprocessing
 
     results: dict[str, NodeResult] = {}
-    ready = [n for n in dfs_order(plan) if n.parent is None]
+    ready = plan.children(None)
     running: dict[Future, Node] = {}
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         while ready or running:

@@ -9,10 +9,13 @@ The trade-off report goes on the parent (plots, tables, constraints as params) a
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import socket
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,15 +54,18 @@ class Tracker:
     def __init__(self, uri: str, experiment: str, artifact_root: str, log_models: bool = True) -> None:
         from mlflow.tracking import MlflowClient
 
-        _ensure_sqlite_dir(uri)
-        self.client = MlflowClient(tracking_uri=uri)
         self.uri, self.log_models = uri, log_models
-        found = self.client.get_experiment_by_name(experiment)
-        if found is None:
-            location = (Path(artifact_root).resolve() / experiment).as_uri()
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
-        else:
-            self.experiment_id = found.experiment_id
+        # Two sweeps starting at once on a new SQLite store would both create its tables (and the
+        # experiment) and one would fail: serialise that first contact through a lock file beside it.
+        with _store_lock(uri):
+            self.client = MlflowClient(tracking_uri=uri)
+            self.client.search_experiments(max_results=1)  # the store's tables exist from here on
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None:
+                location = (Path(artifact_root).resolve() / experiment).as_uri()
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+            else:
+                self.experiment_id = found.experiment_id
         self.parent_id: str | None = None
         self.node_tags: dict[str, str] = {}  # set on every node run too (e.g. the measuring environment)
         self.runs: dict[str, str] = {}  # node key -> its run in this sweep
@@ -229,7 +235,17 @@ def _search_all(client: Any, experiment_id: str, query: str) -> list[Any]:
             return runs
 
 
-def _ensure_sqlite_dir(uri: str) -> None:
-    """SQLite won't create the folder that holds the database file."""
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """An inter-process lock beside a SQLite store (creating its folder, which SQLite won't); no-op otherwise."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri[len("sqlite:///"):]).expanduser()
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.parent / f".{db.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

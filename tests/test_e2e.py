@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -121,3 +122,16 @@ def test_pool_executor_gives_the_same_models(first, tmp_path):
     assert "11 unique nodes: 11 stage executions" in out.stdout
     first_nodes = {p.name for p in _nodes(Path(first[0]["cache"]))}
     assert {p.name for p in _nodes(Path(store["cache"]))} == first_nodes
+
+
+def test_two_sweeps_on_one_cache_split_the_work(first, tmp_path):
+    """Scale-out: two invocations sharing a cache compute each node once between them, and both finish."""
+    store = {"cache": str(tmp_path / "cache"), "uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+             "artifacts": str(tmp_path / "art")}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    procs = [subprocess.Popen(cli_args(store, "+recipe=pkdq", "tracking.log_models=false"), cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    executed = [int(re.search(r"11 unique nodes: (\d+) stage executions", o).group(1)) for o in outs]
+    assert sum(executed) == 11, executed
