@@ -27,7 +27,12 @@ def build_plan(data: dict[str, Any], recipe: str | None) -> Plan:
     if not recipe and not data.get("pipeline") and not data.get("orderings"):
         raise ConfigError("recipe", None, "select one with +recipe=NAME; available: "
                           + ", ".join(sorted(discover_recipes())))
-    return plan(data, REGISTRY, TASKS)
+    the_plan = plan(data, REGISTRY, TASKS)
+    for node in the_plan.nodes.values():  # stage options the task cannot serve (e.g. shrink on a CNN)
+        if node.parent is not None:
+            stage = REGISTRY[node.stage]
+            stage.check_task(stage.Params(**node.params), TASKS[the_plan.ancestors(node.key)[0].params["name"]])
+    return the_plan
 
 
 def node_label(plan_: Plan, node: Node) -> str:
