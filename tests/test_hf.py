@@ -119,6 +119,25 @@ def test_split_is_seeded(hf_files: dict[str, str]) -> None:
     assert all(same) and not all(other)
 
 
+def test_named_splits_and_other_formats(hf_files: dict[str, str], tmp_path: Path) -> None:
+    import pandas as pd
+
+    from orchestrator.tasks.hf import HFClassification, HFParams
+
+    table = pd.read_csv(hf_files["dataset"]).rename(columns={"review": "text", "mood": "label"})
+    (tmp_path / "folder").mkdir()
+    table[:300].to_json(tmp_path / "folder" / "train.jsonl", orient="records", lines=True)
+    table[300:].to_json(tmp_path / "folder" / "test.jsonl", orient="records", lines=True)
+    table.to_parquet(tmp_path / "all.parquet")
+    by_folder = HFClassification(HFParams(model=hf_files["model"], dataset=str(tmp_path / "folder")), seed=0)
+    assert {s: len(by_folder._data[0][s]) for s in ("train", "val", "test")} == {"train": 300, "val": 0, "test": 60}
+    by_file = HFClassification(HFParams(model=hf_files["model"], dataset=str(tmp_path / "all.parquet"),
+                                        test_size=50, train_size=100, labels=["positive", "neutral", "negative"]),
+                               seed=0)
+    assert {s: len(by_file._data[0][s]) for s in ("train", "test")} == {"train": 100, "test": 50}
+    assert by_file.class_names == ["positive", "neutral", "negative"]  # the configured order wins
+
+
 def test_baseline_fine_tune_learns(task: Any, baseline: Any) -> None:
     preds = logits(task, baseline, 90).argmax(-1)
     labels = np.concatenate([y.numpy() for _, y in task.batches("test", 90)])
@@ -152,6 +171,8 @@ def test_head_and_ffn_pruning_runs_exports_and_reloads(task: Any, baseline: Any,
     assert len(shapes) == 12 and shapes["bert.encoder.layer.1.output.dense"] == [32, 32]
     out = run_stage("export", ctx_for(task, tmp_path / "export", baseline), pruned)
     assert out.metrics["export_max_abs_diff"] < 1e-4
+    dynamo = run_stage("export", ctx_for(task, tmp_path / "dynamo", baseline), pruned, exporter="dynamo")
+    assert dynamo.metrics["export_max_abs_diff"] < 1e-4
     pruned.save_pretrained(tmp_path / "saved")
     np.testing.assert_allclose(logits(task, load_pretrained(tmp_path / "saved")), logits(task, pruned), atol=1e-5)
 
@@ -226,7 +247,9 @@ def test_tweets_task_uses_the_bundled_model_and_data() -> None:
     from orchestrator.tasks import TASKS
     from orchestrator.tasks.tweets import Tweets, TweetsParams
 
-    params = validate_task(compose("task=tweets")["task"], TASKS)
+    data = compose("task=tweets")
+    assert data["stages"]["distill"]["lr"] == 5e-5  # the task file sets transformer-friendly stage settings
+    params = validate_task(data["task"], TASKS)
     assert isinstance(params, TweetsParams) and params.model == ""  # '' = bundled: no local path in node keys
     tweets = Tweets(params, seed=0)
     assert (Path(tweets.model_dir()) / "config.json").is_file()

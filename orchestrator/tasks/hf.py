@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.errors import ConfigError, check_range
+from orchestrator.errors import ConfigError, check_choice, check_range
 from orchestrator.tasks.base import Task
 from orchestrator.tasks.hf_data import check_source
 
@@ -39,6 +39,8 @@ class HFParams:
     split is carved out of train with a seeded permutation (test: `test_size` rows, else a fifth).
     `*_size` > 0 keeps a seeded random subset of that many rows. `labels` fixes the class order
     (default: sorted distinct training labels). Texts are truncated to `max_length` tokens.
+    `train_dtype: bfloat16` runs training forward passes under CPU autocast (weights stay float32;
+    2-3x faster on CPUs with AVX512-BF16/AMX, slower without); evaluation is always float32.
     """
 
     name: str = "hf"
@@ -60,9 +62,11 @@ class HFParams:
     lr: float = 5e-5
     batch_size: int = 32
     calib_size: int = 256
+    train_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         self.check_sources()
+        check_choice("train_dtype", self.train_dtype, ["float32", "bfloat16"])
         check_range("max_length", self.max_length, 2, 8192)
         check_range("epochs", self.epochs, 0, 1000)
         check_range("lr", self.lr, 0, 1, lo_open=True)
@@ -143,10 +147,6 @@ class HFClassification(Task):
         """Class names in label-id order."""
         return self._data[1]
 
-    def split_size(self, split: str) -> int:
-        """Number of examples in `split`."""
-        return len(self._data[0][split])
-
     def batches(self, split: str, batch_size: int, shuffle: bool = False) -> Iterator[tuple[Any, Any]]:
         import torch
 
@@ -167,13 +167,26 @@ class HFClassification(Task):
         for i in range(0, len(enc), batch_size):
             yield enc.batch(np.arange(i, min(i + batch_size, len(enc))), pad_to=self.params.max_length)
 
+    def _precision(self) -> Any:
+        """bf16 autocast while training (gradients on) when asked; float32 for every measurement."""
+        import contextlib
+
+        import torch
+
+        if self.params.train_dtype == "bfloat16" and torch.is_grad_enabled():
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def forward(self, model: Any, inputs: Any) -> Any:
-        return model(**inputs).logits
+        with self._precision():
+            return model(**inputs).logits.float()
 
     def hidden_states(self, model: Any, inputs: Any) -> list[Any]:
         """Embedding output + every layer's output, with padded positions zeroed (for hidden-state KD)."""
-        mask = inputs["attention_mask"].unsqueeze(-1).to(model.dtype)
-        return [h * mask for h in model(**inputs, output_hidden_states=True).hidden_states]
+        mask = inputs["attention_mask"].unsqueeze(-1).float()
+        with self._precision():
+            states = model(**inputs, output_hidden_states=True).hidden_states
+        return [h.float() * mask for h in states]
 
     def example_inputs(self, batch_size: int = 2) -> dict[str, Any]:  # type: ignore[override]
         """A padded batch from the test split, as keyword inputs (torch-pruning calls model(**inputs))."""

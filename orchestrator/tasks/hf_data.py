@@ -34,7 +34,11 @@ def check_source(key: str, value: str, what: str) -> None:
     """
     if not value:
         raise ConfigError(key, value, f"required: a local {what} path (or a hub id when the hub is reachable)")
-    if Path(value).expanduser().exists():
+    path = Path(value).expanduser()
+    if path.exists():
+        if what == "model directory" and not (path / "config.json").is_file():
+            raise ConfigError(key, value, "not a model folder (no config.json): give a folder written by "
+                                          "save_pretrained, with the weights and the tokenizer")
         return
     if offline():
         raise ConfigError(key, value, f"no such local {what}, and HF_HUB_OFFLINE=1 forbids the hub: "
@@ -161,7 +165,7 @@ class Encoded:
 
 def encode(tokenizer: Any, texts: list[str], labels: np.ndarray, max_length: int, names: list[str]) -> Encoded:
     """Tokenize once (truncated to `max_length`, no padding) and keep only the model's input names."""
-    enc = tokenizer(texts, truncation=True, max_length=max_length)
+    enc = tokenizer(texts, truncation=True, max_length=max_length) if texts else {n: [] for n in names}
     columns = {n: [np.asarray(x, dtype=np.int64) for x in enc[n]] for n in names}
     return Encoded(columns, labels, tokenizer.pad_token_id or 0)
 

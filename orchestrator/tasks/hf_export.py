@@ -73,7 +73,7 @@ def _torch(model: Any, path: Path, opset: int, exporter: str, example: dict[str,
             batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence", max=4096)
             torch.onnx.export(wrapper, args, str(path), input_names=names, output_names=["logits"],
                               opset_version=opset, dynamo=True, external_data=False,
-                              dynamic_shapes=tuple({0: batch, 1: seq} for _ in names))
+                              dynamic_shapes=(tuple({0: batch, 1: seq} for _ in names),))  # one *args input
         else:
             axes = {n: {0: "batch", 1: "sequence"} for n in names}
             torch.onnx.export(wrapper, args, str(path), input_names=names, output_names=["logits"],
