@@ -257,15 +257,22 @@ def test_tweets_task_uses_the_bundled_model_and_data() -> None:
 
 
 @pytest.mark.slow
-def test_pkdq_end_to_end_on_the_tiny_model(hf_files: dict[str, str], store: dict[str, str]) -> None:
+def test_pkdq_end_to_end_from_a_user_task_file(hf_files: dict[str, str], store: dict[str, str],
+                                               tmp_path: Path) -> None:
+    """The README's way: a task file outside the project (defaults: hf) + the pkdq recipe, from the CLI."""
     import json
 
     params = {k: v for k, v in tiny_params(hf_files).items() if k not in ("name", "epochs")}  # FAST sets epochs
-    proc = run_cli(store, "+recipe=pkdq", "task=hf", *[f"task.{k}={v}" for k, v in params.items()],
+    (tmp_path / "my_conf" / "task").mkdir(parents=True)
+    lines = ["# @package _global_", "defaults:", "  - hf", "  - _self_", "task:"]
+    lines += [f"  {k}: {json.dumps(v)}" for k, v in params.items()]
+    (tmp_path / "my_conf" / "task" / "reviews.yaml").write_text("\n".join(lines) + "\n")
+    proc = run_cli(store, "+recipe=pkdq", f"hydra.searchpath=[file://{tmp_path / 'my_conf'}]", "task=reviews",
                    "stages.distill.epochs=2", "stages.distill.lr=1e-3")
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| prune>distill>quantize")]
     assert len(rows) == 4 and all("| done |" in r for r in rows), proc.stdout
     metas = [json.loads(p.read_text()) for p in Path(store["cache"]).glob("nodes/*/meta.json")]
+    assert [m["params"]["model"] for m in metas if m["stage"] == "baseline"] == [hf_files["model"]]
     diffs = [m["stage_metrics"]["export_max_abs_diff"] for m in metas if m["stage"] == "export"]
     assert len(diffs) == 2 and max(diffs) < 1e-4

@@ -212,6 +212,9 @@ class HFClassification(Task):
             self.model_dir(), num_labels=len(names), id2label=dict(enumerate(names)),
             label2id={n: i for i, n in enumerate(names)}, ignore_mismatched_sizes=True)
         p = self.params
+        positions = getattr(model.config, "max_position_embeddings", None)
+        if positions is not None and p.max_length > positions:
+            raise ConfigError("task.max_length", p.max_length, f"this model reads at most {positions} tokens")
         return fit(self, model, p.epochs, p.lr, p.batch_size, seed=self.seed, log=_log).eval()
 
     def protected_modules(self, model: Any) -> list:

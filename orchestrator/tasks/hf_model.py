@@ -55,16 +55,13 @@ def protected(model: Any) -> list[Any]:
 
 def pruning_kwargs(model: Any, ratio: float) -> dict[str, Any]:
     """torch-pruning MetaPruner arguments: remove whole heads at `ratio` (at least one head stays)."""
-    heads = {}
-    smallest = None
-    for att in attentions(model):
-        for lin in (att.query, att.key, att.value):
-            heads[lin] = att.num_attention_heads
-        smallest = min(smallest or att.num_attention_heads, att.num_attention_heads)
-    if not heads:
-        return {"output_transform": _logits}  # not BERT-style: FFN neurons only
+    atts = attentions(model)
+    if not atts:
+        return {"output_transform": _logits}  # not BERT-style attention: FFN neurons only
+    heads = {lin: att.num_attention_heads for att in atts for lin in (att.query, att.key, att.value)}
+    fewest = min(att.num_attention_heads for att in atts)
     # torch-pruning removes ceil(ratio * heads) per layer; cap it so that no layer loses every head
-    head_ratio = min(ratio, (smallest - 1) / smallest)
+    head_ratio = min(ratio, (fewest - 1) / fewest - 1e-6)
     return {"num_heads": heads, "prune_num_heads": True, "prune_head_dims": False,
             "head_pruning_ratio": head_ratio, "output_transform": _logits}
 
@@ -76,6 +73,9 @@ def _logits(out: Any) -> Any:
 def fix_attributes(model: Any) -> Any:
     """Make head counts match the (pruned) linears and record every changed linear shape in the config."""
     for att in attentions(model):
+        if att.query.out_features == 0:  # global pruning ranks heads across layers and can empty one
+            raise RuntimeError("pruning removed every attention head of a layer: lower stages.prune.ratio "
+                               "or set stages.prune.global_pruning=false")
         att.all_head_size = att.query.out_features
         att.num_attention_heads = att.all_head_size // att.attention_head_size
     setattr(model.config, PRUNED_KEY, changed_linears(model))
