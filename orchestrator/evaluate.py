@@ -160,9 +160,12 @@ def onnx_for(task: Any, domain: str, model_path: Path, folder: Path, export_para
 
         import torch
 
+        from orchestrator.stages.export import check_export
+
         model = torch.load(model_path, weights_only=False)
         partial = folder / f"measured.{os.getpid()}.onnx.part"  # renamed once whole: never read half-written
         task.export(model, partial, export_params.get("opset", 17), export_params.get("exporter", "torchscript"))
+        check_export(task, model, partial, export_params.get("max_abs_diff", 1e-3))  # never measure a bad export
         os.replace(partial, target)
     return target
 

@@ -87,6 +87,10 @@ class Stage:
         """
         return own
 
+    @classmethod
+    def check_task(cls, params: Any, task_cls: type) -> None:
+        """Raise ConfigError, before any compute, if `params` need something the task class lacks."""
+
     def run(self, ctx: StageContext, model: Any) -> StageOutput:
         """Apply the stage to `model` (torch module or ONNX path, per `consumes`)."""
         raise NotImplementedError

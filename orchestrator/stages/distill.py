@@ -1,10 +1,12 @@
 """`distill`: knowledge distillation into the incoming (student) model.
 
-Logit KD (softened teacher logits + labels), optionally plus a hidden-state loss: the student's input to
-its classifier head is projected to the teacher's and matched by MSE (FitNets; the projection is trained
-with the student and then dropped). The teacher is the baseline, or any earlier step of the chain by
-the name written in the recipe (`teacher: prune` = the model right after pruning); the planner checks
-that it exists. A fake-quantized student trains through its quantization: QAT, or QAD with a teacher.
+Logit KD (softened teacher logits + labels), optionally plus a hidden-state loss: for layered
+(transformer) tasks, every student layer's hidden state is matched to the teacher's at the same relative
+depth; otherwise the student's input to its classifier head is projected to the teacher's and matched by
+MSE (FitNets; the projection is trained with the student and then dropped). `shrink` first builds a
+smaller student by keeping every k-th layer (DistilBERT-style). The teacher is the baseline, or any
+earlier step of the chain by the name written in the recipe (`teacher: prune` = the model right after
+pruning); the planner checks that it exists. A fake-quantized student trains through its quantization: QAT, or QAD with a teacher.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ class DistillParams:
     """temperature: softens both distributions; alpha: weight of the KD term (1-alpha on the labels).
 
     teacher: `baseline` or the name of an earlier torch step of the chain (e.g. `prune`; the nearest one).
-    hidden_weight: weight of the hidden-state MSE loss (0: logits only).
+    shrink: keep every k-th layer of the student before KD (DistilBERT-style init; 1 = keep all; layered
+    tasks only). hidden_weight: weight of the hidden-state MSE loss (0: logits only).
     """
 
     temperature: float = 4.0
@@ -32,6 +35,7 @@ class DistillParams:
     lr: float = 1e-3
     batch_size: int = 64
     teacher: str = BASELINE
+    shrink: int = 1
     hidden_weight: float = 0.0
 
     def __post_init__(self) -> None:
@@ -40,7 +44,24 @@ class DistillParams:
         check_range("epochs", self.epochs, 0, 1000)
         check_range("lr", self.lr, 0.0, 1.0, lo_open=True)
         check_range("batch_size", self.batch_size, 1, 65536)
+        check_range("shrink", self.shrink, 1, 64)
         check_range("hidden_weight", self.hidden_weight, 0.0, 1000.0)
+
+
+def hidden_loss(student: list, teacher: list) -> Any:
+    """Mean MSE between each student hidden state and the teacher's at the same relative depth."""
+    import torch.nn.functional as F
+
+    s_layers, t_layers = len(student) - 1, len(teacher) - 1
+    pairs = [(h, teacher[round(i * t_layers / max(s_layers, 1))]) for i, h in enumerate(student)]
+    return sum(F.mse_loss(s, t) for s, t in pairs) / len(pairs)
+
+
+def _has_hidden_states(task_cls: type) -> bool:
+    """Layered (transformer) tasks expose per-layer hidden states; others get the head-input loss."""
+    from orchestrator.tasks.base import Task
+
+    return task_cls.hidden_states is not Task.hidden_states
 
 
 def kd_loss(student: Any, teacher: Any, labels: Any, temperature: float, alpha: float) -> Any:
@@ -87,6 +108,15 @@ class Distill(Stage):
                               f"before distill in {chain}: " + ", ".join([BASELINE, *names]))
         return own
 
+    @classmethod
+    def check_task(cls, params: DistillParams, task_cls: type) -> None:
+        """shrink needs a task that can drop layers (transformers); refuse it before any compute otherwise."""
+        from orchestrator.tasks.base import Task
+
+        if params.shrink > 1 and task_cls.shrink is Task.shrink:
+            raise ConfigError("stages.distill.shrink", params.shrink,
+                              f"task {task_cls.name!r} cannot drop layers; use 1 (or a Hugging Face task)")
+
     def run(self, ctx: StageContext, model: Any) -> StageOutput:
         import torch
 
@@ -94,15 +124,21 @@ class Distill(Stage):
         from orchestrator.training import fit
 
         p = self.params
+        if p.shrink > 1:
+            model = ctx.task.shrink(model, p.shrink)
         teacher = (ctx.teacher() if p.teacher == BASELINE else ctx.load(p.teacher)).eval()
         for param in teacher.parameters():
             param.requires_grad_(False)
-        hidden = _HiddenLoss(ctx.task, model, teacher) if p.hidden_weight else None
+        layered = p.hidden_weight > 0 and _has_hidden_states(type(ctx.task))
+        hidden = _HiddenLoss(ctx.task, model, teacher) if p.hidden_weight and not layered else None
 
         def loss(logits: Any, labels: Any, inputs: Any) -> Any:
             with torch.no_grad():
                 target = ctx.task.forward(teacher, inputs)
+                t_states = ctx.task.hidden_states(teacher, inputs) if layered else None
             total = kd_loss(logits, target, labels, p.temperature, p.alpha)
+            if layered:  # a second student pass: the training loop's forward returns logits only
+                return total + p.hidden_weight * hidden_loss(ctx.task.hidden_states(model, inputs), t_states)
             return total + p.hidden_weight * hidden.loss() if hidden else total
 
         fit(ctx.task, model, p.epochs, p.lr, p.batch_size, loss_fn=loss, seed=ctx.seed,

@@ -111,7 +111,7 @@ class Prune(Stage):
             pruner = tp.pruner.MetaPruner(
                 model, example, importance=_importance(p.importance), pruning_ratio=p.ratio,
                 global_pruning=p.global_pruning, iterative_steps=p.iterative_steps,
-                ignored_layers=ctx.task.protected_modules(model), **ctx.task.pruning_kwargs(model))
+                ignored_layers=ctx.task.protected_modules(model), **ctx.task.pruning_kwargs(model, p.ratio))
         for epochs in epochs_per_step(p.finetune_epochs, p.iterative_steps):
             if p.importance == "taylor":
                 self._taylor_grads(ctx, model)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from orchestrator.tasks.base import Task
 from orchestrator.tasks.digits import Digits
+from orchestrator.tasks.hf import HFClassification
+from orchestrator.tasks.tweets import Tweets
 
-TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (Digits,)}
+TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (Digits, HFClassification, Tweets)}
 
 __all__ = ["TASKS", "Task"]

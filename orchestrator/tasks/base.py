@@ -61,13 +61,23 @@ class Task:
         """Modules structured pruning must not shrink (the classifier head)."""
         return []
 
-    def pruning_kwargs(self, model: Any) -> dict[str, Any]:
-        """Extra torch-pruning MetaPruner arguments (e.g. attention heads for transformers)."""
+    def pruning_kwargs(self, model: Any, ratio: float) -> dict[str, Any]:
+        """Extra torch-pruning MetaPruner arguments (e.g. attention heads for transformers, pruned at `ratio`)."""
         return {}
 
     def after_prune(self, model: Any) -> Any:
         """Repair module attributes that pruning invalidated (e.g. head counts); returns the model."""
         return model
+
+    def shrink(self, model: Any, k: int) -> Any:
+        """Keep every k-th layer of `model` (a smaller student for distillation); returns the model."""
+        raise NotImplementedError(f"task {self.name!r} cannot shrink a model (stages.distill.shrink needs "
+                                  "a layered model, e.g. a Hugging Face transformer task)")
+
+    def hidden_states(self, model: Any, inputs: Any) -> list:
+        """Per-layer hidden states of `model` on `inputs` (for hidden-state distillation)."""
+        raise NotImplementedError(f"task {self.name!r} exposes no hidden states (stages.distill.hidden_weight "
+                                  "needs a transformer task)")
 
     def export(self, model: Any, path: Path, opset: int, exporter: str) -> None:
         """Write `model` as ONNX to `path` with a dynamic batch axis."""
