@@ -23,15 +23,17 @@ def load(name: str) -> Any:
     return evaluate.load(str(METRICS_DIR / name))
 
 
-def classification(predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """`accuracy` and macro `f1` of class-id predictions.
+def classification(predictions: np.ndarray, labels: np.ndarray, num_labels: int | None = None) -> dict[str, float]:
+    """`accuracy` and macro `f1` of class-id predictions (over classes 0..num_labels-1 when given, so a
+    class that is never predicted still counts in the macro average).
 
     Macro F1 is computed always for classification, not only when classes are imbalanced: it is cheap,
     sits close to accuracy on balanced data, and a fixed metric set keeps runs comparable across datasets.
     """
     preds, refs = np.asarray(predictions).ravel(), np.asarray(labels).ravel()
     return {**load("accuracy").compute(predictions=preds, references=refs),
-            **load("f1").compute(predictions=preds, references=refs, average="macro")}
+            **load("f1").compute(predictions=preds, references=refs, average="macro",
+                                 labels=None if num_labels is None else list(range(num_labels)))}
 
 
 def agreement(predictions: np.ndarray, reference: np.ndarray) -> float:

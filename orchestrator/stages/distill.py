@@ -6,7 +6,8 @@ depth; otherwise the student's input to its classifier head is projected to the 
 MSE (FitNets; the projection is trained with the student and then dropped). `shrink` first builds a
 smaller student by keeping every k-th layer (DistilBERT-style). The teacher is the baseline, or any
 earlier step of the chain by the name written in the recipe (`teacher: prune` = the model right after
-pruning); the planner checks that it exists. A fake-quantized student trains through its quantization: QAT, or QAD with a teacher.
+pruning); the planner checks that it exists. A fake-quantized student trains through its quantization:
+QAT, or QAD with a teacher.
 """
 
 from __future__ import annotations
@@ -127,8 +128,6 @@ class Distill(Stage):
         if p.shrink > 1:
             model = ctx.task.shrink(model, p.shrink)
         teacher = (ctx.teacher() if p.teacher == BASELINE else ctx.load(p.teacher)).eval()
-        for param in teacher.parameters():
-            param.requires_grad_(False)
         layered = p.hidden_weight > 0 and _has_hidden_states(type(ctx.task))
         hidden = _HiddenLoss(ctx.task, model, teacher) if p.hidden_weight and not layered else None
 

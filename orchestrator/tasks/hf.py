@@ -17,17 +17,17 @@ import dataclasses
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from orchestrator.errors import ConfigError, check_choice, check_range
+from orchestrator.metrics import classification
 from orchestrator.tasks.base import Task
 from orchestrator.tasks.hf_data import check_source
 
-METRICS_DIR = Path(__file__).resolve().parent.parent / "metrics"
 KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -81,22 +81,6 @@ class HFParams:
         """Local paths must exist; hub ids are refused when offline (fail before any compute)."""
         check_source("model", self.model, "model directory")
         check_source("dataset", self.dataset, "data file or folder")
-
-
-@lru_cache(maxsize=4)
-def metric(name: str) -> Any:
-    """An `evaluate` metric module from orchestrator/metrics/<name> (no network needed)."""
-    import evaluate
-
-    return evaluate.load(str(METRICS_DIR / name))
-
-
-def classification_scores(preds: np.ndarray, labels: np.ndarray, num_labels: int) -> dict[str, float]:
-    """accuracy and macro-averaged F1 (every class counts, also one never predicted)."""
-    preds, labels = preds.astype(np.int64).tolist(), labels.astype(np.int64).tolist()
-    return {"accuracy": metric("accuracy").compute(predictions=preds, references=labels)["accuracy"],
-            "f1": metric("f1").compute(predictions=preds, references=labels, average="macro",
-                                       labels=list(range(num_labels)))["f1"]}
 
 
 class HFClassification(Task):
@@ -197,7 +181,7 @@ class HFClassification(Task):
         return {k: torch.from_numpy(v) for k, v in feeds.items()}
 
     def score(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-        return classification_scores(logits.argmax(-1), labels, len(self.class_names))
+        return classification(logits.argmax(-1), labels, len(self.class_names))
 
     def build_baseline(self) -> Any:
         import torch

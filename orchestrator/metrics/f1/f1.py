@@ -1,39 +1,35 @@
-"""F1 score (macro by default): per-class F1 averaged with equal weight per class (an `evaluate` metric module).
-
-Macro F1 exposes a model that sacrifices rare classes, which accuracy hides when classes are imbalanced.
-Shipped inside the package and loaded by path, so it works with no network and no model hub.
-"""
+"""Offline `f1` metric module for `evaluate.load(<this folder>)` (the hub's copy needs the network)."""
 
 import datasets
 import evaluate
-from sklearn.metrics import f1_score
+import numpy as np
 
-_DESCRIPTION = "F1 = 2 * precision * recall / (precision + recall), averaged over classes ('macro' by default)."
-_KWARGS_DESCRIPTION = """
+_DESCRIPTION = "F1: the harmonic mean of precision and recall, per class, averaged (macro by default)."
+_KWARGS = """
 Args:
-    predictions (list of int): predicted class ids.
-    references (list of int): true class ids.
-    average (str): 'macro' (default: unweighted mean over the classes seen in either list), 'micro',
-        'weighted' or 'binary'.
+    predictions (list of int): predicted labels.
+    references (list of int): true labels.
+    average (str): 'macro' (unweighted mean over classes), 'micro' or 'weighted'.
+    labels (list of int, optional): the classes to average over (default: every class seen).
 Returns:
-    f1 (float): in [0, 1]. A class that is never predicted and never true does not count; a class with
-        no true positives scores 0 (no warning).
-Example:
-    >>> evaluate.load("path/to/f1").compute(predictions=[0, 0, 1], references=[0, 1, 1])
-    {'f1': 0.6666666666666666}
+    f1 (float): in [0, 1].
 """
-_CITATION = ""
 
 
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS)
 class F1(evaluate.Metric):
-    """F1 of class-id predictions, macro-averaged unless told otherwise."""
+    """Multi-class F1 over integer labels (sklearn's definition: a class with no predictions scores 0)."""
 
     def _info(self) -> evaluate.MetricInfo:
         return evaluate.MetricInfo(
-            description=_DESCRIPTION, citation=_CITATION, inputs_description=_KWARGS_DESCRIPTION,
+            description=_DESCRIPTION, citation="", inputs_description=_KWARGS,
             features=datasets.Features({"predictions": datasets.Value("int64"),
                                         "references": datasets.Value("int64")}))
 
-    def _compute(self, predictions: list, references: list, average: str = "macro") -> dict:
-        return {"f1": float(f1_score(references, predictions, average=average, zero_division=0))}
+    def _compute(self, predictions: list[int], references: list[int], average: str = "macro",
+                 labels: list[int] | None = None) -> dict[str, float]:
+        from sklearn.metrics import f1_score
+
+        labels = labels if labels is not None else np.union1d(predictions, references)
+        score = f1_score(references, predictions, labels=labels, average=average, zero_division=0)
+        return {"f1": float(score)}
