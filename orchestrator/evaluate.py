@@ -164,8 +164,12 @@ def onnx_for(task: Any, domain: str, model_path: Path, folder: Path, export_para
 
         model = torch.load(model_path, weights_only=False)
         partial = folder / f"measured.{os.getpid()}.onnx.part"  # renamed once whole: never read half-written
-        task.export(model, partial, export_params.get("opset", 17), export_params.get("exporter", "torchscript"))
-        check_export(task, model, partial, export_params.get("max_abs_diff", 1e-3))  # never measure a bad export
+        try:
+            task.export(model, partial, export_params.get("opset", 17), export_params.get("exporter", "torchscript"))
+            check_export(task, model, partial, export_params.get("max_abs_diff", 1e-3))  # never measure a bad export
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
         os.replace(partial, target)
     return target
 
