@@ -101,10 +101,10 @@ def _load_ancestor(cache: Cache, key: str | None, name: str) -> Any:
     from orchestrator.stages import written_name
 
     while key:
-        stage = cache.meta(key)["stage"]
-        if name in (stage, written_name(stage)):
+        meta = cache.meta(key)
+        if name in (meta["stage"], written_name(meta["stage"])):
             return _load(cache, key)
-        key = cache.meta(key)["parent"]
+        key = meta["parent"]
     raise LookupError(f"no earlier step {name!r} in this node's chain")
 
 

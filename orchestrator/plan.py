@@ -228,7 +228,8 @@ def plan(cfg: dict[str, Any], registry: dict[str, type], tasks: dict[str, type],
         root = root_node(task, tasks[task["name"]].version, int(variant_cfg.get("seed", 0)))
         result.nodes.setdefault(root.key, root)
         for chain, steps in chains:
-            node = _add_chain(result, root, ">".join(chain) or BASELINE, steps, params, registry)
+            node = _add_chain(result, root, ">".join(chain) or BASELINE, steps, params, registry,
+                              tasks[task["name"]])
             used = {k: v for k, v in overrides.items() if _applies(k, _names(steps, registry))}
             result.variants.append(Variant(">".join(chain) or BASELINE, used, node.key))
     result.variants = _dedupe(result.variants)
@@ -236,14 +237,17 @@ def plan(cfg: dict[str, Any], registry: dict[str, type], tasks: dict[str, type],
 
 
 def _add_chain(result: Plan, root: Node, label: str, steps: list[Step], params: dict[str, dict[str, Any]],
-               registry: dict[str, type]) -> Node:
-    """Add the nodes of one chain below `root` (shared prefixes are found by key); returns its leaf."""
+               registry: dict[str, type], task_cls: type) -> Node:
+    """Add the nodes of one chain below `root` (shared prefixes are found by key); returns its leaf.
+
+    Each stage may refuse params its position or the task cannot serve (e.g. `shrink` on a CNN).
+    """
     node, earlier = root, []
     for step in steps:
         cls = registry[step.stage]
         own = params.get(step.stage, {})
-        hook = getattr(cls, "plan_params", None)
-        node_params = hook(own, params, tuple(earlier), label) if hook else own
+        node_params = cls.plan_params(own, params, tuple(earlier), label)
+        cls.check_task(cls.Params(**node_params), task_cls)
         node = child_node(node, step.stage, cls.version, node_params, step.auto, step.written, step.tail)
         result.nodes.setdefault(node.key, node)
         earlier.append(Earlier(step.written, step.stage, cls.produces))

@@ -38,12 +38,7 @@ def build_plan(data: dict[str, Any], recipe: str | None, pinned: frozenset[str] 
                           + ", ".join(sorted(discover_recipes())))
     for key in sorted(pinned & set(data.get("sweep") or {})):
         _err(f"note: {key} is set on the command line, so the recipe's sweep over it is dropped")
-    the_plan = plan(data, REGISTRY, TASKS, pinned)
-    for node in the_plan.nodes.values():  # stage options the task cannot serve (e.g. shrink on a CNN)
-        if node.parent is not None:
-            stage = REGISTRY[node.stage]
-            stage.check_task(stage.Params(**node.params), TASKS[the_plan.ancestors(node.key)[0].params["name"]])
-    return the_plan
+    return plan(data, REGISTRY, TASKS, pinned)
 
 
 def node_label(plan_: Plan, node: Node) -> str:

@@ -67,6 +67,7 @@ class Tracker:
             else:
                 self.experiment_id = found.experiment_id
         self.parent_id: str | None = None
+        self._all_experiments: list[str] | None = None
         self.node_tags: dict[str, str] = {}  # set on every node run too (e.g. the measuring environment)
         self.runs: dict[str, str] = {}  # node key -> its run in this sweep
 
@@ -105,6 +106,12 @@ class Tracker:
         self.client.set_terminated(rid, MLFLOW_STATUS[result.status])
         return rid
 
+    def _experiment_ids(self) -> list[str]:
+        """Every experiment of the store (a node may have been computed under another recipe); listed once."""
+        if self._all_experiments is None:
+            self._all_experiments = [e.experiment_id for e in self.client.search_experiments()]
+        return self._all_experiments
+
     def _log_model(self, run_id: str, key: str, result: Any) -> None:
         """Log the node's ONNX model once per store: a cache hit points at the run that already holds it.
 
@@ -114,7 +121,7 @@ class Tracker:
         holder = None
         if not result.executed:
             found = self.client.search_runs(
-                [e.experiment_id for e in self.client.search_experiments()],
+                self._experiment_ids(),
                 f"tags.`{NODE_KEY}` = '{key}' and tags.`{MODEL_LOGGED}` = 'true'", max_results=1)
             holder = found[0].info.run_id if found else None
         if holder is None:

@@ -7,7 +7,6 @@ when weights become zero, so `gzip_mb` reports the compressed size, which does.
 
 from __future__ import annotations
 
-import gzip
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -69,7 +68,9 @@ def sparsity(model: nn.Module) -> float:
 
 def gzip_mb(task: Any, model: nn.Module, opset: int = 17) -> float:
     """Megabytes of the model's ONNX export after gzip (zeros compress; a dense file does not shrink)."""
+    from orchestrator.onnx_utils import gzip_size_bytes
+
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         task.export(model, path, opset, "torchscript")
-        return len(gzip.compress(path.read_bytes(), compresslevel=6)) / 1e6
+        return gzip_size_bytes(path, level=6) / 1e6
