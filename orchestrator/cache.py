@@ -19,6 +19,19 @@ from pathlib import Path
 from typing import Any
 
 META = "meta.json"
+FORMAT = 2  # 2: torch models as safetensors + JSON (format 1 pickled them and is never read)
+
+
+def unsafe_model_file(name: Any) -> str | None:
+    """Why a node's model file name is refused (None: fine): only ONNX files and our safetensors are read."""
+    from orchestrator.torch_io import WEIGHTS
+
+    if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith("."):
+        return f"model file {name!r} is not a plain file name"
+    if name != WEIGHTS and not name.endswith(".onnx"):
+        return (f"model file {name!r} is neither ONNX nor {WEIGHTS}: pickled torch files are never loaded "
+                "(they can run code)")
+    return None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -46,16 +59,36 @@ class Cache:
         return self.root / "nodes" / key
 
     def has(self, key: str) -> bool:
-        """True once the node was committed whole."""
-        return (self.path(key) / META).is_file()
+        """True once the node was committed whole, in this format, with a model file we may read."""
+        return self.problem(key) is None
+
+    def problem(self, key: str) -> str | None:
+        """Why node `key` cannot be used from the cache ('absent' when it was never committed), or None."""
+        path = self.path(key) / META
+        if not path.is_file():
+            return "absent"
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            return f"unreadable {META} ({err})"
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            return f"written in another cache format than {FORMAT}"
+        bad = unsafe_model_file(meta.get("model_file"))
+        if bad:
+            return bad
+        return None if (self.path(key) / meta["model_file"]).is_file() else "its model file is missing"
 
     def meta(self, key: str) -> dict[str, Any]:
         """The node's meta.json."""
         return json.loads((self.path(key) / META).read_text())
 
     def model_path(self, key: str) -> Path:
-        """The node's main model file (model.pt or model.onnx)."""
-        return self.path(key) / self.meta(key)["model_file"]
+        """The node's main model file (model.safetensors or *.onnx); refuses any other file."""
+        name = self.meta(key)["model_file"]
+        bad = unsafe_model_file(name)
+        if bad:
+            raise ValueError(f"cache node {key}: {bad}")
+        return self.path(key) / name
 
     @contextlib.contextmanager
     def lock(self, key: str) -> Iterator[None]:
@@ -84,8 +117,17 @@ class Cache:
         return tmp
 
     def commit(self, key: str, staged: Path, meta: dict[str, Any]) -> None:
-        """Write meta.json into `staged` and rename it into place (atomic on one filesystem)."""
-        _write_json(staged / META, meta)
+        """Write meta.json into `staged` and rename it into place (atomic on one filesystem).
+
+        A folder already there that is not a usable node (another format, a refused model file) is moved
+        aside first: it never becomes readable as this node.
+        """
+        _write_json(staged / META, {**meta, "format": FORMAT})
+        if self.path(key).exists() and not self.has(key):
+            aside = self.root / "tmp" / f"{key}.{os.getpid()}.refused{uuid.uuid4().hex[:6]}"
+            with contextlib.suppress(OSError):
+                os.rename(self.path(key), aside)
+                shutil.rmtree(aside, ignore_errors=True)
         try:
             os.rename(staged, self.path(key))
         except OSError:  # another process committed the same key first: identical content, keep theirs

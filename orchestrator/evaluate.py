@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from orchestrator.hashing import digest
 from orchestrator.onnx_utils import gzip_size_bytes, onnx_param_count, size_bytes, sparsity
-from orchestrator.plan import digest
 from orchestrator.probe import probe, session
 
 EVAL_VERSION = "2"  # bump when what `measure` reports changes, so cached measurements are retaken
@@ -158,11 +158,10 @@ def onnx_for(task: Any, domain: str, model_path: Path, folder: Path, export_para
     if not target.exists():
         import os
 
-        import torch
-
+        from orchestrator import torch_io
         from orchestrator.stages.export import check_export
 
-        model = torch.load(model_path, weights_only=False)
+        model = torch_io.load(model_path, task)
         partial = folder / f"measured.{os.getpid()}.onnx.part"  # renamed once whole: never read half-written
         try:
             task.export(model, partial, export_params.get("opset", 17), export_params.get("exporter", "torchscript"))
@@ -173,10 +172,3 @@ def onnx_for(task: Any, domain: str, model_path: Path, folder: Path, export_para
         os.replace(partial, target)
     return target
 
-
-def torch_param_count(model_path: Path) -> int:
-    """Parameters of a saved torch module."""
-    import torch
-
-    model = torch.load(model_path, weights_only=False)
-    return int(sum(p.numel() for p in model.parameters()))

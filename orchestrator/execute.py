@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import shutil
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -17,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator import torch_io
 from orchestrator.cache import Cache
-from orchestrator.evaluate import EvalSettings, eval_hash, measure_onnx, onnx_for, torch_param_count
+from orchestrator.evaluate import EvalSettings, eval_hash, measure_onnx, onnx_for
 from orchestrator.plan import BASELINE, Node, Plan
 
 DONE, CACHED, FAILED, SKIPPED = "done", "cached", "failed", "skipped"
@@ -72,17 +74,17 @@ def _torch_threads(n: int) -> None:
         torch.set_num_threads(n)
 
 
-def _load(cache: Cache, key: str) -> Any:
-    """A cached node's model: a torch module, or the path of its ONNX file."""
+def _load(cache: Cache, key: str, task: Any) -> Any:
+    """A cached node's model: a torch module (rebuilt from safetensors + JSON, never unpickled), or its ONNX path."""
     path = cache.model_path(key)
-    if path.suffix == ".pt":
-        import torch
+    if path.suffix == ".safetensors":
+        from orchestrator import torch_io
 
-        return torch.load(path, weights_only=False)
+        return torch_io.load(path, task)
     return path
 
 
-def _save(model: Any, folder: Path) -> str:
+def _save(model: Any, folder: Path, task: Any) -> str:
     """Store a stage's output model in the staging folder; returns its file name there."""
     if isinstance(model, (str, Path)):
         src = Path(model)
@@ -90,20 +92,19 @@ def _save(model: Any, folder: Path) -> str:
             shutil.copy(src, folder / "model.onnx")
             return "model.onnx"
         return src.name
-    import torch
+    from orchestrator import torch_io
 
-    torch.save(model, folder / "model.pt")
-    return "model.pt"
+    return torch_io.save(model, folder, task)
 
 
-def _load_ancestor(cache: Cache, key: str | None, name: str) -> Any:
+def _load_ancestor(cache: Cache, key: str | None, task: Any, name: str) -> Any:
     """The model of the nearest node from `key` up whose stage is written `name` (`baseline`: the root)."""
     from orchestrator.stages import written_name
 
     while key:
         meta = cache.meta(key)
         if name in (meta["stage"], written_name(meta["stage"])):
-            return _load(cache, key)
+            return _load(cache, key, task)
         key = meta["parent"]
     raise LookupError(f"no earlier step {name!r} in this node's chain")
 
@@ -115,10 +116,10 @@ def _run_stage(job: Job, cache: Cache, task: Any, folder: Path) -> tuple[Any, di
     from orchestrator.stages import REGISTRY, StageContext
 
     cls = REGISTRY[job.node.stage]
-    teacher = functools.cache(lambda: _load(cache, job.root_key))
+    teacher = functools.cache(lambda: _load(cache, job.root_key, task))
     ctx = StageContext(task=task, work_dir=folder, seed=job.seed, teacher=teacher,
-                       load=functools.partial(_load_ancestor, cache, job.node.parent))
-    out = cls(cls.Params(**job.node.params)).run(ctx, _load(cache, job.node.parent))
+                       load=functools.partial(_load_ancestor, cache, job.node.parent, task))
+    out = cls(cls.Params(**job.node.params)).run(ctx, _load(cache, job.node.parent, task))
     return out.model, dict(out.metrics)
 
 
@@ -128,11 +129,11 @@ def _measure(job: Job, cache: Cache, task: Any, folder: Path, model_file: str) -
     Agreement is against the root baseline's measured ONNX (measured first: parents run before children).
     """
     path = folder / model_file
-    domain = "torch" if path.suffix == ".pt" else "onnx"
+    domain = "torch" if path.suffix == ".safetensors" else "onnx"
     reference = None if job.node.key == job.root_key else _measured_path(cache, job.root_key)
     metrics = measure_onnx(task, onnx_for(task, domain, path, folder, job.export), job.settings, reference)
     if domain == "torch":
-        metrics["params"] = float(torch_param_count(path))
+        metrics["params"] = float(torch_io.param_count(path))
     return metrics
 
 
@@ -142,7 +143,7 @@ def _build(job: Job, cache: Cache, task: Any) -> None:
     try:
         start = time.perf_counter()
         model, stage_metrics = _run_stage(job, cache, task, staged)
-        model_file = _save(model, staged)
+        model_file = _save(model, staged, task)
         seconds = time.perf_counter() - start
         cache.put_eval(job.node.key, eval_hash(job.settings), _measure(job, cache, task, staged, model_file), staged)
         cache.commit(job.node.key, staged, {
@@ -169,6 +170,7 @@ def compute(job: Job) -> NodeResult:
         task = _task(json.dumps(job.task, sort_keys=True), job.seed)
         executed = False
         if not cache.has(key):
+            _refused(cache, key)
             with cache.lock(key):
                 if not cache.has(key):
                     _torch_threads(job.torch_threads)  # only when computing: a cache hit never imports torch
@@ -187,6 +189,13 @@ def compute(job: Job) -> NodeResult:
                           executed=executed)
     except Exception:
         return NodeResult(key, FAILED, seconds=time.perf_counter() - start, error=traceback.format_exc())
+
+
+def _refused(cache: Cache, key: str) -> None:
+    """Say so when a folder for `key` exists but is not usable (e.g. a planted pickle): it is rebuilt."""
+    reason = cache.problem(key)
+    if reason not in (None, "absent"):
+        print(f"warning: cache node {key} refused ({reason}); rebuilding it", file=sys.stderr, flush=True)
 
 
 def _gated(job: Job, cache: Cache, ehash: str, metrics: dict[str, float]) -> str | None:

@@ -8,14 +8,15 @@ the prefix's nodes, and a rerun finds them in the cache.
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
-import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
 from orchestrator.config import validate_settings, validate_stages, validate_task
 from orchestrator.errors import ConfigError, PlanError
+from orchestrator.fingerprint import Fingerprints, library_versions
+from orchestrator.hashing import digest
 from orchestrator.stages.base import Earlier
 
 BASELINE = "baseline"
@@ -107,25 +108,33 @@ class Plan:
         return {v.leaf for v in self.variants}
 
 
-def digest(obj: Any) -> str:
-    """A short stable content hash of JSON-able data (sorted keys, no whitespace)."""
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
+@dataclass
+class Keying:
+    """What keys cover besides params: file fingerprints and library versions (see orchestrator.fingerprint)."""
+
+    fingerprints: Fingerprints = field(default_factory=Fingerprints)
+    versions: Callable[[tuple[str, ...]], dict[str, str]] = library_versions
 
 
-def root_node(task: dict[str, Any], task_version: str, seed: int) -> Node:
-    """The baseline: its key covers task (model + data settings), the task code version and the seed."""
-    key = digest({"task": task, "task_version": task_version, "seed": seed})
+def root_node(task: dict[str, Any], task_cls: type, seed: int, keying: Keying | None = None) -> Node:
+    """The baseline: its key covers the task settings, a content fingerprint of its model and data files,
+    the task code version, the versions of the libraries it trains with, and the seed."""
+    keying = keying or Keying()
+    sources = {name: keying.fingerprints.of(path) for name, path in task_cls.sources(task).items() if path}
+    key = digest({"task": task, "task_version": task_cls.version, "seed": seed, "sources": sources,
+                  "libraries": keying.versions(tuple(task_cls.libraries))})
     return Node(key, BASELINE, dict(task), None, ())
 
 
 def child_node(parent: Node, stage: str, version: str, params: dict[str, Any], auto: bool = False,
-               written: str | None = None, tail: bool = False) -> Node:
+               written: str | None = None, tail: bool = False, libraries: dict[str, str] | None = None) -> Node:
     """A node below `parent`; equal inputs give an equal key (an inserted export equals a written one).
 
-    `written`: the name the user wrote for this step, when it differs from the stage that runs.
+    `written`: the name the user wrote for this step, when it differs from the stage that runs;
+    `libraries`: versions of the libraries that produce its artifact.
     """
-    key = digest({"parent": parent.key, "stage": stage, "version": version, "params": params})
+    key = digest({"parent": parent.key, "stage": stage, "version": version, "params": params,
+                  "libraries": libraries or {}})
     visible = parent.visible if auto else (*parent.visible, written or stage)
     return Node(key, stage, params, parent.key, (*parent.steps, stage), visible, auto, tail)
 
@@ -207,11 +216,13 @@ def check_chain(chain: list[str], registry: dict[str, type], where: str) -> list
 
 
 def plan(cfg: dict[str, Any], registry: dict[str, type], tasks: dict[str, type],
-         pinned: frozenset[str] = frozenset()) -> Plan:
+         pinned: frozenset[str] = frozenset(), keying: Keying | None = None) -> Plan:
     """Validate `cfg` fully and expand it into a Plan; raises ConfigError/PlanError before any compute.
 
     `pinned`: dotted keys the user set explicitly; they override a sweep over the same key.
+    `keying`: where file fingerprints and library versions come from (default: hashed now, installed now).
     """
+    keying = keying or Keying()
     validate_settings(cfg)
     where = "orderings" if cfg.get("orderings") else "pipeline"
     chains = [(c, check_chain(c, registry, f"{where}[{i}]" if where == "orderings" else where))
@@ -225,11 +236,11 @@ def plan(cfg: dict[str, Any], registry: dict[str, type], tasks: dict[str, type],
             if err.key not in overrides:
                 raise
             raise ConfigError(f"sweep.{err.key}", err.value, err.allowed) from None
-        root = root_node(task, tasks[task["name"]].version, int(variant_cfg.get("seed", 0)))
+        root = root_node(task, tasks[task["name"]], int(variant_cfg.get("seed", 0)), keying)
         result.nodes.setdefault(root.key, root)
         for chain, steps in chains:
             node = _add_chain(result, root, ">".join(chain) or BASELINE, steps, params, registry,
-                              tasks[task["name"]])
+                              tasks[task["name"]], keying)
             used = {k: v for k, v in overrides.items() if _applies(k, _names(steps, registry))}
             result.variants.append(Variant(">".join(chain) or BASELINE, used, node.key))
     result.variants = _dedupe(result.variants)
@@ -237,10 +248,11 @@ def plan(cfg: dict[str, Any], registry: dict[str, type], tasks: dict[str, type],
 
 
 def _add_chain(result: Plan, root: Node, label: str, steps: list[Step], params: dict[str, dict[str, Any]],
-               registry: dict[str, type], task_cls: type) -> Node:
+               registry: dict[str, type], task_cls: type, keying: Keying) -> Node:
     """Add the nodes of one chain below `root` (shared prefixes are found by key); returns its leaf.
 
     Each stage may refuse params its position or the task cannot serve (e.g. `shrink` on a CNN).
+    A stage that consumes torch runs the task's model code, so the task's libraries are in its key too.
     """
     node, earlier = root, []
     for step in steps:
@@ -248,7 +260,9 @@ def _add_chain(result: Plan, root: Node, label: str, steps: list[Step], params: 
         own = params.get(step.stage, {})
         node_params = cls.plan_params(own, params, tuple(earlier), label)
         cls.check_task(cls.Params(**node_params), task_cls)
-        node = child_node(node, step.stage, cls.version, node_params, step.auto, step.written, step.tail)
+        libs = (*cls.libraries, *(task_cls.libraries if cls.consumes == TORCH else ()))
+        node = child_node(node, step.stage, cls.version, node_params, step.auto, step.written, step.tail,
+                          keying.versions(libs))
         result.nodes.setdefault(node.key, node)
         earlier.append(Earlier(step.written, step.stage, cls.produces))
     return node

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -13,8 +14,9 @@ from orchestrator.config import discover_recipes
 from orchestrator.errors import ConfigError, PlanError
 from orchestrator.evaluate import EvalSettings, environment
 from orchestrator.execute import CACHED, FAILED, GATED, SKIPPED, Job, NodeResult, execute
+from orchestrator.fingerprint import Fingerprints
 from orchestrator.pareto import Constraints
-from orchestrator.plan import Node, Plan, plan
+from orchestrator.plan import Keying, Node, Plan, plan
 from orchestrator.report import build, publish, render, rows_from_results
 
 
@@ -28,7 +30,13 @@ def pinned_keys(overrides: list[str]) -> frozenset[str]:
     return frozenset(keys)
 
 
-def build_plan(data: dict[str, Any], recipe: str | None, pinned: frozenset[str] = frozenset()) -> Plan:
+def keying_for(data: dict[str, Any]) -> Keying:
+    """Fingerprints memoised beside the cache (so reruns do not re-hash big files) and installed versions."""
+    return Keying(Fingerprints(Path(data["cache"]["dir"]) / "fingerprints.json"))
+
+
+def build_plan(data: dict[str, Any], recipe: str | None, pinned: frozenset[str] = frozenset(),
+               keying: Keying | None = None) -> Plan:
     """Validate the resolved config and plan it; raises ConfigError/PlanError."""
     from orchestrator.stages import REGISTRY
     from orchestrator.tasks import TASKS
@@ -38,7 +46,7 @@ def build_plan(data: dict[str, Any], recipe: str | None, pinned: frozenset[str] 
                           + ", ".join(sorted(discover_recipes())))
     for key in sorted(pinned & set(data.get("sweep") or {})):
         _err(f"note: {key} is set on the command line, so the recipe's sweep over it is dropped")
-    return plan(data, REGISTRY, TASKS, pinned)
+    return plan(data, REGISTRY, TASKS, pinned, keying)
 
 
 def node_label(plan_: Plan, node: Node) -> str:
@@ -95,11 +103,13 @@ def _tracker(data: dict[str, Any], recipe: str | None) -> Any:
 
 def run_sweep(data: dict[str, Any], recipe: str | None, overrides: list[str] | None = None) -> int:
     """Run one invocation of the resolved config `data`; returns the exit code (0 ok, 1 a node failed, 2 bad input)."""
+    keying = keying_for(data)
     try:
-        the_plan = build_plan(data, recipe, pinned_keys(overrides or []))
+        the_plan = build_plan(data, recipe, pinned_keys(overrides or []), keying)
     except (ConfigError, PlanError) as err:
         _err(f"error: {err}")
         return 2
+    keying.fingerprints.save()
     cache = Cache(data["cache"]["dir"])
     if data["dry_run"]:
         print_plan(the_plan, cache)

@@ -175,6 +175,12 @@ def test_head_and_ffn_pruning_runs_exports_and_reloads(task: Any, baseline: Any,
     assert dynamo.metrics["export_max_abs_diff"] < 1e-4
     pruned.save_pretrained(tmp_path / "saved")
     np.testing.assert_allclose(logits(task, load_pretrained(tmp_path / "saved")), logits(task, pruned), atol=1e-5)
+    from orchestrator import torch_io  # the cache's own format: safetensors + JSON, rebuilt from the config
+
+    (tmp_path / "io").mkdir()
+    reloaded = torch_io.load(tmp_path / "io" / torch_io.save(pruned, tmp_path / "io", task), task)
+    assert [a.num_attention_heads for a in attentions(reloaded)] == [2, 2]
+    np.testing.assert_allclose(logits(task, reloaded), logits(task, pruned), atol=1e-5)
 
 
 def test_shrink_keeps_every_kth_layer_from_the_top(task: Any, baseline: Any, tmp_path: Path) -> None:
@@ -189,6 +195,12 @@ def test_shrink_keeps_every_kth_layer_from_the_top(task: Any, baseline: Any, tmp
     assert all(torch.equal(kept[k], v) for k, v in top.items())
     exported = run_stage("export", ctx_for(task, tmp_path / "e", baseline), model)  # intact again: optimum path
     assert exported.metrics["export_max_abs_diff"] < 1e-4
+    from orchestrator import torch_io
+
+    (tmp_path / "io").mkdir()
+    reloaded = torch_io.load(tmp_path / "io" / torch_io.save(model, tmp_path / "io", task), task)
+    assert len(reloaded.bert.encoder.layer) == 1
+    np.testing.assert_allclose(logits(task, reloaded), logits(task, model), atol=1e-5)
 
 
 def test_hidden_state_distillation_trains(task: Any, baseline: Any, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -85,3 +86,34 @@ def test_planner_imports_no_torch_or_mlflow():
             "sys.exit(bool(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_keys_cover_library_versions_of_the_stages_that_use_them():
+    from orchestrator.plan import Keying
+
+    cfg = compose("+recipe=pkdq")
+    before = plan(cfg, REGISTRY, TASKS)
+    bumped = Keying(versions=lambda names: {n: ("99.0" if n == "onnxruntime" else "1") for n in names})
+    same = Keying(versions=lambda names: dict.fromkeys(names, "1"))
+    a, b = plan(cfg, REGISTRY, TASKS, keying=same), plan(cfg, REGISTRY, TASKS, keying=bumped)
+    assert set(before.nodes) != set(a.nodes)  # versions are in the key at all
+    stages_changed = {a.nodes[ka].stage for ka, kb in zip(a.nodes, b.nodes, strict=True) if ka != kb}
+    # onnxruntime produces the ONNX artifacts (export's fp16 rewrite, quantize) and everything below them
+    assert stages_changed == {"export", "quantize"}
+
+
+def test_baseline_key_covers_the_data_file_contents(tmp_path):
+    from orchestrator.fingerprint import Fingerprints
+    from orchestrator.plan import Keying, root_node
+    from orchestrator.tasks.hf import HFClassification
+
+    data = tmp_path / "reviews.csv"
+    data.write_text("text,label\ngood,1\n")
+    task = {"name": "hf", "model": str(tmp_path), "dataset": str(data)}
+    fps = Fingerprints(tmp_path / "memo.json")
+    first = root_node(task, HFClassification, 0, Keying(fps)).key
+    assert root_node(task, HFClassification, 0, Keying(fps)).key == first
+    data.write_text("text,label\nbad,0\n")  # same path, same size, new content
+    assert root_node(task, HFClassification, 0, Keying(fps)).key != first
+    fps.save()
+    assert json.loads((tmp_path / "memo.json").read_text())  # memoised by size + mtime for the next run

@@ -74,17 +74,26 @@ def test_the_hidden_state_loss_trains_a_projection_between_widths(digits: Any, b
 
 
 def test_a_node_can_load_any_ancestor_through_the_cache(tmp_path: Path) -> None:
+    from orchestrator import torch_io
     from orchestrator.cache import Cache
     from orchestrator.execute import _load_ancestor
 
+    class Linear1:  # a task whose architecture is Linear(1, 1): the stored width is restored on load
+        def architecture_spec(self, model):
+            return {}
+
+        def architecture(self, spec):
+            return torch.nn.Linear(1, 1)
+
+    task = Linear1()
     cache = Cache(tmp_path / "cache")
     for width, (key, stage, parent) in enumerate([("r", "baseline", None), ("q", "fakequant", "r"),
                                                   ("p", "prune", "q"), ("d", "distill", "p")], start=1):
         staged = cache.staging(key)
-        torch.save(torch.nn.Linear(width, 1), staged / "model.pt")  # the width tells the models apart
-        cache.commit(key, staged, {"stage": stage, "parent": parent, "model_file": "model.pt"})
-    assert _load_ancestor(cache, "p", "quantize").in_features == 2  # fakequant is written `quantize`
-    assert _load_ancestor(cache, "p", "prune").in_features == 3  # the parent itself counts
-    assert _load_ancestor(cache, "p", "baseline").in_features == 1
+        name = torch_io.save(torch.nn.Linear(width, 1), staged, task)  # the width tells the models apart
+        cache.commit(key, staged, {"stage": stage, "parent": parent, "model_file": name})
+    assert _load_ancestor(cache, "p", task, "quantize").in_features == 2  # fakequant is written `quantize`
+    assert _load_ancestor(cache, "p", task, "prune").weight.shape == (1, 3)  # the parent itself counts
+    assert _load_ancestor(cache, "p", task, "baseline").in_features == 1
     with pytest.raises(LookupError, match="distill"):
-        _load_ancestor(cache, "p", "distill")  # below, not above
+        _load_ancestor(cache, "p", task, "distill")  # below, not above

@@ -55,7 +55,8 @@ class Stage:
     """Base class. Subclasses set name, version, consumes, produces, Params and implement run().
 
     Bump `version` whenever a change alters what run() produces: it is part of every node key,
-    so cached artifacts made by the old code are not reused.
+    so cached artifacts made by the old code are not reused. `libraries` names the distributions
+    whose versions change the output; their installed versions are part of the key too.
 
     Planning hooks (all optional, pure: the planner imports no torch):
     - `torch_twin`: a stage that does this stage's job in the torch domain; the planner uses it where a
@@ -71,6 +72,7 @@ class Stage:
     consumes: ClassVar[str] = TORCH
     produces: ClassVar[str] = TORCH
     Params: ClassVar[type]
+    libraries: ClassVar[tuple[str, ...]] = ()  # distributions whose versions change the output (in the key)
     torch_twin: ClassVar[str | None] = None
     written_as: ClassVar[str | None] = None
     lowered_by_export: ClassVar[bool] = False

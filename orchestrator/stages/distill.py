@@ -98,6 +98,7 @@ class Distill(Stage):
     consumes = TORCH
     produces = TORCH
     Params = DistillParams
+    libraries = ("torch",)
 
     @classmethod
     def plan_params(cls, own: dict[str, Any], stages: dict[str, dict[str, Any]],

@@ -49,7 +49,7 @@ def export_diff(task: Any, model: Any, path: Path, examples: int = CHECK_EXAMPLE
     import numpy as np
     import torch
 
-    from orchestrator.evaluate import session
+    from orchestrator.probe import session
 
     inputs, _ = next(task.batches("test", examples))
     feeds, _ = next(task.onnx_batches("test", examples))
@@ -76,6 +76,7 @@ class Export(Stage):
     consumes = TORCH
     produces = ONNX
     Params = ExportParams
+    libraries = ("torch", "onnx", "onnxscript", "onnxruntime", "optimum", "optimum-onnx")
 
     def run(self, ctx: StageContext, model: Any) -> StageOutput:
         from orchestrator.stages import simquant

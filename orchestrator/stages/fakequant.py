@@ -47,6 +47,7 @@ class FakeQuant(Stage):
     consumes = TORCH
     produces = TORCH
     Params = FakeQuantParams
+    libraries = ("torch",)
     written_as = "quantize"
     lowered_by_export = True
 

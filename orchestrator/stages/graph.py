@@ -42,6 +42,7 @@ class Graph(Stage):
     consumes = ONNX
     produces = ONNX
     Params = GraphParams
+    libraries = ("onnx", "onnxruntime", "onnxslim")
 
     def run(self, ctx: StageContext, model: Any) -> StageOutput:
         import onnx

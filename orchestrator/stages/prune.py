@@ -70,6 +70,7 @@ class Prune(Stage):
     consumes = TORCH
     produces = TORCH
     Params = PruneParams
+    libraries = ("torch", "torch-pruning")
 
     def run(self, ctx: StageContext, model: Any) -> StageOutput:
         import torch

@@ -75,6 +75,7 @@ class Quantize(Stage):
     consumes = ONNX
     produces = ONNX
     Params = QuantizeParams
+    libraries = ("onnx", "onnxruntime")
     torch_twin = "fakequant"
 
     @classmethod

@@ -19,11 +19,17 @@ class Task:
     name: ClassVar[str]
     version: ClassVar[str] = "1"
     Params: ClassVar[type]
+    libraries: ClassVar[tuple[str, ...]] = ("torch",)  # distributions whose versions key the baseline
     input_names: ClassVar[list[str]] = ["input"]
     output_names: ClassVar[list[str]] = ["logits"]
 
     def __init__(self, params: Any, seed: int) -> None:
         self.params, self.seed = params, seed
+
+    @classmethod
+    def sources(cls, params: dict[str, Any]) -> dict[str, str]:
+        """Files or folders the baseline is made from (name -> path), fingerprinted by content into its key."""
+        return {}
 
     def build_baseline(self) -> Any:
         """Train (or load) the fp32 baseline torch model; deterministic for a given seed."""
@@ -78,6 +84,22 @@ class Task:
         """Per-layer hidden states of `model` on `inputs` (for hidden-state distillation)."""
         raise NotImplementedError(f"task {self.name!r} exposes no hidden states (stages.distill.hidden_weight "
                                   "needs a transformer task)")
+
+    def architecture_spec(self, model: Any) -> dict[str, Any]:
+        """Plain data (JSON) that `architecture` needs to rebuild `model`'s architecture (default: none).
+
+        Torch artifacts are stored without pickle (see orchestrator.torch_io): the weights as safetensors,
+        the structure as JSON, and the model is rebuilt from this spec on load.
+        """
+        return {}
+
+    def architecture(self, spec: dict[str, Any]) -> Any:
+        """A fresh torch model of the baseline's architecture, from `architecture_spec`'s data.
+
+        Loading then resizes it to the stored shapes (what pruning changed) and loads the weights.
+        """
+        raise NotImplementedError(f"task {self.name!r} must define architecture(spec) to store torch models "
+                                  "(see orchestrator.torch_io)")
 
     def export(self, model: Any, path: Path, opset: int, exporter: str) -> None:
         """Write `model` as ONNX to `path` with a dynamic batch axis."""

@@ -53,6 +53,7 @@ class Digits(Task):
     name = "digits"
     version = "1"
     Params = DigitsParams
+    libraries = ("torch", "scikit-learn", "numpy")  # the images ship inside scikit-learn
 
     @cached_property
     def _splits(self) -> dict[str, tuple[Any, Any]]:
@@ -86,6 +87,10 @@ class Digits(Task):
         torch.manual_seed(self.seed)
         model = build_cnn(self.params.width, self.params.hidden)
         return fit(self, model, self.params.epochs, self.params.lr, self.params.batch_size, seed=self.seed)
+
+    def architecture(self, spec: dict[str, Any]) -> Any:
+        """The CNN at this task's width (pruned shapes are restored by the loader)."""
+        return build_cnn(self.params.width, self.params.hidden)
 
     def protected_modules(self, model: Any) -> list:
         return [model[-1]]  # the 10-way classifier keeps its outputs

@@ -91,6 +91,13 @@ class HFClassification(Task):
     Params = HFParams
     output_names = ["logits"]
 
+    libraries = ("torch", "transformers", "tokenizers", "numpy")
+
+    @classmethod
+    def sources(cls, params: dict[str, Any]) -> dict[str, str]:
+        """The model folder and the data file(s): their contents key the baseline, not only their paths."""
+        return {"model": params.get("model", ""), "dataset": params.get("dataset", "")}
+
     def model_dir(self) -> str:
         """Where the pretrained model and tokenizer are loaded from."""
         return self.params.model
@@ -200,6 +207,15 @@ class HFClassification(Task):
         if positions is not None and p.max_length > positions:
             raise ConfigError("task.max_length", p.max_length, f"this model reads at most {positions} tokens")
         return fit(self, model, p.epochs, p.lr, p.batch_size, seed=self.seed, log=_log).eval()
+
+    def architecture_spec(self, model: Any) -> dict[str, Any]:
+        """The model's config (layer count after shrinking, pruned linear shapes) as plain data."""
+        return {"config": model.config.to_dict()}
+
+    def architecture(self, spec: dict[str, Any]) -> Any:
+        from orchestrator.tasks.hf_model import from_spec
+
+        return from_spec(spec)
 
     def protected_modules(self, model: Any) -> list:
         from orchestrator.tasks.hf_model import protected

@@ -113,6 +113,22 @@ def is_intact(model: Any) -> bool:
     return ref == own
 
 
+def from_spec(spec: dict[str, Any]) -> Any:
+    """A fresh model of a stored config (plain data: no code is named or run), pruned shapes not yet applied."""
+    from transformers import CONFIG_MAPPING
+
+    data = {k: v for k, v in dict(spec.get("config") or {}).items() if k != "auto_map"}  # never remote code
+    kind = data.get("model_type")
+    if kind not in CONFIG_MAPPING:
+        from orchestrator.torch_io import UnsafeArtifact
+
+        raise UnsafeArtifact(f"stored config has model_type {kind!r}, not a transformers architecture")
+    config = CONFIG_MAPPING[kind].from_dict(data)
+    model = _from_config(config)
+    setattr(model.config, PRUNED_KEY, data.get(PRUNED_KEY) or {})
+    return model
+
+
 def load_pretrained(path: str | Path) -> Any:
     """Reload a model written by `save_pretrained`, pruned or not (pruned shapes come from the config)."""
     import torch

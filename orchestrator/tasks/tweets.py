@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from orchestrator.errors import ConfigError
 from orchestrator.tasks.hf import HFClassification, HFParams
@@ -68,6 +69,11 @@ class Tweets(HFClassification):
     name = "tweets"
     version = "1"
     Params = TweetsParams
+
+    @classmethod
+    def sources(cls, params: dict[str, Any]) -> dict[str, str]:
+        return {"model": params.get("model") or str(bundled_model() or ""),
+                "dataset": params.get("dataset") or str(bundled_tweets() or "")}
 
     def model_dir(self) -> str:
         return self.params.model or str(bundled_model())
