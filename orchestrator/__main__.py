@@ -1,35 +1,31 @@
-"""Command-line entry: `python -m orchestrator +recipe=NAME [overrides]` (Hydra composes conf/ + recipes/)."""
+"""Command-line entry: `python -m orchestrator +recipe=NAME [overrides]` (Hydra's Compose API over conf/ + recipes/)."""
 
 from __future__ import annotations
 
 import sys
 
-import hydra
-from omegaconf import DictConfig
 
-from orchestrator.config import broken_recipe, register, to_dict
+def main(argv: list[str] | None = None) -> int:
+    """Compose and validate the config, then plan, execute and report one sweep.
 
-register()
+    Returns the exit code: 0 every node succeeded, 1 some node failed, 2 bad input (one line, no traceback).
+    """
+    from orchestrator.cli import USAGE, load
+    from orchestrator.errors import ConfigError
 
-
-@hydra.main(config_path="../conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    """Validate, plan, execute and report one sweep; exit 2 on bad input, 1 if any node failed."""
-    from hydra.core.hydra_config import HydraConfig
-
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(USAGE)
+        return 0
+    try:
+        data, recipe, overrides = load(argv)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     from orchestrator.sweep import run_sweep
 
-    hydra_cfg = HydraConfig.get()
-    recipe = hydra_cfg.runtime.choices.get("recipe")
-    overrides = list(hydra_cfg.overrides.task)
-    code = run_sweep(to_dict(cfg), recipe, overrides)
-    if code:
-        sys.exit(code)
+    return run_sweep(data, recipe, overrides)
 
 
 if __name__ == "__main__":
-    problem = broken_recipe(sys.argv[1:])
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        sys.exit(2)
-    main()
+    sys.exit(main())

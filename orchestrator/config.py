@@ -195,10 +195,36 @@ def _build(key: str, cls: type, values: Any) -> Any:
     for name in values:
         if name not in allowed:
             raise ConfigError(f"{key}.{name}", values[name], "unknown key; allowed: " + ", ".join(allowed))
+    typed = _typed(key, cls, values)
     try:
-        return cls(**values)
+        return cls(**typed)
     except ConfigError as err:
         raise err.under(key) from None
+    except (TypeError, ValueError) as err:  # a user's Params that checks something we could not type
+        raise ConfigError(key, values, f"invalid {cls.__name__}: {err}") from None
+
+
+def _typed(key: str, cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """`values` converted to the field types of `cls` (OmegaConf's rules: '3' -> 3 for an int field);
+    a value of the wrong type is a ConfigError naming its key, for built-in and user Params alike."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(cls), values)
+    except OmegaConfBaseException as err:
+        sub = getattr(err, "key", None)
+        where = f"{key}.{sub}" if sub else key
+        given = values.get(sub) if isinstance(sub, str) else values
+        raise ConfigError(where, given, _expected(cls, sub)) from None
+    out = OmegaConf.to_container(merged, resolve=True)
+    return {k: out[k] for k in values}  # only what was given: dataclass defaults stay the dataclass's own
+
+
+def _expected(cls: type, name: Any) -> str:
+    """What a field of `cls` accepts, in words."""
+    hints = {f.name: f.type for f in fields(cls)}
+    hint = str(hints.get(name, "the field's type"))
+    return f"must be of type {hint}"
 
 
 def validate_task(task: Any, tasks: dict[str, type]) -> Any:

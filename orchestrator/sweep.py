@@ -9,12 +9,14 @@ from typing import Any
 
 import yaml
 
+from orchestrator import preflight
 from orchestrator.cache import Cache
 from orchestrator.config import discover_recipes
 from orchestrator.errors import ConfigError, PlanError
 from orchestrator.evaluate import EvalSettings, environment
 from orchestrator.execute import CACHED, FAILED, GATED, SKIPPED, Job, NodeResult, execute
 from orchestrator.fingerprint import Fingerprints
+from orchestrator.logbook import Logbook
 from orchestrator.pareto import Constraints
 from orchestrator.plan import Keying, Node, Plan, plan
 from orchestrator.report import build, publish, render, rows_from_results
@@ -109,16 +111,29 @@ def run_sweep(data: dict[str, Any], recipe: str | None, overrides: list[str] | N
     except (ConfigError, PlanError) as err:
         _err(f"error: {err}")
         return 2
+    try:  # before any compute: the cache and the tracking store must be usable
+        preflight.check_folder("cache.dir", data["cache"]["dir"])
+        if not data["dry_run"]:
+            preflight.check_tracking(data["tracking"])
+    except ConfigError as err:
+        _err(f"error: {err}")
+        return 2
     keying.fingerprints.save()
     cache = Cache(data["cache"]["dir"])
     if data["dry_run"]:
         print_plan(the_plan, cache)
         return 0
-    return _execute(data, the_plan, cache, recipe)
+    try:
+        tracker = _tracker(data, recipe)
+    except Exception as err:  # the probe passed but the store still refused us: nothing was computed yet
+        _err(f"error: tracking.uri={data['tracking']['uri']!r} is not allowed: the store refused to open "
+             f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); {preflight.LOCAL_HINT}")
+        return 2
+    return _execute(data, the_plan, cache, recipe, Logbook(tracker, data["tracking"]["uri"]))
 
 
-def _execute(data: dict[str, Any], the_plan: Plan, cache: Cache, recipe: str | None) -> int:
-    tracker = _tracker(data, recipe)
+def _execute(data: dict[str, Any], the_plan: Plan, cache: Cache, recipe: str | None, book: Logbook) -> int:
+    tracker = book.tracker
     start = time.perf_counter()
     settings = EvalSettings(**data["eval"])
     # where and how the numbers were taken: on the parent and on every node run
@@ -126,7 +141,8 @@ def _execute(data: dict[str, Any], the_plan: Plan, cache: Cache, recipe: str | N
            **{f"orchestrator.env.{k}": v for k, v in environment().items()}}
     if tracker:
         config_yaml = yaml.safe_dump(data, sort_keys=False)
-        tracker.start_sweep(recipe or "adhoc", config_yaml, {"orchestrator.recipe": recipe or "adhoc", **env}, env)
+        book.call("the sweep's parent run", tracker.start_sweep, recipe or "adhoc", config_yaml,
+                  {"orchestrator.recipe": recipe or "adhoc", **env}, env)
 
     def make_job(node: Node) -> Job:
         root = node if node.parent is None else the_plan.ancestors(node.key)[0]
@@ -140,21 +156,16 @@ def _execute(data: dict[str, Any], the_plan: Plan, cache: Cache, recipe: str | N
     def on_result(node: Node, result: NodeResult) -> None:
         results[node.key] = result
         progress.finished(node, result)
-        if tracker:
-            tracker.log_node(the_plan, node, result, results, node_label(the_plan, node))
+        book.call(f"node {node.key[:10]}", tracker.log_node if tracker else None, the_plan, node, result, results,
+                  node_label(the_plan, node), counts=True)
 
     execute(the_plan, make_job, progress.started, on_result, data["executor"]["workers"])
     report = build(rows_from_results(the_plan, results), Constraints.from_dict(data["report"]))
-    if tracker:
-        try:
-            publish(tracker, report, recipe or "adhoc", env)
-        except Exception as err:  # the sweep's results stand; the report can be rebuilt from MLflow later
-            _err(f"warning: could not log the report to MLflow ({err}); rebuild it with "
-                 f"`python -m orchestrator.report {tracker.parent_id}`")
-    return _finish(the_plan, results, tracker, time.perf_counter() - start, render(report))
+    book.call("the report", publish if tracker else None, tracker, report, recipe or "adhoc", env)
+    return _finish(the_plan, results, book, time.perf_counter() - start, render(report))
 
 
-def _finish(the_plan: Plan, results: dict[str, NodeResult], tracker: Any, wall: float, table: str) -> int:
+def _finish(the_plan: Plan, results: dict[str, NodeResult], book: Logbook, wall: float, table: str) -> int:
     """Print the report and the summary, close the parent run, pick the exit code."""
     failed = [r for r in results.values() if r.status == FAILED]
     gated = [r for r in results.values() if r.status == GATED]
@@ -171,7 +182,12 @@ def _finish(the_plan: Plan, results: dict[str, NodeResult], tracker: Any, wall: 
         print(f"GATED {r.key[:10]}: {r.error}")
     for r in failed:
         _err(f"FAILED {r.key}:\n{r.error}")
+    tracker = book.tracker
+    book.call("the sweep's summary", tracker.end_sweep if tracker else None,
+              "FAILED" if failed else "FINISHED", summary, {})
+    if book.down:
+        _err(book.summary())
+        return 1
     if tracker:
-        tracker.end_sweep("FAILED" if failed else "FINISHED", summary, {})
         print(f"MLflow: parent run {tracker.parent_id} in {tracker.uri}")
     return 1 if failed else 0

@@ -52,6 +52,11 @@ class Tracker:
     """Logs one sweep: the parent run, then a child run per node as results arrive."""
 
     def __init__(self, uri: str, experiment: str, artifact_root: str, log_models: bool = True) -> None:
+        # MLflow's HTTP client retries for minutes by default; a store that goes away mid-sweep must cost
+        # seconds (the sweep goes on and logs later), so keep its retries short unless the user set them.
+        for name, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
+                            ("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")):
+            os.environ.setdefault(name, value)
         from mlflow.tracking import MlflowClient
 
         self.uri, self.log_models = uri, log_models

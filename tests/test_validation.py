@@ -17,28 +17,44 @@ RECIPES = {
     "sweep_not_list": "pipeline: [prune]\nsweep:\n  stages.prune.ratio: 0.3\n",
     "broken_yaml": "pipeline: [prune\nstages: {\n",
     "string_ratio": "pipeline: [prune]\nstages:\n  prune:\n    ratio: half\n",
+    # recipes are data: anything that would make Hydra instantiate code is refused when selected
+    "with_callback": "pipeline: [prune]\nhydra:\n  callbacks:\n    x:\n      _target_: numpy.savetxt\n",
+    "with_target": "pipeline: [prune]\nstages:\n  prune:\n    _target_: os.system\n",
+    "with_logging_factory": "pipeline: [prune]\nhydra:\n  job_logging:\n    handlers:\n      h:\n"
+                            "        (): logging.FileHandler\n        filename: /tmp/x\n",
 }
 
 CASES = [  # (arguments, text the message must contain)
     (["+recipe=pkdq", "stages.prune.ratio=1.5"], "stages.prune.ratio=1.5 is not allowed: must be in [0, 1)"),
     (["+recipe=pkdq", "stages.distill.temperature=0"], "stages.distill.temperature=0.0 is not allowed: must be in (0"),
-    (["+recipe=pkdq", "stages.prune.ratoi=0.3"], "full_key: stages.prune.ratoi"),
-    (["+recipe=pkdq", "stages.prune.ratio=abc"], "full_key: stages.prune.ratio"),
-    (["+recipe=pkdqq"], "Could not find 'recipe/pkdqq'"),
+    (["+recipe=pkdq", "stages.prune.ratoi=0.3"],
+     "stages.prune.ratoi='0.3' is not allowed: unknown key 'ratoi' under stages.prune; allowed there: method, ratio"),
+    (["+recipe=pkdq", "stages.prunee.ratio=0.3"], "unknown key 'prunee' under stages; allowed there: distill"),
+    (["+recipe=pkdq", "stages.prune.ratio=abc"], "stages.prune.ratio='abc' is not allowed: must be a number"),
+    (["+recipe=pkdqq"], "recipe='pkdqq' is not allowed: must be one of "),
     (["+recipe=pkdq", "pipeline=[prune,distil]"], "pipeline[1]='distil' is not allowed: unknown stage"),
     (["+recipe=pkdq", "pipeline=[graph,prune]"], "graph(onnx) cannot feed prune(torch) in graph>prune"),
     (["+recipe=pkdq", "stages.quantize.mode=int3"], "stages.quantize.mode='int3' is not allowed: must be one of"),
-    (["+recipe=pkdq", "task=foo"], "Could not find 'task/foo'"),
+    (["+recipe=pkdq", "task=foo"], "task='foo' is not allowed: must be one of digits, hf, tweets"),
     (["+recipe=pkdq", "task.epochs=-1"], "task.epochs=-1 is not allowed"),
+    (["+recipe=pkdq", "task.hidden=abc"], "task.hidden='abc' is not allowed: must be of type int"),
     (["+recipe=pkdq", "stages.prune.importance=l3"], "stages.prune.importance='l3' is not allowed: must be one of l1"),
     (["+recipe=pkdq", "eval.threads=0"], "eval.threads=0 is not allowed"),
+    (["+recipe=pkdq", "eval.threads=[1,2]"], "eval.threads=[1, 2] is not allowed: must be an integer"),
+    (["+recipe=pkdq", "seed"], "argument='seed' is not allowed: give overrides as key=value"),
+    (["+recipe=pkdq", "--multirun"], "argument='--multirun' is not allowed"),
+    (["+recipe=pkdq", "hydra.callbacks.x._target_=os.system"], "only hydra.searchpath may be set"),
     ([], "recipe=None is not allowed: select one with +recipe=NAME; available:"),
-    (["+recipe=typo_top"], "Key 'pipline' not in 'Config'"),
+    (["+recipe=typo_top"], "pipline=['prune'] is not allowed: unknown key 'pipline'; allowed there: description, "
+                           "pipeline"),
     (["+recipe=bad_sweep_key"], "sweep.stages.prune.rate=0.3 is not allowed: no such key"),
     (["+recipe=bad_sweep_value"], "sweep.stages.prune.ratio=1.2 is not allowed: must be in [0, 1)"),
-    (["+recipe=sweep_not_list"], "full_key: sweep.stages.prune.ratio"),
+    (["+recipe=sweep_not_list"], "sweep.stages.prune.ratio=0.3 is not allowed: must be a list of values"),
     (["+recipe=broken_yaml"], "recipe 'broken_yaml'"),
-    (["+recipe=string_ratio"], "full_key: stages.prune.ratio"),
+    (["+recipe=string_ratio"], "stages.prune.ratio='half' is not allowed: must be a number"),
+    (["+recipe=with_callback"], "recipe='with_callback' is not allowed: recipe "),
+    (["+recipe=with_target"], "contains 'stages.prune._target_'"),
+    (["+recipe=with_logging_factory"], "contains 'hydra'"),
 ]
 
 
@@ -58,7 +74,7 @@ def test_refused_before_compute(args, expected, recipe_dir, tmp_path):
            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}"]
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     message = out.stdout + out.stderr
-    assert out.returncode != 0, message
+    assert out.returncode == 2, message
     assert expected in message, message
     assert "Traceback" not in message
     # nothing was computed or tracked: no node in the cache, no MLflow database
