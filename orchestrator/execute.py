@@ -1,11 +1,13 @@
 """Walking the DAG: reuse cached nodes, compute the rest, isolate failures to their subtree.
 
 `compute` builds and measures one node entirely through the cache, so it runs the same in this process
-or in a worker process. `execute` schedules nodes parent-first and reports each result as it lands.
+or in a worker process. `execute` hands the DAG to an executor (orchestrator/executors/), which schedules
+nodes parent-first and reports each result as it lands; `release` is the skip rule they all share.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import shutil
@@ -13,7 +15,6 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,8 +188,23 @@ def compute(job: Job) -> NodeResult:
         return NodeResult(key, GATED if gated else DONE if executed else CACHED, metrics,
                           time.perf_counter() - start, error=gated, onnx_path=str(_measured_path(cache, key)),
                           executed=executed)
-    except Exception:
-        return NodeResult(key, FAILED, seconds=time.perf_counter() - start, error=traceback.format_exc())
+    except Exception as err:
+        return NodeResult(key, FAILED, seconds=time.perf_counter() - start,
+                          error=_why_failed(job, err) + traceback.format_exc())
+
+
+OOM_TEXT = ("can't allocate memory", "not enough memory", "out of memory", "Cannot allocate memory")
+
+
+def _why_failed(job: Job, err: Exception) -> str:
+    """A first line that names the kind of failure a person can act on (memory, disk), else nothing."""
+    if isinstance(err, MemoryError) or (isinstance(err, RuntimeError) and any(t in str(err) for t in OOM_TEXT)):
+        return (f"out of memory in {job.node.stage}: this node failed, its siblings go on (lower the stage's "
+                "batch_size, or free memory)\n")
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return (f"no space left on the device of cache.dir={job.cache_dir} while computing {job.node.stage}: "
+                "free space and rerun (finished nodes are kept)\n")
+    return ""
 
 
 def _refused(cache: Cache, key: str) -> None:
@@ -217,65 +233,20 @@ def execute(plan: Plan, make_job: Callable[[Node], Job], on_start: Callable[[Nod
             compute_fn: Callable[[Job], NodeResult] = compute) -> dict[str, NodeResult]:
     """Run every node of `plan`; a failed or gated node's descendants are reported SKIPPED, the rest go on.
 
-    `compute_fn` is the per-node work (tests swap it to exercise scheduling alone).
+    `workers` > 1 computes independent branches in worker processes. `compute_fn` is the per-node work
+    (tests swap it to exercise scheduling alone).
     """
-    if workers > 1:
-        return _execute_pool(plan, make_job, on_start, on_result, workers, compute_fn)
-    results: dict[str, NodeResult] = {}
-    stack = plan.children(None)[::-1]  # depth-first: a branch finishes before its siblings start
-    deferred: list[Node] = []  # nodes another process is computing right now
-    while stack or deferred:
-        node = stack.pop() if stack else deferred.pop(0)
-        job = make_job(node)
-        if (stack or deferred) and _busy(job):
-            # another sweep on the same cache is computing it: do other work, come back later
-            deferred.append(node)
-            if not stack:
-                time.sleep(0.2)
-            continue
-        on_start(node)
-        results[node.key] = compute_fn(job)
-        on_result(node, results[node.key])
-        stack.extend(_release(plan, node, results, on_result)[::-1])
-    return results
+    from orchestrator.executors import executor_for
+
+    return executor_for(workers).run(plan, make_job, on_start, on_result, compute_fn)
 
 
-def _busy(job: Job) -> bool:
-    """Whether another process holds the lock of an unfinished node (only real jobs carry a cache)."""
-    cache_dir = getattr(job, "cache_dir", None)
-    if cache_dir is None:
-        return False
-    cache = Cache(cache_dir, sweep=False)
-    return not cache.has(job.node.key) and cache.locked(job.node.key)
+def release(plan: Plan, node: Node, results: dict[str, NodeResult],
+            on_result: Callable[[Node, NodeResult], None]) -> list[Node]:
+    """Children that may start now; the subtree of a failed or gated node is marked skipped instead.
 
-
-def _execute_pool(plan: Plan, make_job: Callable[[Node], Job], on_start: Callable[[Node], None],
-                  on_result: Callable[[Node, NodeResult], None], workers: int,
-                  compute_fn: Callable[[Job], NodeResult]) -> dict[str, NodeResult]:
-    """Like execute, with independent branches computed in `workers` processes."""
-    import multiprocessing
-
-    results: dict[str, NodeResult] = {}
-    ready = plan.children(None)
-    running: dict[Future, Node] = {}
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        while ready or running:
-            while ready and len(running) < workers:
-                node = ready.pop(0)
-                on_start(node)
-                running[pool.submit(compute_fn, make_job(node))] = node
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                node = running.pop(fut)
-                results[node.key] = fut.result()
-                on_result(node, results[node.key])
-                ready.extend(_release(plan, node, results, on_result))
-    return results
-
-
-def _release(plan: Plan, node: Node, results: dict[str, NodeResult],
-             on_result: Callable[[Node, NodeResult], None]) -> list[Node]:
-    """Children that may start now; the subtree of a failed or gated node is marked skipped instead."""
+    The one place this rule lives: every executor calls it when a node's result lands.
+    """
     if results[node.key].status not in BLOCKING:
         return plan.children(node.key)
     for child in plan.descendants(node.key):

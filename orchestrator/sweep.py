@@ -88,9 +88,10 @@ class Progress:
     def finished(self, node: Node, result: NodeResult) -> None:
         self.done += 1
         m = result.metrics
+        lines = (result.error or "").strip().splitlines() or [""]
+        # a traceback says most in its last line; a failure we could name says it in its first
         detail = (f"acc={m['accuracy']:.4f} size={m['model_size_mb']:.3f}MB p50={m['latency_p50_ms']:.3f}ms"
-                  if "accuracy" in m else (result.error or "").strip().splitlines()[-1:] or [""])
-        detail = detail if isinstance(detail, str) else detail[0]
+                  if "accuracy" in m else lines[-1] if lines[0].startswith("Traceback") else lines[0])
         _err(f"[{self.done:>3}/{self.total}] {node.pipeline}: {result.status} in {result.seconds:.1f}s {detail}")
 
 

@@ -95,3 +95,75 @@ def test_scheduler_alone_with_fake_compute(with_boom):
 class _Job:
     def __init__(self, node):
         self.node = node
+
+
+def _dies_in_worker(job):
+    """Fake per-node work for the pool: SIGKILLs its worker where the job says so (once, or every time)."""
+    import os
+    import signal
+    from pathlib import Path
+
+    if job.die == "always" or (job.die == "once" and not Path(job.marker).exists()):
+        Path(job.marker).touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return NodeResult(job.node.key, "done")
+
+
+@dataclass(frozen=True)
+class _DyingJob:
+    node: object
+    die: str
+    marker: str
+
+
+def test_a_killed_pool_worker_is_retried_then_reported_and_siblings_finish(with_boom, tmp_path):
+    cfg = boom_config({"cache": "unused", "uri": "unused", "artifacts": "unused"})
+    the_plan = plan(cfg, stages.REGISTRY, TASKS)
+    boom = sorted((n for n in the_plan.nodes.values() if n.stage == "boom"), key=lambda n: n.params["fail"])
+    fate = {boom[0].key: "always", boom[1].key: "once"}  # one branch always dies, the other dies once
+
+    def job(node):
+        return _DyingJob(node, fate.get(node.key, "never"), str(tmp_path / f"{node.key}.died"))
+
+    results = execute(the_plan, job, lambda n: None, lambda n, r: None, workers=2, compute_fn=_dies_in_worker)
+    assert len(results) == len(the_plan.nodes)
+    assert results[boom[0].key].status == FAILED
+    assert "died 2 times (killed by a signal" in results[boom[0].key].error
+    assert all(results[n.key].status == SKIPPED for n in the_plan.descendants(boom[0].key))
+    # the branch whose worker died once was resubmitted and finished, with all of its subtree
+    assert all(results[n.key].status == "done" for n in [boom[1], *the_plan.descendants(boom[1].key)])
+
+
+@dataclass
+class HogParams:
+    gib: int = 0
+
+
+class Hog(Stage):
+    """Asks torch for `gib` GiB at once (0: passes the model through)."""
+
+    name, version, consumes, produces, Params = "hog", "1", TORCH, TORCH, HogParams
+
+    def run(self, ctx, model):
+        import torch
+
+        if self.params.gib:
+            torch.empty(self.params.gib * 2**30, dtype=torch.uint8)  # a real failed allocation, not a fake
+        return StageOutput(model)
+
+
+def test_out_of_memory_is_reported_as_such_and_siblings_finish(monkeypatch, store):
+    monkeypatch.setitem(stages.REGISTRY, "hog", Hog)
+    cfg = boom_config(store)
+    cfg["stages"]["hog"] = {"gib": 0}
+    cfg["pipeline"] = ["hog", "quantize"]
+    cfg["sweep"] = {"stages.hog.gib": [0, 2**17], "stages.quantize.mode": ["int8"]}  # 128 TiB cannot be had
+    assert run_sweep(cfg, "hogtest") == 1
+    client = MlflowClient(store["uri"])
+    runs = client.search_runs([client.get_experiment_by_name("hogtest").experiment_id])
+    failed = [r for r in runs if r.data.tags.get("orchestrator.status") == "failed"]
+    assert len(failed) == 1 and failed[0].data.tags["orchestrator.stage"] == "hog"
+    text = open(client.download_artifacts(failed[0].info.run_id, "traceback.txt")).read()
+    assert text.startswith("out of memory in hog: this node failed, its siblings go on")
+    leaves = [r for r in runs if r.data.tags.get("orchestrator.leaf") == "true"]
+    assert [r.data.tags["orchestrator.status"] for r in leaves].count("done") == 1  # the sibling got to its leaf
