@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from orchestrator import faults
+
 META = "meta.json"
 FORMAT = 2  # 2: torch models as safetensors + JSON (format 1 pickled them and is never read)
 
@@ -123,6 +125,7 @@ class Cache:
         aside first: it never becomes readable as this node.
         """
         _write_json(staged / META, {**meta, "format": FORMAT})
+        faults.point("commit:meta")
         if self.path(key).exists() and not self.has(key):
             aside = self.root / "tmp" / f"{key}.{os.getpid()}.refused{uuid.uuid4().hex[:6]}"
             with contextlib.suppress(OSError):
@@ -151,15 +154,21 @@ class Cache:
         _write_json(target, metrics)
 
     def _sweep_orphans(self) -> None:
-        """Remove staging folders left by processes that died (e.g. SIGKILL mid-node)."""
+        """Remove what processes that died (e.g. SIGKILL mid-node) left half-written: staging folders,
+        partial exports and JSON temp files inside committed nodes (never read, but not to be kept)."""
         for tmp in (self.root / "tmp").iterdir():
             parts = tmp.name.split(".")
             if len(parts) == 3 and parts[1].isdigit() and not _pid_alive(int(parts[1])):
                 shutil.rmtree(tmp, ignore_errors=True)
+        for pattern in ("*/measured.*.onnx.part", "*/eval/*.tmp", "*/*.tmp"):
+            for junk in (self.root / "nodes").glob(pattern):
+                pid = junk.name.split(".")[1] if junk.name.count(".") >= 2 else ""
+                if pid.isdigit() and not _pid_alive(int(pid)):
+                    junk.unlink(missing_ok=True)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     """Write JSON via a temp file + os.replace, so readers never see a partial file."""
-    tmp = path.with_suffix(f".{uuid.uuid4().hex[:6]}.tmp")
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp")  # the pid: see _sweep_orphans
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str))
     os.replace(tmp, path)

@@ -232,6 +232,8 @@ def _type_hint(msg: str) -> str:
         return "must be a list of values"
     if "type hint 'typing.Dict" in msg or "to Dict" in msg:
         return "must be a mapping"
+    if msg.startswith("Missing mandatory value"):
+        return "must be given a value ('???' marks a missing value)"
     if "is not a subclass of" in msg:
         return "must be a mapping of that section's keys"
     if "non-optional" in msg or "None" in msg:

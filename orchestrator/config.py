@@ -231,7 +231,7 @@ def validate_task(task: Any, tasks: dict[str, type]) -> Any:
     """The task's Params, or a ConfigError naming the bad key."""
     if not isinstance(task, dict) or "name" not in task:
         raise ConfigError("task", task, "select a task, e.g. task=digits (known: " + ", ".join(tasks) + ")")
-    if task["name"] not in tasks:
+    if not isinstance(task["name"], str) or task["name"] not in tasks:
         raise ConfigError("task.name", task["name"], "must be one of " + ", ".join(sorted(tasks)))
     return _build("task", tasks[task["name"]].Params, task)
 
@@ -252,4 +252,4 @@ def validate_settings(cfg: dict[str, Any]) -> None:
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     """A resolved plain-dict copy of an OmegaConf config (the planner works on plain data)."""
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[return-value]

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from orchestrator import faults
 from orchestrator.hashing import digest
 from orchestrator.onnx_utils import gzip_size_bytes, onnx_param_count, size_bytes, sparsity
 from orchestrator.probe import probe, session
@@ -141,6 +142,7 @@ def measure_onnx(task: Any, path: Path, settings: EvalSettings, reference: Path 
     metrics.update(task.score(logits, labels))
     metrics["teacher_agreement"] = 1.0 if reference is None else agreement(
         logits.argmax(-1), reference_predictions(task, reference, settings))
+    faults.point("measure:mid")
     metrics.update(latency(task, sess, settings.warmup, settings.repeats))
     metrics.update(throughput(task, sess, settings.throughput_batch, settings.throughput_repeats))
     del sess  # released before the child starts, so the two do not compete for memory
@@ -165,6 +167,7 @@ def onnx_for(task: Any, domain: str, model_path: Path, folder: Path, export_para
         partial = folder / f"measured.{os.getpid()}.onnx.part"  # renamed once whole: never read half-written
         try:
             task.export(model, partial, export_params.get("opset", 17), export_params.get("exporter", "torchscript"))
+            faults.point("export:written")
             check_export(task, model, partial, export_params.get("max_abs_diff", 1e-3))  # never measure a bad export
         except BaseException:
             partial.unlink(missing_ok=True)

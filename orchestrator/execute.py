@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator import torch_io
+from orchestrator import faults, torch_io
 from orchestrator.cache import Cache
 from orchestrator.evaluate import EvalSettings, eval_hash, measure_onnx, onnx_for
 from orchestrator.plan import BASELINE, Node, Plan
@@ -143,8 +143,10 @@ def _build(job: Job, cache: Cache, task: Any) -> None:
     staged = cache.staging(job.node.key)
     try:
         start = time.perf_counter()
+        faults.point("build:start")
         model, stage_metrics = _run_stage(job, cache, task, staged)
         model_file = _save(model, staged, task)
+        faults.point("build:saved")
         seconds = time.perf_counter() - start
         cache.put_eval(job.node.key, eval_hash(job.settings), _measure(job, cache, task, staged, model_file), staged)
         cache.commit(job.node.key, staged, {
@@ -177,6 +179,7 @@ def compute(job: Job) -> NodeResult:
                     _torch_threads(job.torch_threads)  # only when computing: a cache hit never imports torch
                     _build(job, cache, task)
                     executed = True
+                    faults.point("commit:done")
         ehash = eval_hash(job.settings)
         metrics = cache.eval_metrics(key, ehash)
         if metrics is None:  # cached artifact, new measurement settings: re-measure only

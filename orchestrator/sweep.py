@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from orchestrator import preflight
+from orchestrator import faults, preflight
 from orchestrator.cache import Cache
 from orchestrator.config import discover_recipes
 from orchestrator.errors import ConfigError, PlanError
@@ -162,6 +162,7 @@ def _execute(data: dict[str, Any], the_plan: Plan, cache: Cache, recipe: str | N
 
     execute(the_plan, make_job, progress.started, on_result, data["executor"]["workers"])
     report = build(rows_from_results(the_plan, results), Constraints.from_dict(data["report"]))
+    faults.point("report")
     book.call("the report", publish if tracker else None, tracker, report, recipe or "adhoc", env)
     return _finish(the_plan, results, book, time.perf_counter() - start, render(report))
 

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from orchestrator import faults
 from orchestrator.plan import Node, Plan
 
 PIPELINE, NODE_KEY, CACHED = "orchestrator.pipeline", "orchestrator.node_key", "orchestrator.cached"
@@ -98,6 +99,7 @@ class Tracker:
             STATUS: result.status, LEAF: str(leaf).lower(), "orchestrator.stage": node.stage})
         rid = run.info.run_id
         self.runs[node.key] = rid
+        faults.point("log:open")
         params = [Param(k, v[:6000]) for k, v in chain_params(plan, node.key).items()]
         metrics = [Metric(k, float(v), 0, 0) for k, v in self._chain_metrics(plan, node, results).items()]
         self.client.log_batch(rid, metrics=metrics, params=params)
@@ -109,6 +111,7 @@ class Tracker:
         if self.log_models and result.onnx_path:
             self._log_model(rid, node.key, result)
         self.client.set_terminated(rid, MLFLOW_STATUS[result.status])
+        faults.point("log:closed")
         return rid
 
     def _experiment_ids(self) -> list[str]:

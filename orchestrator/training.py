@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from orchestrator import faults
+
 
 def fit(task: Any, model: torch.nn.Module, epochs: int, lr: float, batch_size: int,
         loss_fn: Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor] | None = None,
@@ -29,6 +31,7 @@ def fit(task: Any, model: torch.nn.Module, epochs: int, lr: float, batch_size: i
             loss.backward()
             opt.step()
             total, n = total + loss.item() * len(labels), n + len(labels)
+        faults.point("train_epoch")
         if log:
             log(f"epoch {epoch + 1}/{epochs} loss {total / max(n, 1):.4f}")
     return model.eval()
