@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from orchestrator.errors import ConfigError, check_range
+from orchestrator.errors import ConfigError, check_choice, check_range
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = ROOT / "conf"
@@ -41,8 +41,40 @@ class TrackingConfig:
 
 
 @dataclass
+class BrowserConfig:
+    """The browser target: onnxruntime-web WASM threads, the Chromium to drive ('' = found on PATH)."""
+
+    threads: int = 1
+    executable: str = ""
+    timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        check_range("threads", self.threads, 1, 64)
+        check_range("timeout_s", self.timeout_s, 1.0, 86400.0)
+
+
+@dataclass
+class NodeConfig:
+    """The node target: onnxruntime-node intra-op threads."""
+
+    threads: int = 1
+    timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        check_range("threads", self.threads, 1, 256)
+        check_range("timeout_s", self.timeout_s, 1.0, 86400.0)
+
+
+TARGET_NAMES = ("ort", "browser", "node")
+
+
+@dataclass
 class EvalConfig:
-    """How every artifact is measured: ONNX Runtime threads, warm-up and timed repeats at batch 1."""
+    """How every artifact is measured: ONNX Runtime threads, warm-up and timed repeats at batch 1.
+
+    targets: where each artifact is measured (ort always; browser, node on request); samples: the test
+    examples the browser and node targets score (their accuracy and max_abs_diff vs ONNX Runtime in Python).
+    """
 
     threads: int = 1
     warmup: int = 20
@@ -50,8 +82,19 @@ class EvalConfig:
     batch_size: int = 256  # batch used to score accuracy (not timed)
     throughput_batch: int = 64  # batch of the throughput measurement
     throughput_repeats: int = 20
+    targets: list[str] = field(default_factory=lambda: ["ort"])
+    samples: int = 200
+    browser: BrowserConfig = field(default_factory=BrowserConfig)
+    node: NodeConfig = field(default_factory=NodeConfig)
 
     def __post_init__(self) -> None:
+        for i, name in enumerate(self.targets):
+            check_choice(f"targets[{i}]", name, list(TARGET_NAMES))
+        check_range("samples", self.samples, 1, 100000)
+        if isinstance(self.browser, dict):
+            self.browser = _build("browser", BrowserConfig, self.browser)
+        if isinstance(self.node, dict):
+            self.node = _build("node", NodeConfig, self.node)
         check_range("threads", self.threads, 1, 256)
         check_range("warmup", self.warmup, 0, 100000)
         check_range("repeats", self.repeats, 1, 1000000)
@@ -71,8 +114,13 @@ class ReportConfig:
     max_accuracy_drop: float | None = None
     max_latency_ms: float | None = None
     max_size_mb: float | None = None
+    max_download_mb: float | None = None  # on browser_download_mb
+    target: str = "ort"  # whose numbers the fronts, max_latency_ms and the recommendation use
 
     def __post_init__(self) -> None:
+        check_choice("target", self.target, list(TARGET_NAMES))
+        if self.max_download_mb is not None:
+            check_range("max_download_mb", self.max_download_mb, 0.0, None, lo_open=True)
         if self.max_accuracy_drop is not None:
             check_range("max_accuracy_drop", self.max_accuracy_drop, 0.0, 1.0)
         if self.max_latency_ms is not None:
@@ -244,9 +292,12 @@ def validate_stages(stages: dict[str, Any], registry: dict[str, type]) -> dict[s
 
 def validate_settings(cfg: dict[str, Any]) -> None:
     """Eval, executor, report and gate settings (their schemas are typed by Hydra; ranges are checked here)."""
-    _build("eval", EvalConfig, cfg.get("eval", {}))
+    evals = _build("eval", EvalConfig, cfg.get("eval", {}))
     _build("executor", ExecutorConfig, cfg.get("executor", {}))
-    _build("report", ReportConfig, cfg.get("report", {}))
+    report = _build("report", ReportConfig, cfg.get("report", {}))
+    if report.target not in ("ort", *evals.targets):
+        raise ConfigError("report.target", report.target, f"must be a measured target: add it to eval.targets "
+                          f"(now {evals.targets})")
     _build("gate", GateConfig, cfg.get("gate", {}))
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ EVAL_VERSION = "2"  # bump when what `measure` reports changes, so cached measur
 
 @dataclass
 class EvalSettings:
-    """Mirror of config.EvalConfig: what a measurement depends on."""
+    """Mirror of config.EvalConfig: what a measurement depends on (browser/node settings as plain dicts)."""
 
     threads: int = 1
     warmup: int = 20
@@ -44,6 +44,13 @@ class EvalSettings:
     batch_size: int = 256
     throughput_batch: int = 64
     throughput_repeats: int = 20
+    targets: list[str] = field(default_factory=lambda: ["ort"])
+    samples: int = 200
+    browser: dict[str, Any] = field(default_factory=dict)
+    node: dict[str, Any] = field(default_factory=dict)
+
+
+ORT_FIELDS = ("threads", "warmup", "repeats", "batch_size", "throughput_batch", "throughput_repeats")
 
 
 @functools.cache
@@ -71,7 +78,8 @@ def eval_hash(settings: EvalSettings) -> str:
     The environment is part of it: numbers taken with another ONNX Runtime or on another CPU are
     retaken here rather than reused as if they had been measured here.
     """
-    return digest({"settings": asdict(settings), "version": EVAL_VERSION, "environment": environment()})
+    ort = {k: v for k, v in asdict(settings).items() if k in ORT_FIELDS}  # other targets are keyed on their own
+    return digest({"settings": ort, "version": EVAL_VERSION, "environment": environment()})
 
 
 def predict(task: Any, sess: Any, batch_size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -21,8 +21,9 @@ from typing import Any
 
 from orchestrator import faults, torch_io
 from orchestrator.cache import Cache
-from orchestrator.evaluate import EvalSettings, eval_hash, measure_onnx, onnx_for
+from orchestrator.evaluate import EvalSettings, eval_hash, onnx_for
 from orchestrator.plan import BASELINE, Node, Plan
+from orchestrator.targets.ort import OrtTarget
 
 DONE, CACHED, FAILED, SKIPPED = "done", "cached", "failed", "skipped"
 GATED = "gated"  # measured and logged, but below the accuracy gate: its subtree is skipped (not a failure)
@@ -55,6 +56,7 @@ class NodeResult:
     error: str | None = None
     onnx_path: str | None = None
     executed: bool = False  # the stage itself ran in this invocation (not a cache hit)
+    target_errors: dict[str, str] = field(default_factory=dict)  # target -> why its measurement failed
 
 
 @functools.lru_cache(maxsize=4)
@@ -132,7 +134,7 @@ def _measure(job: Job, cache: Cache, task: Any, folder: Path, model_file: str) -
     path = folder / model_file
     domain = "torch" if path.suffix == ".safetensors" else "onnx"
     reference = None if job.node.key == job.root_key else _measured_path(cache, job.root_key)
-    metrics = measure_onnx(task, onnx_for(task, domain, path, folder, job.export), job.settings, reference)
+    metrics = OrtTarget().measure(onnx_for(task, domain, path, folder, job.export), task, job.settings, reference)
     if domain == "torch":
         metrics["params"] = float(torch_io.param_count(path))
     return metrics
@@ -188,9 +190,10 @@ def compute(job: Job) -> NodeResult:
                 cache.put_eval(key, ehash, metrics)
         metrics = {**cache.meta(key)["stage_metrics"], **metrics}
         gated = _gated(job, cache, ehash, metrics)
-        return NodeResult(key, GATED if gated else DONE if executed else CACHED, metrics,
+        more, target_errors = _other_targets(job, cache, task)
+        return NodeResult(key, GATED if gated else DONE if executed else CACHED, {**metrics, **more},
                           time.perf_counter() - start, error=gated, onnx_path=str(_measured_path(cache, key)),
-                          executed=executed)
+                          executed=executed, target_errors=target_errors)
     except Exception as err:
         return NodeResult(key, FAILED, seconds=time.perf_counter() - start,
                           error=_why_failed(job, err) + traceback.format_exc())
@@ -208,6 +211,16 @@ def _why_failed(job: Job, err: Exception) -> str:
         return (f"no space left on the device of cache.dir={job.cache_dir} while computing {job.node.stage}: "
                 "free space and rerun (finished nodes are kept)\n")
     return ""
+
+
+def _other_targets(job: Job, cache: Cache, task: Any) -> tuple[dict[str, float], dict[str, str]]:
+    """Measurements on eval.targets besides ort (cached per target); a target's failure is reported, not fatal."""
+    if all(t == "ort" for t in job.settings.targets):
+        return {}, {}
+    from orchestrator import targets
+
+    with cache.lock(job.node.key):
+        return targets.measure_extra(cache, job.node.key, _measured_path(cache, job.node.key), task, job.settings)
 
 
 def _refused(cache: Cache, key: str) -> None:

@@ -10,6 +10,31 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ACCURACY, LATENCY, SIZE = "accuracy", "latency_p50_ms", "model_size_mb"
+DOWNLOAD = "browser_download_mb"
+
+
+@dataclass(frozen=True)
+class Axes:
+    """Which numbers the fronts, constraints and recommendation use: those of `report.target`.
+
+    ort: latency_p50_ms and model_size_mb; browser: browser_latency_p50_ms and browser_download_mb (what
+    the tab pays); node: node_latency_p50_ms and model_size_mb.
+    """
+
+    target: str = "ort"
+
+    @property
+    def latency(self) -> str:
+        """The latency metric (p50, batch 1)."""
+        return LATENCY if self.target == "ort" else f"{self.target}_latency_p50_ms"
+
+    @property
+    def size(self) -> str:
+        """The size metric."""
+        return DOWNLOAD if self.target == "browser" else SIZE
+
+
+ORT_AXES = Axes()
 MEASURED = ("done", "cached")  # gated rows are measured too, but ruled out: they failed the recipe's gate
 EPS = 1e-9  # float slack: 0.90 - 0.88 is 0.0200000000000000178, which must still meet a 0.02 limit
 
@@ -24,11 +49,13 @@ class Row:
     metrics: dict[str, float] = field(default_factory=dict)
     base: dict[str, float] = field(default_factory=dict)
     is_baseline: bool = False
+    axes: Axes = ORT_AXES
 
     @property
     def candidate(self) -> bool:
         """Measured, not gated, with every metric the fronts and constraints need."""
-        return self.status in MEASURED and all(k in self.metrics for k in (ACCURACY, LATENCY, SIZE))
+        return self.status in MEASURED and all(k in self.metrics for k in (ACCURACY, self.axes.latency,
+                                                                          self.axes.size))
 
     @property
     def drop(self) -> float | None:
@@ -50,20 +77,29 @@ class Constraints:
     max_accuracy_drop: float | None = None
     max_latency_ms: float | None = None
     max_size_mb: float | None = None
+    max_download_mb: float | None = None
+    target: str = "ort"
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Constraints:
         """From the `report` config block (unknown keys ignored, None kept)."""
-        return cls(**{k: (None if values.get(k) is None else float(values[k])) for k in cls.__dataclass_fields__})
+        limits = {k: (None if values.get(k) is None else float(values[k])) for k in cls.__dataclass_fields__
+                  if k != "target"}
+        return cls(**limits, target=str(values.get("target") or "ort"))
+
+    @property
+    def axes(self) -> Axes:
+        """The metrics of `target`."""
+        return Axes(self.target)
 
     def active(self) -> dict[str, float]:
         """The constraints that are set, by config key."""
-        return {k: v for k, v in vars(self).items() if v is not None}
+        return {k: v for k, v in vars(self).items() if v is not None and k != "target"}
 
     def value(self, name: str, row: Row) -> float | None:
-        """The row's number that constraint `name` limits."""
-        return {"max_accuracy_drop": row.drop, "max_latency_ms": row.metrics.get(LATENCY),
-                "max_size_mb": row.metrics.get(SIZE)}[name]
+        """The row's number that constraint `name` limits (max_latency_ms: on report.target's latency)."""
+        return {"max_accuracy_drop": row.drop, "max_latency_ms": row.metrics.get(self.axes.latency),
+                "max_size_mb": row.metrics.get(SIZE), "max_download_mb": row.metrics.get(DOWNLOAD)}[name]
 
     def violated(self, row: Row, skip: str | None = None) -> list[str]:
         """Names of the active constraints `row` breaks (an unknown value breaks it), `skip` left out."""
@@ -122,10 +158,11 @@ def recommend(rows: list[Row], limits: Constraints) -> Recommendation:
         return Recommendation(None, [f"No variant meets every constraint ({describe(limits)}).",
                                      *binding(cands, limits)])
     best = min(ok, key=_speed_key)
-    why = (f"the fastest (latency_p50_ms) of the {len(ok)} of {_n(len(cands))} that meet every constraint "
+    lat = limits.axes.latency
+    why = (f"the fastest ({lat}) of the {len(ok)} of {_n(len(cands))} that meet every constraint "
            f"({describe(limits)})" if limits.active() else
-           f"the fastest (latency_p50_ms) of {_n(len(cands))}; no constraint is set "
-           "(report.max_accuracy_drop, report.max_latency_ms, report.max_size_mb)")
+           f"the fastest ({lat}) of {_n(len(cands))}; no constraint is set "
+           "(report.max_accuracy_drop, report.max_latency_ms, report.max_size_mb, report.max_download_mb)")
     return Recommendation(best, [f"Recommended: {best.label}: {summary(best)}.", f"Why: {why}."])
 
 
@@ -148,17 +185,19 @@ def binding(cands: list[Row], limits: Constraints) -> list[str]:
 
 def describe(limits: Constraints) -> str:
     """The active constraints in words."""
-    words = {"max_accuracy_drop": "accuracy drop <= {:g}", "max_latency_ms": "latency_p50_ms <= {:g}",
-             "max_size_mb": "model_size_mb <= {:g}"}
+    words = {"max_accuracy_drop": "accuracy drop <= {:g}", "max_latency_ms": limits.axes.latency + " <= {:g}",
+             "max_size_mb": "model_size_mb <= {:g}", "max_download_mb": DOWNLOAD + " <= {:g}"}
     active = limits.active()
     return ", ".join(words[k].format(v) for k, v in active.items()) if active else "none set"
 
 
 def summary(row: Row) -> str:
     """accuracy (drop), p50 latency and size of a row, in one phrase."""
-    m, drop = row.metrics, row.drop
+    m, drop, ax = row.metrics, row.drop, row.axes
     drop_s = f" (drop {drop:.4f})" if drop is not None else ""
-    return f"accuracy {m[ACCURACY]:.4f}{drop_s}, p50 {m[LATENCY]:.4g} ms, size {m[SIZE]:.4g} MB"
+    where = "" if ax.target == "ort" else f" in {ax.target}"
+    size = "download" if ax.size == DOWNLOAD else "size"
+    return f"accuracy {m[ACCURACY]:.4f}{drop_s}, p50{where} {m[ax.latency]:.4g} ms, {size} {m[ax.size]:.4g} MB"
 
 
 def _n(count: int) -> str:
@@ -166,4 +205,4 @@ def _n(count: int) -> str:
 
 
 def _speed_key(row: Row) -> tuple:
-    return row.metrics[LATENCY], -row.metrics[ACCURACY], row.metrics[SIZE], row.label
+    return row.metrics[row.axes.latency], -row.metrics[ACCURACY], row.metrics[row.axes.size], row.label

@@ -11,10 +11,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.pareto import ACCURACY, LATENCY, MEASURED, SIZE, Constraints, Row, front
+from orchestrator.pareto import ACCURACY, DOWNLOAD, MEASURED, Constraints, Row, front
 
-PLOTS = {"pareto_latency.png": (LATENCY, "latency p50, batch 1 (ms)", "max_latency_ms"),
-         "pareto_size.png": (SIZE, "model size on disk (MB)", "max_size_mb")}
+
+def plots_for(limits: Constraints) -> dict[str, tuple[str, str, str]]:
+    """file -> (metric, axis label, constraint) for report.target: the axis label names the target."""
+    axes, where = limits.axes, {"ort": "ONNX Runtime (Python)", "browser": "browser (onnxruntime-web)",
+                                "node": "Node.js (onnxruntime-node)"}[limits.target]
+    size = ("download to the browser (MB)", "max_download_mb") if axes.size == DOWNLOAD else \
+        ("model size on disk (MB)", "max_size_mb")
+    return {"pareto_latency.png": (axes.latency, f"latency p50, batch 1 (ms), {where}", "max_latency_ms"),
+            "pareto_size.png": (axes.size, *size)}
 
 
 def write_plots(rows: list[Row], recommended: str | None, limits: Constraints, out_dir: Path,
@@ -25,7 +32,7 @@ def write_plots(rows: list[Row], recommended: str | None, limits: Constraints, o
     matplotlib.use("Agg")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, (cost, xlabel, limit) in PLOTS.items():
+    for name, (cost, xlabel, limit) in plots_for(limits).items():
         pts = [r for r in rows if r.status in (*MEASURED, "gated") and ACCURACY in r.metrics and cost in r.metrics]
         if pts:
             _plot(pts, cost, xlabel, (limit, getattr(limits, limit)), recommended, limits, out_dir / name, title)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.pareto import LATENCY, SIZE, Constraints, Recommendation, Row, layers, recommend
+from orchestrator.pareto import Constraints, Recommendation, Row, layers, recommend
 from orchestrator.plan import BASELINE, Plan
 
 # (metric key or a derived name, column title, format); derived: front, drop, speedup, smaller
@@ -35,7 +35,14 @@ MARKDOWN = [("front", "front", "{}"), ("accuracy", "accuracy", "{:.4f}"), ("drop
             ("peak_rss_mb", "peak RSS MB", "{:.1f}"), ("peak_rss_delta_mb", "RSS delta MB", "{:.1f}")]
 LEGEND = ("front: L = on the accuracy/latency front, S = on the accuracy/size front; * = recommended; "
           "drop = baseline accuracy minus the variant's; x faster = baseline p50 / p50")
-PARAMS = ("max_accuracy_drop", "max_latency_ms", "max_size_mb")
+PARAMS = ("max_accuracy_drop", "max_latency_ms", "max_size_mb", "max_download_mb")
+# columns a target adds to the tables where it was measured
+TARGET_COLUMNS = {"browser": [("browser_latency_p50_ms", "web p50 ms", "{:.4g}"),
+                              ("browser_first_inference_ms", "web 1st ms", "{:.4g}"),
+                              ("browser_download_mb", "web dl MB", "{:.4g}"),
+                              ("browser_max_abs_diff", "web diff", "{:.2g}")],
+                  "node": [("node_latency_p50_ms", "node p50 ms", "{:.4g}"),
+                           ("node_max_abs_diff", "node diff", "{:.2g}")]}
 
 
 @dataclass
@@ -89,21 +96,27 @@ def rows_from_runs(children: list[dict[str, Any]]) -> list[Row]:
 
 
 def build(rows: list[Row], limits: Constraints) -> Report:
-    """Fronts, the recommendation, and the rows sorted: latency front layers, then gated, then unmeasured."""
-    lat, size = layers(rows, LATENCY), layers(rows, SIZE)
+    """Fronts, the recommendation, and the rows sorted: latency front layers, then gated, then unmeasured.
+
+    Everything is computed on `report.target`'s numbers (limits.axes).
+    """
+    axes = limits.axes
+    for r in rows:
+        r.axes = axes
+    lat, size = layers(rows, axes.latency), layers(rows, axes.size)
     fronts = {r.key: "+".join(n for n, lay in (("L", lat), ("S", size)) if lay.get(r.key) == 1) for r in rows}
 
     def order(r: Row) -> tuple:
         if r.key in lat:
-            return 0, lat[r.key], r.metrics[LATENCY], r.label
-        return (1 if r.status == "gated" else 2), 0, r.metrics.get(LATENCY, float("inf")), r.label
+            return 0, lat[r.key], r.metrics[axes.latency], r.label
+        return (1 if r.status == "gated" else 2), 0, r.metrics.get(axes.latency, float("inf")), r.label
 
     return Report(sorted(rows, key=order), fronts, recommend(rows, limits), limits)
 
 
 def _cell(report: Report, row: Row, key: str, fmt: str) -> str:
-    derived = {"front": report.fronts.get(row.key, ""), "drop": row.drop, "speedup": row.ratio(LATENCY),
-               "smaller": row.ratio(SIZE)}
+    derived = {"front": report.fronts.get(row.key, ""), "drop": row.drop, "speedup": row.ratio(row.axes.latency),
+               "smaller": row.ratio(row.axes.size)}
     value = derived[key] if key in derived else row.metrics.get(key)
     return "-" if value is None or value == "" else fmt.format(value)
 
@@ -112,10 +125,17 @@ def _label(report: Report, row: Row) -> str:
     return ("* " if report.rec.row is not None and report.rec.row.key == row.key else "") + row.label
 
 
+def columns(report: Report, base: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """`base` plus the columns of every target some row was measured on."""
+    extra = [c for cols in TARGET_COLUMNS.values() for c in cols if any(c[0] in r.metrics for r in report.rows)]
+    return [*base, *extra]
+
+
 def terminal_table(report: Report) -> str:
     """A compact fixed-width table for the terminal."""
-    head = ["variant", "status", *(t for _, t, _ in TERMINAL)]
-    body = [[_label(report, r), r.status, *(_cell(report, r, k, f) for k, _, f in TERMINAL)] for r in report.rows]
+    cols = columns(report, TERMINAL)
+    head = ["variant", "status", *(t for _, t, _ in cols)]
+    body = [[_label(report, r), r.status, *(_cell(report, r, k, f) for k, _, f in cols)] for r in report.rows]
     widths = [max(len(line[i]) for line in [head, *body]) for i in range(len(head))]
     fmt_line = lambda cells: "  ".join(  # noqa: E731
         c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
@@ -124,15 +144,18 @@ def terminal_table(report: Report) -> str:
 
 def render(report: Report) -> str:
     """What is printed: the compact table, its legend and the recommendation."""
-    return f"{terminal_table(report)}\n{LEGEND}\n\n{report.rec.text}"
+    target = report.limits.target
+    note = "" if target == "ort" else f"; fronts, x faster and the recommendation use the {target}'s numbers"
+    return f"{terminal_table(report)}\n{LEGEND}{note}\n\n{report.rec.text}"
 
 
 def markdown(report: Report, title: str, env: dict[str, str]) -> str:
     """The full report: every measured metric per row, the recommendation, the measuring environment."""
-    head = ["variant", "status", *(t for _, t, _ in MARKDOWN)]
+    cols = columns(report, MARKDOWN)
+    head = ["variant", "status", *(t for _, t, _ in cols)]
     lines = [f"# {title}: trade-off report", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in report.rows:
-        cells = [_label(report, r).replace("|", "\\|"), r.status, *(_cell(report, r, k, f) for k, _, f in MARKDOWN)]
+        cells = [_label(report, r).replace("|", "\\|"), r.status, *(_cell(report, r, k, f) for k, _, f in cols)]
         lines.append("| " + " | ".join(cells) + " |")
     envs = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in sorted(env.items()))
     return "\n".join([*lines, "", LEGEND + ".", "", *report.rec.lines, "", f"Measured with: {envs}", ""])
@@ -156,7 +179,8 @@ def publish(tracker: Any, report: Report, title: str, env: dict[str, str]) -> No
     chosen = report.rec.row
     with tempfile.TemporaryDirectory() as tmp:
         images = write_plots(report.rows, chosen.key if chosen else None, report.limits, Path(tmp), title)
-        tracker.log_report({f"report.{k}": str(getattr(report.limits, k)) for k in PARAMS},
+        tracker.log_report({**{f"report.{k}": str(getattr(report.limits, k)) for k in PARAMS},
+                            "report.target": report.limits.target},
                            {"report.md": markdown(report, title, env), "report.txt": render(report) + "\n"},
                            images, node_tags(report),
                            {"orchestrator.recommended_variant": chosen.label if chosen else "none"})
@@ -167,6 +191,7 @@ def _limits(params: dict[str, str], args: argparse.Namespace) -> Constraints:
     values = {k: (None if params.get(f"report.{k}") in (None, "", "None") else float(params[f"report.{k}"]))
               for k in PARAMS}
     values.update({k: getattr(args, k) for k in PARAMS if getattr(args, k) is not None})
+    values["target"] = args.target or params.get("report.target") or "ort"
     return Constraints.from_dict(values)
 
 
@@ -182,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", help="folder for report.md and the PNGs (default: .cache/orchestrator/reports/RUN)")
     for k in PARAMS:
         ap.add_argument("--" + k.replace("_", "-"), dest=k, type=float, help=f"override report.{k}")
+    ap.add_argument("--target", choices=["ort", "browser", "node"], help="override report.target")
     args = ap.parse_args(argv)
     try:
         sweep = fetch_sweep(args.tracking_uri, args.ref)

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from orchestrator import faults, preflight
+from orchestrator import faults, preflight, targets
 from orchestrator.cache import Cache
 from orchestrator.config import discover_recipes
 from orchestrator.errors import ConfigError, PlanError
@@ -93,6 +93,8 @@ class Progress:
         detail = (f"acc={m['accuracy']:.4f} size={m['model_size_mb']:.3f}MB p50={m['latency_p50_ms']:.3f}ms"
                   if "accuracy" in m else lines[-1] if lines[0].startswith("Traceback") else lines[0])
         _err(f"[{self.done:>3}/{self.total}] {node.pipeline}: {result.status} in {result.seconds:.1f}s {detail}")
+        for target, why in result.target_errors.items():
+            _err(f"      {target} measurement failed (the node's other numbers stand): {why}")
 
 
 def _tracker(data: dict[str, Any], recipe: str | None) -> Any:
@@ -116,6 +118,7 @@ def run_sweep(data: dict[str, Any], recipe: str | None, overrides: list[str] | N
         preflight.check_folder("cache.dir", data["cache"]["dir"])
         if not data["dry_run"]:
             preflight.check_tracking(data["tracking"])
+            targets.check(EvalSettings(**data["eval"]))
     except ConfigError as err:
         _err(f"error: {err}")
         return 2
@@ -139,7 +142,7 @@ def _execute(data: dict[str, Any], the_plan: Plan, cache: Cache, recipe: str | N
     settings = EvalSettings(**data["eval"])
     # where and how the numbers were taken: on the parent and on every node run
     env = {"orchestrator.env.threads": str(settings.threads),
-           **{f"orchestrator.env.{k}": v for k, v in environment().items()}}
+           **{f"orchestrator.env.{k}": v for k, v in environment().items()}, **targets.tags(settings)}
     if tracker:
         config_yaml = yaml.safe_dump(data, sort_keys=False)
         book.call("the sweep's parent run", tracker.start_sweep, recipe or "adhoc", config_yaml,

@@ -108,6 +108,9 @@ class Tracker:
                        "node.json")
         if result.error:
             self._log_text(rid, result.error, ERROR_FILE.get(result.status, "error.txt"))
+        for target, why in getattr(result, "target_errors", {}).items():  # that target only: the rest stands
+            self._log_text(rid, why, f"{target}_error.txt")
+            self.client.set_tag(rid, f"orchestrator.{target}.error", why[:500])
         if self.log_models and result.onnx_path:
             self._log_model(rid, node.key, result)
         self.client.set_terminated(rid, MLFLOW_STATUS[result.status])

@@ -154,3 +154,14 @@ def test_a_team_task_file_without_code_keys_is_found(tmp_path):
                          env={**os.environ, "ORCHESTRATOR_CONFIG_PATH": str(tmp_path / "team_conf")})
     assert out.returncode == 0, out.stderr
     assert "11 nodes (0 cached, 11 new)" in out.stdout
+
+
+def test_browser_target_without_a_browser(tmp_path):
+    msg = refused(tmp_path, "eval.targets=[ort,browser]", "eval.browser.executable=/nonexistent/chromium")
+    assert "eval.targets=['ort', 'browser'] is not allowed: the browser target needs: no Chromium found" in msg
+    assert "apt-get install chromium" in msg
+
+
+def test_report_target_not_measured(tmp_path):
+    assert "report.target='browser' is not allowed: must be a measured target" in refused(
+        tmp_path, "report.target=browser")

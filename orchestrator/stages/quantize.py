@@ -19,10 +19,10 @@ from typing import Any
 from orchestrator.errors import ConfigError, check_choice, check_range
 from orchestrator.stages.base import ONNX, Earlier, Stage, StageContext, StageOutput
 
-MODES = ["int8", "fp16", "int4"]
+MODES = ["int8", "fp16", "int4", "q4f16"]
 METHODS = ["dynamic", "static"]
 CALIBRATIONS = ["minmax", "entropy", "percentile"]
-_USED = {"fp16": ["mode"], "int4": ["mode", "block_size", "symmetric"],
+_USED = {"fp16": ["mode"], "int4": ["mode", "block_size", "symmetric"], "q4f16": ["mode", "block_size", "symmetric"],
          "dynamic": ["mode", "method", "per_channel", "symmetric"],
          "static": ["mode", "method", "per_channel", "symmetric", "calibration", "calib_samples"],
          "percentile": ["mode", "method", "per_channel", "symmetric", "calibration", "calib_samples", "percentile"]}
@@ -45,6 +45,7 @@ class QuantizeParams:
     static; asymmetric activations use uint8). static: calibration minmax | entropy | percentile over
     calib_samples samples of the task's `calib` split (percentile: the kept percentile).
     int4: block_size (a power of two >= 16) elements share a scale; symmetric as above.
+    q4f16: int4 weights as above and everything else in fp16 (what transformers.js ships as `q4f16`).
     """
 
     mode: str = "int8"
@@ -99,6 +100,11 @@ class Quantize(Stage):
             _to_fp16(src, out)
         elif p.mode == "int4":
             metrics["gemm_rewritten"] = float(_int4(src, out, p.block_size, p.symmetric))
+        elif p.mode == "q4f16":
+            int4 = ctx.work_dir / "int4.onnx.tmp"
+            metrics["gemm_rewritten"] = float(_int4(src, int4, p.block_size, p.symmetric))
+            _to_fp16(int4, out)
+            int4.unlink()
         elif p.method == "static":
             metrics["calib_samples"] = float(_static_int8(ctx, src, out, p))
         else:
