@@ -17,8 +17,8 @@ from conftest import run_cli
 from mlflow.tracking import MlflowClient
 
 from orchestrator.evaluate import EvalSettings
-from orchestrator.targets.browser import ORT_WEB, BrowserTarget, _Session
 from orchestrator.targets.base import TargetError
+from orchestrator.targets.browser import ORT_WEB, BrowserTarget, _Session
 from orchestrator.targets.node import ORT_NODE, NodeTarget
 
 needs_browser = pytest.mark.skipif(not shutil.which("chromium") or not ORT_WEB.exists(),
