@@ -79,7 +79,7 @@ def rows_from_results(plan: Plan, results: dict[str, Any]) -> list[Row]:
 
 def rows_from_runs(children: list[dict[str, Any]]) -> list[Row]:
     """The same rows rebuilt from a sweep's node runs in MLflow (see tracking.fetch_sweep)."""
-    from orchestrator.tracking import LEAF, NODE_KEY, STATUS
+    from orchestrator.tracking import LEAF, NODE_KEY, STATUS, VARIANT
 
     roots = [c for c in children if c["tags"].get("orchestrator.stage") == BASELINE]
     rows = []
@@ -91,7 +91,7 @@ def rows_from_runs(children: list[dict[str, Any]]) -> list[Row]:
         if c["tags"].get(LEAF) == "true" and c["tags"].get("orchestrator.stage") != BASELINE:
             own = {k: v for k, v in c["metrics"].items() if "/" not in k}
             base = {k.split("/", 1)[1]: v for k, v in c["metrics"].items() if k.startswith(BASELINE + "/")}
-            rows.append(Row(c["name"], c["tags"][NODE_KEY], c["tags"][STATUS], own, base))
+            rows.append(Row(c["tags"].get(VARIANT, c["name"]), c["tags"][NODE_KEY], c["tags"][STATUS], own, base))
     return rows
 
 
@@ -161,6 +161,32 @@ def markdown(report: Report, title: str, env: dict[str, str]) -> str:
     return "\n".join([*lines, "", LEGEND + ".", "", *report.rec.lines, "", f"Measured with: {envs}", ""])
 
 
+SUMMARY = [("accuracy", "accuracy", "{:.4f}"), ("drop", "drop", "{:+.4f}"), ("latency_p50_ms", "p50 ms", "{:.4g}"),
+           ("speedup", "x faster", "{:.2f}"), ("model_size_mb", "MB", "{:.4g}"), ("smaller", "x smaller", "{:.2f}")]
+
+
+def summary_markdown(report: Report, title: str) -> str:
+    """The parent run's description: the recommendation, why, the constraints and a compact table."""
+    from orchestrator.pareto import describe
+
+    cols = columns(report, SUMMARY)
+    head = ["variant", "front", *(t for _, t, _ in cols)]
+    table = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in report.rows:
+        cells = [_label(report, r).replace("|", "\\|"), report.fronts.get(r.key, "") or "-",
+                 *(_cell(report, r, k, f) for k, _, f in cols)]
+        table.append("| " + " | ".join(cells) + " |")
+    chosen = report.rec.row
+    head_line = f"## {title}: ship **{chosen.label}**" if chosen else f"## {title}: no variant qualifies"
+    target = report.limits.target
+    reasons = report.rec.lines[1:] if chosen else report.rec.lines
+    return "\n".join([head_line, "", *reasons, "",
+                      f"Constraints: {describe(report.limits)}. Ranked on the {target} target's numbers.", "",
+                      *table, "", "* = recommended; L / S = on the accuracy/latency or accuracy/size Pareto front. "
+                      "Full table: `report.md`; plots: `pareto_latency.png`, `pareto_size.png`. "
+                      "Filter the runs table to variants with `tags.orchestrator.leaf = 'true'`."])
+
+
 def node_tags(report: Report) -> dict[str, dict[str, str]]:
     """Per candidate row key: `orchestrator.pareto` (on either front, plus per front) and `.recommended`."""
     from orchestrator.tracking import PARETO, RECOMMENDED
@@ -183,7 +209,8 @@ def publish(tracker: Any, report: Report, title: str, env: dict[str, str]) -> No
                             "report.target": report.limits.target},
                            {"report.md": markdown(report, title, env), "report.txt": render(report) + "\n"},
                            images, node_tags(report),
-                           {"orchestrator.recommended_variant": chosen.label if chosen else "none"})
+                           {"orchestrator.recommended_variant": chosen.label if chosen else "none",
+                            "mlflow.note.content": summary_markdown(report, title)})
 
 
 def _limits(params: dict[str, str], args: argparse.Namespace) -> Constraints:

@@ -161,7 +161,7 @@ def _execute(data: dict[str, Any], the_plan: Plan, cache: Cache, recipe: str | N
         results[node.key] = result
         progress.finished(node, result)
         book.call(f"node {node.key[:10]}", tracker.log_node if tracker else None, the_plan, node, result, results,
-                  node_label(the_plan, node), counts=True)
+                  counts=True)
 
     execute(the_plan, make_job, progress.started, on_result, data["executor"]["workers"])
     report = build(rows_from_results(the_plan, results), Constraints.from_dict(data["report"]))

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from orchestrator import faults
+from orchestrator import faults, runview
 from orchestrator.plan import Node, Plan
 
 PIPELINE, NODE_KEY, CACHED = "orchestrator.pipeline", "orchestrator.node_key", "orchestrator.cached"
@@ -27,6 +27,7 @@ STATUS, LEAF, PARENT = "orchestrator.status", "orchestrator.leaf", "mlflow.paren
 SWEEP_PID, SWEEP_HOST = "orchestrator.sweep_pid", "orchestrator.sweep_host"
 MODEL_LOGGED, MODEL_RUN = "orchestrator.model_logged", "orchestrator.model_run_id"  # where a node's ONNX lies
 PARETO, RECOMMENDED, RECIPE = "orchestrator.pareto", "orchestrator.recommended", "orchestrator.recipe"
+VARIANT, NOTE = "orchestrator.variant", "mlflow.note.content"  # the full variant label; the run's description
 MLFLOW_STATUS = {"done": "FINISHED", "cached": "FINISHED", "gated": "FINISHED", "failed": "FAILED",
                  "skipped": "KILLED"}
 ERROR_FILE = {"failed": "traceback.txt", "gated": "gated.txt", "skipped": "skipped.txt"}
@@ -88,24 +89,36 @@ class Tracker:
         self._log_text(self.parent_id, config_yaml, "config.yaml")
         return self.parent_id
 
-    def log_node(self, plan: Plan, node: Node, result: Any, results: dict[str, Any], label: str) -> str:
-        """One child run for `node`: chain params, own + ancestors' metrics, tags, model, traceback."""
+    def log_node(self, plan: Plan, node: Node, result: Any, results: dict[str, Any]) -> str:
+        """One child run for `node`: chain params, own metrics + ratios + what explains it of its ancestors,
+        tags, its description (leaves), model, traceback. See orchestrator.runview for the choices."""
         from mlflow.entities import Metric, Param
 
         leaf = node.key in plan.leaves()
-        run = self.client.create_run(self.experiment_id, run_name=label, tags={
-            **self.node_tags, PARENT: self.parent_id, PIPELINE: node.pipeline, NODE_KEY: node.key,
-            CACHED: str(not result.executed and result.status in ("cached", "gated")).lower(),
-            STATUS: result.status, LEAF: str(leaf).lower(), "orchestrator.stage": node.stage})
+        name, variant = runview.names(plan, node)
+        chain = plan.ancestors(node.key)
+        own, base = dict(result.metrics), dict(getattr(results.get(chain[0].key), "metrics", {}) or {})
+        tags = {**self.node_tags, PARENT: self.parent_id, PIPELINE: node.pipeline, NODE_KEY: node.key,
+                CACHED: str(not result.executed and result.status in ("cached", "gated")).lower(),
+                STATUS: result.status, LEAF: str(leaf).lower(), "orchestrator.stage": node.stage}
+        if variant:
+            tags[VARIANT] = variant
+        if leaf and own and node.parent is not None:
+            steps = [(a.stage, a.params) for a in chain[1:] if not a.auto or a.tail]
+            tags[NOTE] = runview.describe_leaf(steps, own, base)
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         rid = run.info.run_id
         self.runs[node.key] = rid
         faults.point("log:open")
         params = [Param(k, v[:6000]) for k, v in chain_params(plan, node.key).items()]
-        metrics = [Metric(k, float(v), 0, 0) for k, v in self._chain_metrics(plan, node, results).items()]
+        shown, everything = self._chain_metrics(plan, node, results)
+        if node.parent is not None and own:
+            shown.update({k: round(v, 4) for k, v in runview.ratios(own, base).items()})  # readable in the UI
+        metrics = [Metric(k, float(v), 0, 0) for k, v in shown.items()]
         self.client.log_batch(rid, metrics=metrics, params=params)
         self._log_text(rid, json.dumps({"key": node.key, "pipeline": node.pipeline, "status": result.status,
-                                        "chain": [a.key for a in plan.ancestors(node.key)]}, indent=2),
-                       "node.json")
+                                        "chain": [a.key for a in chain]}, indent=2), "node.json")
+        self._log_text(rid, json.dumps(everything, indent=2, sort_keys=True), "chain_metrics.json")
         if result.error:
             self._log_text(rid, result.error, ERROR_FILE.get(result.status, "error.txt"))
         for target, why in getattr(result, "target_errors", {}).items():  # that target only: the rest stands
@@ -166,20 +179,23 @@ class Tracker:
         self.client.set_terminated(self.parent_id, status)
 
     @staticmethod
-    def _chain_metrics(plan: Plan, node: Node, results: dict[str, Any]) -> dict[str, float]:
-        """The node's own metrics unprefixed; each ancestor's as `<stage>/<metric>`."""
-        out: dict[str, float] = {}
+    def _chain_metrics(plan: Plan, node: Node, results: dict[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
+        """(what the run shows: own metrics unprefixed + the kept ancestor metrics as `<stage>/<metric>`,
+        every ancestor's metrics by step for the chain_metrics.json artifact)."""
+        shown: dict[str, float] = {}
+        everything: dict[str, Any] = {}
         seen: dict[str, int] = {}
         for anc in plan.ancestors(node.key):
             name = _step_name(anc.stage, seen) if anc.stage != "baseline" else "baseline"
             res = results.get(anc.key)
             if res is None:
                 continue
+            everything[name] = dict(res.metrics)
             if anc.key == node.key:
-                out.update(res.metrics)
+                shown.update(res.metrics)
             else:
-                out.update({f"{name}/{k}": v for k, v in res.metrics.items()})
-        return out
+                shown.update(runview.kept_ancestor_metrics(name, res.metrics))
+        return shown, everything
 
     def _log_text(self, run_id: str, text: str, name: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:

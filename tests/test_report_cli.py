@@ -86,7 +86,7 @@ def test_pkdq_logs_the_report_and_tags_the_pareto_front_and_the_pick(pkdq: Any, 
     by_hand = min(ok, key=lambda r: r.data.metrics["latency_p50_ms"])
     tagged = [r for r in [*leaves, base] if r.data.tags.get("orchestrator.recommended") == "true"]
     assert [r.info.run_id for r in tagged] == [by_hand.info.run_id]
-    label = "baseline" if by_hand is base else by_hand.info.run_name
+    label = "baseline" if by_hand is base else by_hand.data.tags["orchestrator.variant"]
     assert f"Recommended: {label}:" in pkdq.stdout
     assert parent.data.tags["orchestrator.recommended_variant"] == label
 
