@@ -111,8 +111,13 @@ def parse_argv(argv: list[str]) -> tuple[str | None, list[str]]:
 
 def load(argv: list[str]) -> tuple[dict[str, Any], str | None, list[str]]:
     """The resolved config dict, the recipe name and the overrides; ConfigError for any bad input."""
+    from orchestrator.plugins import PluginError
+
     recipe, overrides = parse_argv(argv)
-    register()
+    try:
+        register()
+    except PluginError as err:
+        raise ConfigError("ORCHESTRATOR_PLUGINS", os.environ.get("ORCHESTRATOR_PLUGINS", ""), str(err)) from None
     if recipe is not None:
         problem = broken_recipe([f"+recipe={recipe}"])
         if problem:
@@ -195,7 +200,8 @@ def translate(err: BaseException, overrides: list[str]) -> ConfigError:
     msg = (cause.msg or "").splitlines()[0]
     if "not in" in msg:  # an unknown key: name the override as written, and the keys allowed where it went wrong
         written, value = _given(key, overrides)
-        allowed = ", ".join(allowed_keys(key)) or "(none)"
+        allowed = ", ".join(allowed_keys(key) or (_task_keys(overrides) if key.startswith("task.") else [])) \
+            or "(none)"
         return ConfigError(written or key, value, f"unknown key {key.rsplit('.', 1)[-1]!r}"
                            f"{' under ' + key.rsplit('.', 1)[0] if '.' in key else ''}; allowed there: {allowed}")
     value = cause.value if cause.value is not None else _given(key, overrides)[1]
@@ -239,6 +245,17 @@ def _type_hint(msg: str) -> str:
     if "non-optional" in msg or "None" in msg:
         return "cannot be null"
     return msg
+
+
+def _task_keys(overrides: list[str]) -> list[str]:
+    """The keys of the selected task's config file (a task's schema is its own Params, not the root's)."""
+    name = next((o.split("=", 1)[1] for o in overrides if o.lstrip("+").startswith("task=")), "digits")
+    for folder in config_dirs(overrides):
+        data = _read(folder / "task" / f"{name}.yaml")
+        if isinstance(data, dict):
+            data = data.get("task", data) if "task" in data else data
+            return [k for k in data if k != "defaults"]
+    return []
 
 
 def allowed_keys(full_key: str) -> list[str]:

@@ -210,8 +210,10 @@ def register() -> None:
     """
     from hydra.core.config_store import ConfigStore
 
+    from orchestrator.plugins import install
     from orchestrator.stages import REGISTRY
 
+    install()  # plugin stages are part of the schema, validated like built-in ones
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=root_schema(REGISTRY))
     for name, path in discover_recipes().items():

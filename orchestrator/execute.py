@@ -171,6 +171,9 @@ def compute(job: Job) -> NodeResult:
     start = time.perf_counter()
     key = job.node.key
     try:
+        from orchestrator.plugins import install
+
+        install()  # a pool worker finds the user's tasks and stages the way the CLI did
         cache = Cache(job.cache_dir, sweep=False)
         task = _task(json.dumps(job.task, sort_keys=True), job.seed)
         executed = False

@@ -21,6 +21,8 @@ REDUCED: dict[str, list[str]] = {
     "qad": ["stages.distill.epochs=1"],
     "sparsity_sweep": ["stages.prune.finetune_epochs=1", "~sweep",
                        "+sweep={stages.prune.method:[structured,unstructured],stages.prune.ratio:[0.5]}"],
+    "browser": ["stages.distill.epochs=1", "eval.samples=50", "eval.repeats=10", "~sweep",
+                "+sweep={stages.quantize.mode:[int8,q4f16],stages.quantize.method:[dynamic]}"],
     "ordering_study": ["stages.distill.epochs=1", "~sweep",
                        "+sweep={stages.prune.ratio:[0.3],stages.quantize.mode:[int8,fp16]}"],
 }

@@ -11,6 +11,7 @@ from orchestrator.stages.prune import Prune
 from orchestrator.stages.quantize import Quantize
 
 REGISTRY: dict[str, type[Stage]] = {cls.name: cls for cls in (Prune, Distill, Export, Quantize, FakeQuant, Graph)}
+# plugin stages are added by orchestrator.plugins.install() (see orchestrator/tasks/__init__.py for why)
 
 __all__ = ["ONNX", "TORCH", "REGISTRY", "Earlier", "Stage", "StageContext", "StageOutput", "get_stage",
            "written_name"]

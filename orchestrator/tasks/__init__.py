@@ -8,5 +8,7 @@ from orchestrator.tasks.hf import HFClassification
 from orchestrator.tasks.tweets import Tweets
 
 TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (Digits, HFClassification, Tweets)}
+# plugins (entry points, $ORCHESTRATOR_PLUGINS) are added by orchestrator.plugins.install(), not at import time:
+# a plugin module imports orchestrator.tasks.base, which would otherwise re-enter this file half-done
 
 __all__ = ["TASKS", "Task"]

@@ -1,0 +1,52 @@
+"""A task defined outside the package (examples/wine_task.py) runs with no project file edited."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+EXAMPLES = ROOT / "examples"
+
+
+def run(tmp_path, *args, env=None):
+    env = {**os.environ, "ORCHESTRATOR_PLUGINS": "wine_task", "PYTHONPATH": str(EXAMPLES),
+           "ORCHESTRATOR_CONFIG_PATH": str(EXAMPLES / "conf"), **(env or {})}
+    cmd = [sys.executable, "-m", "orchestrator", "+recipe=pkdq", "task=wine", f"cache.dir={tmp_path / 'cache'}",
+           f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"tracking.artifact_root={tmp_path / 'art'}",
+           "eval.repeats=20", "eval.warmup=2", "stages.distill.epochs=2", "task.epochs=30", *args]
+    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("executor", ["local", "pool"])
+def test_user_task_runs_with_every_executor(tmp_path, executor):
+    out = run(tmp_path, f"executor={executor}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "11 unique nodes: 11 stage executions" in out.stdout and " 0 failed" in out.stdout
+
+
+def test_user_task_params_are_validated_like_built_ins(tmp_path):
+    out = run(tmp_path, "task.hidden=abc", "dry_run=true")
+    assert out.returncode == 2 and "task.hidden='abc' is not allowed: must be of type int" in out.stderr
+    out = run(tmp_path, "task.hiden=8", "dry_run=true")
+    assert out.returncode == 2
+    assert "task.hiden='8' is not allowed: unknown key 'hiden' under task; allowed there: name, hidden" in out.stderr
+
+
+def test_a_plugin_that_clashes_with_a_built_in_is_refused(tmp_path):
+    (tmp_path / "clash.py").write_text(
+        "from orchestrator.tasks.digits import DigitsParams\nfrom orchestrator.tasks.base import Task\n\n"
+        "class Mine(Task):\n    name = 'digits'\n    Params = DigitsParams\n")
+    out = run(tmp_path, "dry_run=true", env={"ORCHESTRATOR_PLUGINS": "clash"})
+    assert out.returncode == 2, out.stderr
+    assert "plugin task 'digits' (clash:Mine) clashes with the built-in task 'digits' " \
+           "(orchestrator.tasks.digits:Digits)" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_missing_plugin_module_is_named(tmp_path):
+    out = run(tmp_path, "dry_run=true", env={"ORCHESTRATOR_PLUGINS": "no_such_module"})
+    assert out.returncode == 2 and "module 'no_such_module' cannot be imported" in out.stderr
