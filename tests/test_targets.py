@@ -26,9 +26,27 @@ needs_browser = pytest.mark.skipif(not shutil.which("chromium") or not ORT_WEB.e
 needs_node = pytest.mark.skipif(not shutil.which("node") or not ORT_NODE.exists(), reason="needs onnxruntime-node")
 
 
+def headless_chromium_pids() -> set[int]:
+    """Every headless Chromium on the machine (to see what a finished sweep left behind)."""
+    pids = set()
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "chromium" in cmd and "--headless" in cmd:
+            pids.add(p.pid)
+    return pids
+
+
 def browsers_alive() -> list[psutil.Process]:
-    return [p for p in psutil.process_iter(["name", "cmdline"]) if "chromium" in " ".join(p.info["cmdline"] or [])
-            and "--headless" in " ".join(p.info["cmdline"] or [])]
+    """Headless Chromium processes started by this test process (never another program's browser)."""
+    out = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            cmd = " ".join(p.cmdline())
+        except psutil.Error:
+            continue
+        if "chromium" in cmd and "--headless" in cmd:
+            out.append(p)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +137,7 @@ def test_static_server_headers_encodings_and_nothing_else(tmp_path):
 @needs_node
 @pytest.mark.slow
 def test_every_node_run_has_browser_and_node_metrics(store):
+    before = headless_chromium_pids()
     out = run_cli(store, "+recipe=int4", "eval.targets=[ort,browser,node]", "eval.samples=100", "report.target=browser")
     assert out.returncode == 0, out.stderr[-3000:]
     assert "web p50 ms" in out.stdout and "use the browser's numbers" in out.stdout
@@ -136,4 +155,4 @@ def test_every_node_run_has_browser_and_node_metrics(store):
         # the browser's accuracy equals Python's on the same subset within one sample
         assert abs(m["browser_accuracy"] - m["browser_ref_accuracy"]) <= 1 / 100 + 1e-9
         assert run.data.tags["orchestrator.browser.onnxruntime_web"] == "1.30.0"
-    assert not browsers_alive()  # the sweep tore its browser down
+    assert not headless_chromium_pids() - before  # the sweep tore its browser down
