@@ -50,10 +50,7 @@ def code_keys(node: Any, path: str = "") -> list[str]:
 
 def check_data_file(path: Path, what: str, key: str, value: str) -> None:
     """Refuse a recipe/task file that asks Hydra to run code (ConfigError naming the file and the key path)."""
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return  # unreadable files are reported by composition itself
+    data = _read(path)  # an unreadable file is reported by composition itself
     bad = code_keys(data if isinstance(data, dict) else {})
     if bad:
         raise ConfigError(key, value, f"{what} {path} contains {bad[0]!r}: recipes and task files are data, "
@@ -81,10 +78,7 @@ def check_task_files(name: str, dirs: list[Path], seen: set[str] | None = None) 
         path = folder / "task" / f"{name}.yaml"
         if path.is_file():
             check_data_file(path, "task file", "task", name)
-            try:
-                data = yaml.safe_load(path.read_text()) or {}
-            except yaml.YAMLError:
-                return
+            data = _read(path)
             for entry in (data.get("defaults") or []) if isinstance(data, dict) else []:
                 if isinstance(entry, str) and entry != "_self_":
                     check_task_files(entry, dirs, seen)

@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from orchestrator.errors import ConfigError, check_choice, check_range
+from orchestrator.targets.settings import TARGET_NAMES, BrowserConfig, NodeConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = ROOT / "conf"
@@ -40,32 +41,6 @@ class TrackingConfig:
     log_models: bool = True
 
 
-@dataclass
-class BrowserConfig:
-    """The browser target: onnxruntime-web WASM threads, the Chromium to drive ('' = found on PATH)."""
-
-    threads: int = 1
-    executable: str = ""
-    timeout_s: float = 600.0
-
-    def __post_init__(self) -> None:
-        check_range("threads", self.threads, 1, 64)
-        check_range("timeout_s", self.timeout_s, 1.0, 86400.0)
-
-
-@dataclass
-class NodeConfig:
-    """The node target: onnxruntime-node intra-op threads."""
-
-    threads: int = 1
-    timeout_s: float = 600.0
-
-    def __post_init__(self) -> None:
-        check_range("threads", self.threads, 1, 256)
-        check_range("timeout_s", self.timeout_s, 1.0, 86400.0)
-
-
-TARGET_NAMES = ("ort", "browser", "node")
 
 
 @dataclass

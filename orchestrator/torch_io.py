@@ -136,7 +136,7 @@ def _restore_modules(model: Any, modules: dict[str, Any], where: Path) -> None:
 
 def _set_attr(module: Any, key: str, value: Any, declared: bool, where: str) -> None:
     """Set an attribute the module already has (same kind of value) or its class declares; else ignore it."""
-    if _plain(value) is None or (isinstance(value, list) and not all(isinstance(v, PLAIN) for v in value)):
+    if _plain(value) is None:
         raise UnsafeArtifact(f"{where}: not plain data")
     if key in vars(module):
         old = vars(module)[key]

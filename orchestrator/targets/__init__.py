@@ -23,9 +23,6 @@ def registry() -> dict[str, Target]:
     return {t.name: t for t in (OrtTarget(), BrowserTarget(), NodeTarget())}
 
 
-NAMES = ("ort", "browser", "node")  # for config validation without importing the modules
-
-
 def extra(settings: Any) -> list[Target]:
     """The targets besides `ort` that `settings.targets` asks for, in order."""
     targets = registry()
@@ -74,4 +71,4 @@ def tags(settings: Any) -> dict[str, str]:
     return out
 
 
-__all__ = ["NAMES", "Target", "TargetError", "check", "eval_key", "extra", "measure_extra", "registry", "tags"]
+__all__ = ["Target", "TargetError", "check", "eval_key", "extra", "measure_extra", "registry", "tags"]
