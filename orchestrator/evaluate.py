@@ -86,7 +86,7 @@ def predict(task: Any, sess: Any, batch_size: int) -> tuple[np.ndarray, np.ndarr
     """(logits, labels) over the whole test split."""
     logits, labels = [], []
     for feeds, y in task.onnx_batches("test", batch_size):
-        logits.append(sess.run(None, feeds)[0])
+        logits.append(task.onnx_logits(sess, feeds))
         labels.append(y)
     return np.concatenate(logits), np.concatenate(labels)
 
@@ -137,7 +137,13 @@ def reference_predictions(task: Any, path: Path, settings: EvalSettings) -> np.n
 
 
 def measure_onnx(task: Any, path: Path, settings: EvalSettings, reference: Path | None = None) -> dict[str, float]:
-    """All metrics of one ONNX model file (see the module doc).
+    """All `ort` metrics of one ONNX model file, as the task measures them (classifiers: measure_classifier)."""
+    return task.measure_onnx(path, settings, reference)
+
+
+def measure_classifier(task: Any, path: Path, settings: EvalSettings,
+                       reference: Path | None = None) -> dict[str, float]:
+    """All metrics of one classifier's ONNX model file (see the module doc).
 
     `reference` is the baseline's ONNX file, for `teacher_agreement`; None means `path` is the baseline.
     """

@@ -41,7 +41,7 @@ class Job:
     cache_dir: str
     settings: EvalSettings
     export: dict[str, Any]
-    gate: float | None = None  # max accuracy drop vs the root baseline before the subtree is cut
+    gate: dict[str, Any] = field(default_factory=dict)  # gate.* limits vs the root baseline (None = off)
     torch_threads: int = 1
 
 
@@ -234,17 +234,28 @@ def _refused(cache: Cache, key: str) -> None:
 
 
 def _gated(job: Job, cache: Cache, ehash: str, metrics: dict[str, float]) -> str | None:
-    """Why the node falls below the accuracy gate (drop vs its root baseline), or None if it passes."""
-    if job.gate is None or job.node.key == job.root_key:
+    """Why the node falls below the quality gate (vs its root baseline), or None if it passes.
+
+    gate.max_accuracy_drop: baseline accuracy minus the node's; gate.max_perplexity_ratio (LMs): the node's
+    perplexity over the baseline's.
+    """
+    if job.node.key == job.root_key or not any(v is not None for v in job.gate.values()):
         return None
-    base = (cache.eval_metrics(job.root_key, ehash) or {}).get("accuracy")
-    if base is None or "accuracy" not in metrics:
-        return None
-    drop = base - metrics["accuracy"]
-    if drop <= job.gate + 1e-9:  # float slack, so that a drop of exactly the gate passes
-        return None
-    return (f"gated: accuracy {metrics['accuracy']:.4f} is {drop:.4f} below the baseline's {base:.4f}, "
-            f"more than gate.max_accuracy_drop={job.gate:g}; its descendants are skipped")
+    base = cache.eval_metrics(job.root_key, ehash) or {}
+    drop_limit, ratio_limit = job.gate.get("max_accuracy_drop"), job.gate.get("max_perplexity_ratio")
+    if drop_limit is not None and "accuracy" in base and "accuracy" in metrics:
+        drop = base["accuracy"] - metrics["accuracy"]
+        if drop > drop_limit + 1e-9:  # float slack, so that a drop of exactly the gate passes
+            return (f"gated: accuracy {metrics['accuracy']:.4f} is {drop:.4f} below the baseline's "
+                    f"{base['accuracy']:.4f}, more than gate.max_accuracy_drop={drop_limit:g}; "
+                    "its descendants are skipped")
+    if ratio_limit is not None and base.get("perplexity") and "perplexity" in metrics:
+        ratio = metrics["perplexity"] / base["perplexity"]
+        if ratio > ratio_limit + 1e-9:
+            return (f"gated: perplexity {metrics['perplexity']:.4g} is {ratio:.3f}x the baseline's "
+                    f"{base['perplexity']:.4g}, more than gate.max_perplexity_ratio={ratio_limit:g}; "
+                    "its descendants are skipped")
+    return None
 
 
 def execute(plan: Plan, make_job: Callable[[Node], Job], on_start: Callable[[Node], None],

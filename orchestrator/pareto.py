@@ -1,4 +1,7 @@
-"""Trade-off logic, pure: Pareto fronts over (accuracy up, cost down) and the constrained recommendation.
+"""Trade-off logic, pure: Pareto fronts over (quality up, cost down) and the constrained recommendation.
+
+Quality is accuracy (higher is better) or, for language models, perplexity (lower is better): `Row.q`
+orients either so that higher is better, and every comparison goes through it.
 
 No MLflow, no plotting: rows come from a sweep's results or from MLflow alike, so the report printed at
 the end of a sweep and the one rebuilt later are computed by the same code from the same numbers.
@@ -9,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-ACCURACY, LATENCY, SIZE = "accuracy", "latency_p50_ms", "model_size_mb"
+ACCURACY, PERPLEXITY, LATENCY, SIZE = "accuracy", "perplexity", "latency_p50_ms", "model_size_mb"
 DOWNLOAD = "browser_download_mb"
 
 
@@ -22,6 +25,7 @@ class Axes:
     """
 
     target: str = "ort"
+    quality: str = ACCURACY  # or PERPLEXITY (language models; lower is better)
 
     @property
     def latency(self) -> str:
@@ -54,8 +58,14 @@ class Row:
     @property
     def candidate(self) -> bool:
         """Measured, not gated, with every metric the fronts and constraints need."""
-        return self.status in MEASURED and all(k in self.metrics for k in (ACCURACY, self.axes.latency,
+        return self.status in MEASURED and all(k in self.metrics for k in (self.axes.quality, self.axes.latency,
                                                                           self.axes.size))
+
+    @property
+    def q(self) -> float:
+        """The quality metric, oriented so that higher is better (perplexity negated)."""
+        value = self.metrics[self.axes.quality]
+        return -value if self.axes.quality == PERPLEXITY else value
 
     @property
     def drop(self) -> float | None:
@@ -63,6 +73,12 @@ class Row:
         if ACCURACY not in self.metrics or ACCURACY not in self.base:
             return None
         return self.base[ACCURACY] - self.metrics[ACCURACY]
+
+    @property
+    def ppl_ratio(self) -> float | None:
+        """Perplexity over its baseline's (1.0 = unchanged, 2.0 = twice as perplexed), None if unknown."""
+        own, base = self.metrics.get(PERPLEXITY), self.base.get(PERPLEXITY)
+        return own / base if own is not None and base else None
 
     def ratio(self, metric: str) -> float | None:
         """baseline / own value of `metric` (e.g. 2.0 = twice as fast or half the size)."""
@@ -75,30 +91,33 @@ class Constraints:
     """report.max_* from the config; None = unconstrained."""
 
     max_accuracy_drop: float | None = None
+    max_perplexity_ratio: float | None = None
     max_latency_ms: float | None = None
     max_size_mb: float | None = None
     max_download_mb: float | None = None
     target: str = "ort"
+    quality: str = ACCURACY
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Constraints:
         """From the `report` config block (unknown keys ignored, None kept)."""
         limits = {k: (None if values.get(k) is None else float(values[k])) for k in cls.__dataclass_fields__
-                  if k != "target"}
-        return cls(**limits, target=str(values.get("target") or "ort"))
+                  if k not in ("target", "quality")}
+        return cls(**limits, target=str(values.get("target") or "ort"), quality=str(values.get("quality") or ACCURACY))
 
     @property
     def axes(self) -> Axes:
-        """The metrics of `target`."""
-        return Axes(self.target)
+        """The metrics of `target`, ranked by `quality`."""
+        return Axes(self.target, self.quality)
 
     def active(self) -> dict[str, float]:
         """The constraints that are set, by config key."""
-        return {k: v for k, v in vars(self).items() if v is not None and k != "target"}
+        return {k: v for k, v in vars(self).items() if v is not None and k not in ("target", "quality")}
 
     def value(self, name: str, row: Row) -> float | None:
         """The row's number that constraint `name` limits (max_latency_ms: on report.target's latency)."""
-        return {"max_accuracy_drop": row.drop, "max_latency_ms": row.metrics.get(self.axes.latency),
+        return {"max_accuracy_drop": row.drop, "max_perplexity_ratio": row.ppl_ratio,
+                "max_latency_ms": row.metrics.get(self.axes.latency),
                 "max_size_mb": row.metrics.get(SIZE), "max_download_mb": row.metrics.get(DOWNLOAD)}[name]
 
     def violated(self, row: Row, skip: str | None = None) -> list[str]:
@@ -112,8 +131,8 @@ class Constraints:
 
 
 def dominates(a: Row, b: Row, cost: str) -> bool:
-    """a is at least as accurate and as cheap as b, and strictly better in one of the two."""
-    acc_a, acc_b, c_a, c_b = a.metrics[ACCURACY], b.metrics[ACCURACY], a.metrics[cost], b.metrics[cost]
+    """a is at least as good (quality) and as cheap as b, and strictly better in one of the two."""
+    acc_a, acc_b, c_a, c_b = a.q, b.q, a.metrics[cost], b.metrics[cost]
     return acc_a >= acc_b and c_a <= c_b and (acc_a > acc_b or c_a < c_b)
 
 
@@ -121,7 +140,7 @@ def front(rows: list[Row], cost: str) -> list[Row]:
     """The candidates no other candidate dominates, cheapest first."""
     cands = [r for r in rows if r.candidate]
     members = [r for r in cands if not any(dominates(o, r, cost) for o in cands if o is not r)]
-    return sorted(members, key=lambda r: (r.metrics[cost], -r.metrics[ACCURACY], r.label))
+    return sorted(members, key=lambda r: (r.metrics[cost], -r.q, r.label))
 
 
 def layers(rows: list[Row], cost: str) -> dict[str, int]:
@@ -149,7 +168,7 @@ class Recommendation:
 
 
 def recommend(rows: list[Row], limits: Constraints) -> Recommendation:
-    """The fastest (p50) candidate meeting every constraint, ties to higher accuracy then smaller size."""
+    """The fastest (p50) candidate meeting every constraint, ties to better quality then smaller size."""
     cands = [r for r in rows if r.candidate]
     if not cands:
         return Recommendation(None, ["No measured variant: nothing to recommend."])
@@ -162,7 +181,8 @@ def recommend(rows: list[Row], limits: Constraints) -> Recommendation:
     why = (f"the fastest ({lat}) of the {len(ok)} of {_n(len(cands))} that meet every constraint "
            f"({describe(limits)})" if limits.active() else
            f"the fastest ({lat}) of {_n(len(cands))}; no constraint is set "
-           "(report.max_accuracy_drop, report.max_latency_ms, report.max_size_mb, report.max_download_mb)")
+           "(report.max_accuracy_drop, report.max_perplexity_ratio, report.max_latency_ms, report.max_size_mb, "
+           "report.max_download_mb)")
     return Recommendation(best, [f"Recommended: {best.label}: {summary(best)}.", f"Why: {why}."])
 
 
@@ -185,18 +205,23 @@ def binding(cands: list[Row], limits: Constraints) -> list[str]:
 
 def describe(limits: Constraints) -> str:
     """The active constraints in words."""
-    words = {"max_accuracy_drop": "accuracy drop <= {:g}", "max_latency_ms": limits.axes.latency + " <= {:g}",
+    words = {"max_accuracy_drop": "accuracy drop <= {:g}", "max_perplexity_ratio": "perplexity ratio <= {:g}",
+             "max_latency_ms": limits.axes.latency + " <= {:g}",
              "max_size_mb": "model_size_mb <= {:g}", "max_download_mb": DOWNLOAD + " <= {:g}"}
     active = limits.active()
     return ", ".join(words[k].format(v) for k, v in active.items()) if active else "none set"
 
 
 def summary(row: Row) -> str:
-    """accuracy (drop), p50 latency and size of a row, in one phrase."""
+    """quality (accuracy and its drop, or perplexity and its ratio), p50 latency and size of a row, in one phrase."""
     m, drop, ax = row.metrics, row.drop, row.axes
-    drop_s = f" (drop {drop:.4f})" if drop is not None else ""
     where = "" if ax.target == "ort" else f" in {ax.target}"
     size = "download" if ax.size == DOWNLOAD else "size"
+    if ax.quality == PERPLEXITY:
+        ratio = row.ppl_ratio
+        quality = f"perplexity {m[PERPLEXITY]:.4g}" + (f" ({ratio:.3f}x the baseline's)" if ratio else "")
+        return f"{quality}, p50{where} {m[ax.latency]:.4g} ms per token, {size} {m[ax.size]:.4g} MB"
+    drop_s = f" (drop {drop:.4f})" if drop is not None else ""
     return f"accuracy {m[ACCURACY]:.4f}{drop_s}, p50{where} {m[ax.latency]:.4g} ms, {size} {m[ax.size]:.4g} MB"
 
 
@@ -205,4 +230,4 @@ def _n(count: int) -> str:
 
 
 def _speed_key(row: Row) -> tuple:
-    return row.metrics[row.axes.latency], -row.metrics[ACCURACY], row.metrics[row.axes.size], row.label
+    return row.metrics[row.axes.latency], -row.q, row.metrics[row.axes.size], row.label

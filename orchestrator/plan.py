@@ -236,6 +236,7 @@ def plan(cfg: dict[str, Any], registry: dict[str, type], tasks: dict[str, type],
             if err.key not in overrides:
                 raise
             raise ConfigError(f"sweep.{err.key}", err.value, err.allowed) from None
+        _check_targets(variant_cfg, tasks[task["name"]])
         root = root_node(task, tasks[task["name"]], int(variant_cfg.get("seed", 0)), keying)
         result.nodes.setdefault(root.key, root)
         for chain, steps in chains:
@@ -245,6 +246,14 @@ def plan(cfg: dict[str, Any], registry: dict[str, type], tasks: dict[str, type],
             result.variants.append(Variant(">".join(chain) or BASELINE, used, node.key))
     result.variants = _dedupe(result.variants)
     return result
+
+
+def _check_targets(cfg: dict[str, Any], task_cls: type) -> None:
+    """The browser and node harnesses feed plain examples; a KV-cache LM graph needs more inputs."""
+    extra = [t for t in (cfg.get("eval") or {}).get("targets", []) if t != "ort"]
+    if extra and task_cls.kv_cache:
+        raise ConfigError("eval.targets", extra, f"task {task_cls.name!r} is a language model, measured on ort "
+                          "only; use eval.targets=[ort]")
 
 
 def _add_chain(result: Plan, root: Node, label: str, steps: list[Step], params: dict[str, dict[str, Any]],

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.pareto import ACCURACY, DOWNLOAD, MEASURED, Constraints, Row, front
+from orchestrator.pareto import ACCURACY, DOWNLOAD, MEASURED, PERPLEXITY, Constraints, Row, front
 
 
 def plots_for(limits: Constraints) -> dict[str, tuple[str, str, str]]:
@@ -33,7 +33,8 @@ def write_plots(rows: list[Row], recommended: str | None, limits: Constraints, o
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, (cost, xlabel, limit) in plots_for(limits).items():
-        pts = [r for r in rows if r.status in (*MEASURED, "gated") and ACCURACY in r.metrics and cost in r.metrics]
+        pts = [r for r in rows if r.status in (*MEASURED, "gated") and limits.quality in r.metrics
+               and cost in r.metrics]
         if pts:
             _plot(pts, cost, xlabel, (limit, getattr(limits, limit)), recommended, limits, out_dir / name, title)
             paths.append(out_dir / name)
@@ -48,10 +49,10 @@ def _plot(rows: list[Row], cost: str, xlabel: str, limit: tuple[str, float | Non
     members = front(rows, cost)
     on_front = {r.key for r in members}
     if members:
-        ax.step([r.metrics[cost] for r in members], [r.metrics[ACCURACY] for r in members], where="post",
+        ax.step([r.metrics[cost] for r in members], [r.metrics[limits.quality] for r in members], where="post",
                 color="tab:red", lw=1.5, alpha=0.7, label="Pareto front")
     for number, row in enumerate(rows, 1):
-        x, y = row.metrics[cost], row.metrics[ACCURACY]
+        x, y = row.metrics[cost], row.metrics[limits.quality]
         style = _style(row, row.key in on_front)
         ax.scatter([x], [y], zorder=3, label=f"{number}  {row.label}{_note(row, row.key in on_front, recommended)}",
                    **style)
@@ -67,8 +68,11 @@ def _plot(rows: list[Row], cost: str, xlabel: str, limit: tuple[str, float | Non
     if ax.get_xscale() == "linear":
         ax.set_xlim(left=0)  # latency and size start at zero: distances to the origin are honest
     ax.set_xlabel(xlabel + "  (lower is better)")
-    ax.set_ylabel("accuracy  (higher is better)")
-    ax.set_title(f"{title}: accuracy vs {xlabel.split(',')[0].split(' (')[0]}")
+    better = "lower" if limits.quality == PERPLEXITY else "higher"
+    if limits.quality == PERPLEXITY:
+        ax.invert_yaxis()  # better stays up, as on the accuracy plots
+    ax.set_ylabel(f"{limits.quality}  ({better} is better)")
+    ax.set_title(f"{title}: {limits.quality} vs {xlabel.split(',')[0].split(' (')[0]}")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0, frameon=False)
     fig.tight_layout()

@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator.pareto import Constraints, Recommendation, Row, layers, recommend
+from orchestrator.pareto import ACCURACY, PERPLEXITY, Constraints, Recommendation, Row, layers, recommend
 from orchestrator.plan import BASELINE, Plan
 
 # (metric key or a derived name, column title, format); derived: front, drop, speedup, smaller
@@ -35,7 +35,14 @@ MARKDOWN = [("front", "front", "{}"), ("accuracy", "accuracy", "{:.4f}"), ("drop
             ("peak_rss_mb", "peak RSS MB", "{:.1f}"), ("peak_rss_delta_mb", "RSS delta MB", "{:.1f}")]
 LEGEND = ("front: L = on the accuracy/latency front, S = on the accuracy/size front; * = recommended; "
           "drop = baseline accuracy minus the variant's; x faster = baseline p50 / p50")
-PARAMS = ("max_accuracy_drop", "max_latency_ms", "max_size_mb", "max_download_mb")
+PARAMS = ("max_accuracy_drop", "max_perplexity_ratio", "max_latency_ms", "max_size_mb", "max_download_mb")
+# language models: perplexity replaces accuracy, its ratio the drop, bits per byte the f1; decoding columns join
+LM_SWAP = {"accuracy": ("perplexity", "ppl", "{:.4g}"), "drop": ("ppl_ratio", "x ppl", "{:.3f}"),
+           "f1": ("bits_per_byte", "bits/byte", "{:.4f}"), "latency_p50_ms": ("latency_p50_ms", "ms/token", "{:.4g}"),
+           "latency_cv": ("decode_latency_p90_ms", "p90 ms/token", "{:.4g}")}
+LM_COLUMNS = [("prefill_ms", "prefill ms", "{:.4g}"), ("decode_tokens_per_s", "tok/s", "{:.4g}"),
+              ("kv_cache_mb_per_1k_tokens", "KV MB/1k tok", "{:.4g}")]
+COLLAPSE = 1.5  # a variant this many times the baseline's perplexity is called out under the table
 # columns a target adds to the tables where it was measured
 TARGET_COLUMNS = {"browser": [("browser_latency_p50_ms", "web p50 ms", "{:.4g}"),
                               ("browser_first_inference_ms", "web 1st ms", "{:.4g}"),
@@ -53,6 +60,7 @@ class Report:
     fronts: dict[str, str]  # key -> "L", "S", "L+S" or ""
     rec: Recommendation
     limits: Constraints
+    notes: list[str] = field(default_factory=list)  # what the task says about its numbers (e.g. a model's origin)
 
 
 def baseline_label(key: str, roots: int) -> str:
@@ -100,6 +108,8 @@ def build(rows: list[Row], limits: Constraints) -> Report:
 
     Everything is computed on `report.target`'s numbers (limits.axes).
     """
+    if any(PERPLEXITY in r.metrics for r in rows) and not any(ACCURACY in r.metrics for r in rows):
+        limits.quality = PERPLEXITY
     axes = limits.axes
     for r in rows:
         r.axes = axes
@@ -115,8 +125,8 @@ def build(rows: list[Row], limits: Constraints) -> Report:
 
 
 def _cell(report: Report, row: Row, key: str, fmt: str) -> str:
-    derived = {"front": report.fronts.get(row.key, ""), "drop": row.drop, "speedup": row.ratio(row.axes.latency),
-               "smaller": row.ratio(row.axes.size)}
+    derived = {"front": report.fronts.get(row.key, ""), "drop": row.drop, "ppl_ratio": row.ppl_ratio,
+               "speedup": row.ratio(row.axes.latency), "smaller": row.ratio(row.axes.size)}
     value = derived[key] if key in derived else row.metrics.get(key)
     return "-" if value is None or value == "" else fmt.format(value)
 
@@ -128,7 +138,18 @@ def _label(report: Report, row: Row) -> str:
 def columns(report: Report, base: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
     """`base` plus the columns of every target some row was measured on."""
     extra = [c for cols in TARGET_COLUMNS.values() for c in cols if any(c[0] in r.metrics for r in report.rows)]
+    if report.limits.quality == PERPLEXITY:  # LM names, each once, only those some row has
+        swapped = [LM_SWAP.get(k, (k, t, f)) for k, t, f in base] + LM_COLUMNS
+        derived = ("front", "ppl_ratio", "speedup", "smaller")
+        base = [c for i, c in enumerate(swapped) if c not in swapped[:i]
+                and (c[0] in derived or any(c[0] in r.metrics for r in report.rows))]
     return [*base, *extra]
+
+
+def collapses(report: Report) -> list[str]:
+    """One line naming the LM variants whose perplexity blew up (>= COLLAPSE x the baseline's), if any."""
+    bad = [f"{r.label} ({r.ppl_ratio:.2f}x)" for r in report.rows if (r.ppl_ratio or 0) >= COLLAPSE]
+    return [f"Perplexity collapse (>= {COLLAPSE:g}x the baseline's): " + ", ".join(bad)] if bad else []
 
 
 def terminal_table(report: Report) -> str:
@@ -146,7 +167,16 @@ def render(report: Report) -> str:
     """What is printed: the compact table, its legend and the recommendation."""
     target = report.limits.target
     note = "" if target == "ort" else f"; fronts, x faster and the recommendation use the {target}'s numbers"
-    return f"{terminal_table(report)}\n{LEGEND}{note}\n\n{report.rec.text}"
+    extra = "".join(f"\n{line}" for line in [*collapses(report), *report.notes])
+    return f"{terminal_table(report)}\n{_legend(report)}{note}{extra}\n\n{report.rec.text}"
+
+
+def _legend(report: Report) -> str:
+    if report.limits.quality != PERPLEXITY:
+        return LEGEND
+    return (LEGEND.replace("accuracy/", "perplexity/").replace("drop = baseline accuracy minus the variant's",
+                                                                "x ppl = perplexity / the baseline's")
+            + "; ms/token = one greedy decoding step at batch 1 with the KV cache")
 
 
 def markdown(report: Report, title: str, env: dict[str, str]) -> str:
@@ -158,7 +188,8 @@ def markdown(report: Report, title: str, env: dict[str, str]) -> str:
         cells = [_label(report, r).replace("|", "\\|"), r.status, *(_cell(report, r, k, f) for k, _, f in cols)]
         lines.append("| " + " | ".join(cells) + " |")
     envs = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in sorted(env.items()))
-    return "\n".join([*lines, "", LEGEND + ".", "", *report.rec.lines, "", f"Measured with: {envs}", ""])
+    return "\n".join([*lines, "", _legend(report) + ".", *collapses(report), *report.notes, "",
+                      *report.rec.lines, "", f"Measured with: {envs}", ""])
 
 
 SUMMARY = [("accuracy", "accuracy", "{:.4f}"), ("drop", "drop", "{:+.4f}"), ("latency_p50_ms", "p50 ms", "{:.4g}"),

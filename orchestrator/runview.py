@@ -22,7 +22,7 @@ SHORT = {"prune": "P", "distill": "KD", "quantize": "Q", "fakequant": "Q", "grap
 NAME_WIDTH = 40
 ANCESTOR_KEEP = ("accuracy", "model_size_mb", "perplexity")
 BASELINE_KEEP = ("accuracy", "f1", "perplexity", "latency_p50_ms", "model_size_mb", "browser_latency_p50_ms",
-                 "browser_download_mb", "node_latency_p50_ms")
+                 "browser_download_mb", "node_latency_p50_ms", "decode_tokens_per_s", "kv_cache_mb_per_1k_tokens")
 WORDS = {"prune": "pruned", "distill": "distilled", "quantize": "quantized", "fakequant": "fake-quantized",
          "graph": "graph-optimized", "export": "exported", "baseline": "the baseline"}
 

@@ -90,11 +90,21 @@ class Progress:
         m = result.metrics
         lines = (result.error or "").strip().splitlines() or [""]
         # a traceback says most in its last line; a failure we could name says it in its first
-        detail = (f"acc={m['accuracy']:.4f} size={m['model_size_mb']:.3f}MB p50={m['latency_p50_ms']:.3f}ms"
-                  if "accuracy" in m else lines[-1] if lines[0].startswith("Traceback") else lines[0])
+        quality = (f"acc={m['accuracy']:.4f}" if "accuracy" in m else
+                   f"ppl={m['perplexity']:.4g}" if "perplexity" in m else None)
+        detail = (f"{quality} size={m['model_size_mb']:.3f}MB p50={m['latency_p50_ms']:.3f}ms" if quality
+                  else lines[-1] if lines[0].startswith("Traceback") else lines[0])
         _err(f"[{self.done:>3}/{self.total}] {node.pipeline}: {result.status} in {result.seconds:.1f}s {detail}")
         for target, why in result.target_errors.items():
             _err(f"      {target} measurement failed (the node's other numbers stand): {why}")
+
+
+def threads_per_worker(executor: dict[str, Any]) -> int:
+    """executor.torch_threads, with 0 resolved to this machine's cores divided among the workers."""
+    import os
+
+    threads = int(executor.get("torch_threads", 1))
+    return threads or max(1, (os.cpu_count() or 1) // int(executor.get("workers", 1)))
 
 
 def _tracker(data: dict[str, Any], recipe: str | None) -> Any:
@@ -146,13 +156,14 @@ def _execute(data: dict[str, Any], the_plan: Plan, cache: Cache, recipe: str | N
     if tracker:
         config_yaml = yaml.safe_dump(data, sort_keys=False)
         book.call("the sweep's parent run", tracker.start_sweep, recipe or "adhoc", config_yaml,
-                  {"orchestrator.recipe": recipe or "adhoc", **env}, env)
+                  {"orchestrator.recipe": recipe or "adhoc",
+                                                       "orchestrator.task": str(data["task"]["name"]), **env}, env)
 
     def make_job(node: Node) -> Job:
         root = node if node.parent is None else the_plan.ancestors(node.key)[0]
         return Job(node, root.key, root.params, int(data["seed"]), str(cache.root), settings,
-                   data["stages"].get("export", {}), data["gate"]["max_accuracy_drop"],
-                   torch_threads=data["executor"].get("torch_threads", 1))
+                   data["stages"].get("export", {}), dict(data["gate"]),
+                   torch_threads=threads_per_worker(data["executor"]))
 
     progress = Progress(len(the_plan.nodes))
     results: dict[str, NodeResult] = {}
@@ -165,6 +176,9 @@ def _execute(data: dict[str, Any], the_plan: Plan, cache: Cache, recipe: str | N
 
     execute(the_plan, make_job, progress.started, on_result, data["executor"]["workers"])
     report = build(rows_from_results(the_plan, results), Constraints.from_dict(data["report"]))
+    from orchestrator.tasks import TASKS
+
+    report.notes = list(TASKS[data["task"]["name"]].report_notes)
     faults.point("report")
     book.call("the report", publish if tracker else None, tracker, report, recipe or "adhoc", env)
     return _finish(the_plan, results, book, time.perf_counter() - start, render(report))

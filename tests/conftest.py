@@ -17,7 +17,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parent.parent
 
 # Small enough to keep each CLI run to seconds; large enough that accuracy is meaningful.
-FAST = ["task.epochs=6", "eval.warmup=5", "eval.repeats=30"]
+FAST = ["eval.warmup=5", "eval.repeats=30"]
+EPOCHS = ["task.epochs=6"]  # classification tasks; LM tasks train on token budgets
+LM_TASKS = ("task=lm", "task=tinylm", "task=smollm2", "+recipe=ordering_study_llm")
 DIGITS_FAST = ["task.width=32", "task.hidden=128"]  # the default digits CNN at half width
 
 
@@ -45,13 +47,15 @@ def store(tmp_path: Path) -> dict[str, str]:
 def cli_args(store: dict[str, str], *overrides: str) -> list[str]:
     """The command line of one CLI run against `store`."""
     return [sys.executable, "-m", "orchestrator", f"cache.dir={store['cache']}", f"tracking.uri={store['uri']}",
-            f"tracking.artifact_root={store['artifacts']}", *FAST, *_digits_fast(overrides), *overrides]
+            f"tracking.artifact_root={store['artifacts']}", *FAST, *_task_fast(overrides), *overrides]
 
 
-def _digits_fast(overrides: tuple[str, ...]) -> list[str]:
-    """DIGITS_FAST, unless the overrides select another task."""
+def _task_fast(overrides: tuple[str, ...]) -> list[str]:
+    """Shorter baseline training: EPOCHS for classification tasks, plus DIGITS_FAST for digits."""
+    if any(o in LM_TASKS for o in overrides):
+        return []
     other = any(o.startswith("task=") and o != "task=digits" for o in overrides)
-    return [] if other else DIGITS_FAST
+    return EPOCHS if other else [*EPOCHS, *DIGITS_FAST]
 
 
 def run_cli(store: dict[str, str], *overrides: str, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -35,7 +35,7 @@ CASES = [  # (arguments, text the message must contain)
     (["+recipe=pkdq", "pipeline=[prune,distil]"], "pipeline[1]='distil' is not allowed: unknown stage"),
     (["+recipe=pkdq", "pipeline=[graph,prune]"], "graph(onnx) cannot feed prune(torch) in graph>prune"),
     (["+recipe=pkdq", "stages.quantize.mode=int3"], "stages.quantize.mode='int3' is not allowed: must be one of"),
-    (["+recipe=pkdq", "task=foo"], "task='foo' is not allowed: must be one of digits, hf, tweets"),
+    (["+recipe=pkdq", "task=foo"], "task='foo' is not allowed: must be one of digits, hf, lm, smollm2, tinylm, tweets"),
     (["+recipe=pkdq", "task.epochs=-1"], "task.epochs=-1 is not allowed"),
     (["+recipe=pkdq", "task.hidden=abc"], "task.hidden='abc' is not allowed: must be of type int"),
     (["+recipe=pkdq", "stages.prune.importance=l3"], "stages.prune.importance='l3' is not allowed: must be one of l1"),

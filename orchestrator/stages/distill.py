@@ -28,6 +28,8 @@ class DistillParams:
     teacher: `baseline` or the name of an earlier torch step of the chain (e.g. `prune`; the nearest one).
     shrink: keep every k-th layer of the student before KD (DistilBERT-style init; 1 = keep all; layered
     tasks only). hidden_weight: weight of the hidden-state MSE loss (0: logits only).
+    tokens: a training budget in labels instead of `epochs` (next tokens for a language model: KD over
+    the vocabulary on that many positions; 0 = use epochs).
     """
 
     temperature: float = 4.0
@@ -38,8 +40,10 @@ class DistillParams:
     teacher: str = BASELINE
     shrink: int = 1
     hidden_weight: float = 0.0
+    tokens: int = 0
 
     def __post_init__(self) -> None:
+        check_range("tokens", self.tokens, 0, 10**12)
         check_range("temperature", self.temperature, 0.0, 100.0, lo_open=True)
         check_range("alpha", self.alpha, 0.0, 1.0)
         check_range("epochs", self.epochs, 0, 1000)
@@ -142,7 +146,7 @@ class Distill(Stage):
             return total + p.hidden_weight * hidden.loss() if hidden else total
 
         fit(ctx.task, model, p.epochs, p.lr, p.batch_size, loss_fn=loss, seed=ctx.seed,
-            extra_params=list(hidden.proj.parameters()) if hidden else None)
+            extra_params=list(hidden.proj.parameters()) if hidden else None, tokens=p.tokens)
         if hidden:
             hidden.close()
         simquant.snap(model)  # QAT/QAD: store the weights the model computes with

@@ -25,7 +25,8 @@ CHECK_EXAMPLES = 8
 
 @dataclass
 class ExportParams:
-    """opset: ONNX opset version; exporter: 'torchscript' (fast, one file) or 'dynamo' (torch.export).
+    """opset: ONNX opset version (language models: at least 18); exporter: 'torchscript' (fast, one file)
+    or 'dynamo' (torch.export; language models always go through optimum's KV-cache export).
 
     max_abs_diff: largest |ONNX - torch| logit difference accepted on a few test examples.
     """
@@ -45,17 +46,18 @@ class ExportMismatch(RuntimeError):
 
 
 def export_diff(task: Any, model: Any, path: Path, examples: int = CHECK_EXAMPLES) -> float:
-    """Largest |ONNX - torch| logit over the first `examples` test examples."""
+    """Largest |ONNX - torch| logit over the first `examples` test examples (fewer if the task says so)."""
     import numpy as np
     import torch
 
     from orchestrator.probe import session
 
+    examples = min(examples, task.check_examples)
     inputs, _ = next(task.batches("test", examples))
     feeds, _ = next(task.onnx_batches("test", examples))
     with torch.no_grad():
         expected = task.forward(model.eval(), inputs).float().numpy()
-    got = session(path, 1).run(None, feeds)[0]
+    got = task.onnx_logits(session(path, 1), feeds)
     return float(np.abs(got.astype(np.float64) - expected).max())
 
 
@@ -104,8 +106,40 @@ def realize(path: Path, mode: str) -> dict[str, float]:
 
         proto = convert_float_to_float16(proto, keep_io_types=True)
     else:
-        proto = weight_only_qdq(proto, 8 if mode == "int8" else 4)
+        from orchestrator.stages.quantize import untie_transposed
+
+        bits = 8 if mode == "int8" else 4
+        untie_transposed(proto)  # a tied LM head: its own copy, so that it is stored low-precision too
+        proto = weight_only_qdq(proto, bits)
+        grid_tables(proto, bits)
     onnx.save(proto, str(path))
     report = quantization_report(fp32, path)
     fp32.unlink()
     return report
+
+
+def grid_tables(proto: Any, bits: int) -> int:
+    """Store embedding tables (Gather on a float initializer) that already lie on the per-row `bits` grid
+    in that precision; returns how many. An LM head tied to its embeddings trains the table onto the grid
+    (fake quantization snaps the shared weight); a table that is not on it is left alone."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from orchestrator.onnx_utils import _dequantized
+
+    inits, qmax, nodes = {i.name: i for i in proto.graph.initializer}, (127 if bits == 8 else 7), []
+    for node in proto.graph.node:
+        table = inits.get(node.input[0]) if node.op_type == "Gather" else None
+        if table is None or table.data_type != onnx.TensorProto.FLOAT or len(table.dims) != 2:
+            continue
+        w = numpy_helper.to_array(table)
+        absmax = np.abs(w).max(1, keepdims=True)
+        steps = w / np.where(absmax > 0, absmax / qmax, 1.0)
+        if np.abs(steps - np.round(steps)).max() > 1e-3:
+            continue
+        inits.pop(table.name)
+        nodes.append(_dequantized(proto, table, 0, bits))
+    for i, node in enumerate(nodes):
+        proto.graph.node.insert(i, node)
+    return len(nodes)

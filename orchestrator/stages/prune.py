@@ -12,10 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.errors import check_choice, check_range
+from orchestrator.errors import ConfigError, check_choice, check_range
 from orchestrator.stages.base import TORCH, Stage, StageContext, StageOutput
 
-IMPORTANCES = ["l1", "l2", "taylor", "random"]
+IMPORTANCES = ["l1", "l2", "taylor", "random", "activation", "mix"]
+OWN_IMPORTANCES = ("activation", "mix")  # only tasks with their own structured pruning (LMs) rank these
 METHODS = ["structured", "unstructured"]
 
 
@@ -27,6 +28,11 @@ class PruneParams:
     unstructured: fraction of Conv/Linear weights zeroed. importance (structured): how channels are
     ranked. global_pruning: rank across layers instead of within each. iterative_steps: reach `ratio`
     in N equal steps, the fine-tuning split between them. finetune_epochs: cross-entropy epochs in total.
+
+    Language models (task lm / tinylm / smollm2): `ratio` of every layer's FFN neurons go, ranked by
+    importance l1 (weights), activation (mean |activation| on calibration text) or mix (0.5 each, as
+    in the P-KD-Q paper); `heads` of the KV heads go with their query groups. finetune_tokens: a
+    fine-tuning budget in next-token labels instead of epochs (for any task: labels = examples).
     """
 
     method: str = "structured"
@@ -37,8 +43,12 @@ class PruneParams:
     finetune_epochs: int = 0
     lr: float = 1e-3
     batch_size: int = 64
+    heads: float = 0.0
+    finetune_tokens: int = 0
 
     def __post_init__(self) -> None:
+        check_range("heads", self.heads, 0.0, 1.0, hi_open=True)
+        check_range("finetune_tokens", self.finetune_tokens, 0, 10**12)
         check_choice("method", self.method, METHODS)
         check_range("ratio", self.ratio, 0.0, 1.0, hi_open=True)
         check_choice("importance", self.importance, IMPORTANCES)
@@ -72,12 +82,31 @@ class Prune(Stage):
     Params = PruneParams
     libraries = ("torch", "torch-pruning")
 
+    @classmethod
+    def check_task(cls, params: PruneParams, task_cls: type) -> None:
+        """activation / mix importance and `heads` need a task with its own structured pruning (LMs)."""
+        own = task_cls.structured_pruning
+        if params.importance in OWN_IMPORTANCES and not own:
+            raise ConfigError("stages.prune.importance", params.importance,
+                              f"ranks LM FFN neurons; task {task_cls.name!r} allows l1, l2, taylor, random")
+        if own and params.method == "structured" and params.importance not in ("l1", *OWN_IMPORTANCES):
+            raise ConfigError("stages.prune.importance", params.importance,
+                              f"task {task_cls.name!r} ranks FFN neurons by l1, activation or mix")
+        if params.heads and not own:
+            raise ConfigError("stages.prune.heads", params.heads, f"prunes LM KV groups; task {task_cls.name!r} "
+                              "prunes heads with `ratio` (use 0)")
+        if own and params.global_pruning:
+            raise ConfigError("stages.prune.global_pruning", True, f"task {task_cls.name!r} prunes every layer "
+                              "alike (one config for all layers); use false")
+
     def run(self, ctx: StageContext, model: Any) -> StageOutput:
         import torch
 
         from orchestrator.stages import simquant, sparsity
 
         torch.manual_seed(ctx.seed)
+        if ctx.task.structured_pruning and self.params.method == "structured":
+            return self._own(ctx, model)
         macs0, params0 = self._count(ctx, model)
         if self.params.method == "structured":
             model = self._structured(ctx, model)
@@ -89,6 +118,23 @@ class Prune(Stage):
             "params_before": params0, "params_after": params1, "macs_before": macs0, "macs_after": macs1,
             "sparsity": sparsity.sparsity(model),
             "model_size_gzip_mb": sparsity.gzip_mb(ctx.task, simquant.lower(model)[0])})
+
+    def _own(self, ctx: StageContext, model: Any) -> StageOutput:
+        """The task's own structured pruning (LMs: FFN neurons and KV groups), in steps, each fine-tuned."""
+        from orchestrator.stages import simquant
+
+        p, before = self.params, float(sum(t.numel() for t in model.parameters()))
+        metrics: dict[str, float] = {}
+        steps = p.iterative_steps
+        for step, epochs in enumerate(epochs_per_step(p.finetune_epochs, steps), start=1):
+            # each step removes what takes the layer from the last step's width to this step's target
+            ratio = 1 - (1 - p.ratio * step / steps) / (1 - p.ratio * (step - 1) / steps)
+            heads = 1 - (1 - p.heads * step / steps) / (1 - p.heads * (step - 1) / steps)
+            metrics = ctx.task.prune_structured(model, ratio, p.importance, heads)
+            self._finetune(ctx, model, epochs, p.finetune_tokens // steps)
+        simquant.snap(model)
+        after = float(sum(t.numel() for t in model.parameters()))
+        return StageOutput(model.eval(), {**metrics, "params_before": before, "params_after": after})
 
     @staticmethod
     def _count(ctx: StageContext, model: Any) -> tuple[float, float]:
@@ -119,7 +165,7 @@ class Prune(Stage):
             with simquant.plain_classes(model):
                 pruner.step()
             model = ctx.task.after_prune(model)
-            self._finetune(ctx, model, epochs)
+            self._finetune(ctx, model, epochs, p.finetune_tokens // p.iterative_steps)
         return model
 
     def _unstructured(self, ctx: StageContext, model: Any) -> None:
@@ -129,14 +175,14 @@ class Prune(Stage):
         modules = sparsity.prunable(model, ctx.task.protected_modules(model))
         for step, epochs in enumerate(epochs_per_step(p.finetune_epochs, p.iterative_steps), start=1):
             sparsity.mask_smallest(modules, p.ratio * step / p.iterative_steps, p.global_pruning)
-            self._finetune(ctx, model, epochs)
+            self._finetune(ctx, model, epochs, p.finetune_tokens // p.iterative_steps)
         sparsity.fold_masks(model)
 
-    def _finetune(self, ctx: StageContext, model: Any, epochs: int) -> None:
-        if epochs:
+    def _finetune(self, ctx: StageContext, model: Any, epochs: int, tokens: int = 0) -> None:
+        if epochs or tokens:
             from orchestrator.training import fit
 
-            fit(ctx.task, model, epochs, self.params.lr, self.params.batch_size, seed=ctx.seed)
+            fit(ctx.task, model, epochs, self.params.lr, self.params.batch_size, seed=ctx.seed, tokens=tokens)
 
     @staticmethod
     def _taylor_grads(ctx: StageContext, model: Any) -> None:

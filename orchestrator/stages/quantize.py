@@ -19,10 +19,11 @@ from typing import Any
 from orchestrator.errors import ConfigError, check_choice, check_range
 from orchestrator.stages.base import ONNX, Earlier, Stage, StageContext, StageOutput
 
-MODES = ["int8", "fp16", "int4", "q4f16"]
+MODES = ["int8", "fp16", "int4", "q4f16", "int8_weight"]
 METHODS = ["dynamic", "static"]
 CALIBRATIONS = ["minmax", "entropy", "percentile"]
-_USED = {"fp16": ["mode"], "int4": ["mode", "block_size", "symmetric"], "q4f16": ["mode", "block_size", "symmetric"],
+_USED = {"fp16": ["mode"], "int4": ["mode", "block_size", "symmetric"],
+         "int8_weight": ["mode", "block_size", "symmetric"], "q4f16": ["mode", "block_size", "symmetric"],
          "dynamic": ["mode", "method", "per_channel", "symmetric"],
          "static": ["mode", "method", "per_channel", "symmetric", "calibration", "calib_samples"],
          "percentile": ["mode", "method", "per_channel", "symmetric", "calibration", "calib_samples", "percentile"]}
@@ -46,6 +47,10 @@ class QuantizeParams:
     calib_samples samples of the task's `calib` split (percentile: the kept percentile).
     int4: block_size (a power of two >= 16) elements share a scale; symmetric as above.
     q4f16: int4 weights as above and everything else in fp16 (what transformers.js ships as `q4f16`).
+    int8_weight: weight-only int8 (MatMulNBits with 8 bits, blocks as for int4): activations stay float,
+    unlike int8 dynamic, which quantizes them at run time (on LMs that costs much more perplexity).
+    A MatMul on a transposed shared weight (an LM head tied to the embeddings) gets its own copy first,
+    so int4 / int8 quantize the head too instead of skipping it.
     """
 
     mode: str = "int8"
@@ -87,6 +92,13 @@ class Quantize(Stage):
         full = {**asdict(QuantizeParams()), **own}
         return {k: full[k] for k in _USED[_kind(full)]}
 
+    @classmethod
+    def check_task(cls, params: QuantizeParams, task_cls: type) -> None:
+        """Static calibration feeds plain examples; an LM's KV-cache graph takes more inputs than those."""
+        if params.mode == "int8" and params.method == "static" and task_cls.kv_cache:
+            raise ConfigError("stages.quantize.method", "static", f"task {task_cls.name!r} is a language model: "
+                              "use int8 dynamic, int8_weight, int4, q4f16 or fp16")
+
     def run(self, ctx: StageContext, model: Any) -> StageOutput:
         import logging
 
@@ -94,12 +106,14 @@ class Quantize(Stage):
 
         # ORT logs a "consider pre-processing" hint at WARNING on every call; it is not actionable here.
         logging.getLogger().setLevel(logging.ERROR)
+        logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.ERROR)  # per node
         p, src, out = self.params, Path(model), ctx.work_dir / "model.onnx"
         metrics: dict[str, float] = {}
         if p.mode == "fp16":
             _to_fp16(src, out)
-        elif p.mode == "int4":
-            metrics["gemm_rewritten"] = float(_int4(src, out, p.block_size, p.symmetric))
+        elif p.mode in ("int4", "int8_weight"):
+            bits = 4 if p.mode == "int4" else 8
+            metrics["gemm_rewritten"] = float(_int4(src, out, p.block_size, p.symmetric, bits))
         elif p.mode == "q4f16":
             int4 = ctx.work_dir / "int4.onnx.tmp"
             metrics["gemm_rewritten"] = float(_int4(src, int4, p.block_size, p.symmetric))
@@ -108,15 +122,50 @@ class Quantize(Stage):
         elif p.method == "static":
             metrics["calib_samples"] = float(_static_int8(ctx, src, out, p))
         else:
-            _dynamic_int8(src, out, p.per_channel, p.symmetric)
+            _dynamic_int8(src, out, p.per_channel, p.symmetric, ctx.work_dir)
         return StageOutput(out, {**metrics, **quantization_report(src, out)})
 
 
-def _dynamic_int8(src: Path, dst: Path, per_channel: bool, symmetric: bool) -> None:
+def _dynamic_int8(src: Path, dst: Path, per_channel: bool, symmetric: bool, work: Path) -> None:
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    proto = onnx.load(str(src))
+    if untie_transposed(proto):  # a tied LM head: quantized like every other MatMul
+        src = work / "untied.onnx.tmp"
+        onnx.save(proto, str(src))
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
                      extra_options={"WeightSymmetric": symmetric})
+    if src.name == "untied.onnx.tmp":
+        src.unlink()
+
+
+def untie_transposed(proto: Any) -> int:
+    """Give every MatMul whose weight is Transpose(initializer) its own transposed initializer; returns how many.
+
+    An LM head tied to the embedding table is exported as MatMul(x, Transpose(table)); ORT's quantizers
+    look only at MatMuls on initializers and would leave the head (often the largest MatMul) in float.
+    """
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in proto.graph.initializer}
+    readers: dict[str, list] = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    done = 0
+    for node in list(proto.graph.node):
+        if node.op_type != "Transpose" or node.input[0] not in inits:
+            continue
+        users = readers.get(node.output[0], [])
+        if not users or any(u.op_type != "MatMul" or u.input[1] != node.output[0] for u in users):
+            continue
+        weight = numpy_helper.to_array(inits[node.input[0]])
+        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+        proto.graph.initializer.append(numpy_helper.from_array(weight.transpose(perm).copy(), node.output[0]))
+        proto.graph.node.remove(node)
+        done += 1
+    return done
 
 
 class _Calibration:
@@ -163,8 +212,8 @@ def _static_int8(ctx: StageContext, src: Path, dst: Path, p: QuantizeParams) -> 
     return reader.count
 
 
-def _int4(src: Path, dst: Path, block_size: int, symmetric: bool) -> int:
-    """Weight-only int4 of MatMul weights and embedding tables; returns how many Gemm became MatMul."""
+def _int4(src: Path, dst: Path, block_size: int, symmetric: bool, bits: int = 4) -> int:
+    """Weight-only int4 (or int8) of MatMul weights and embedding tables; returns how many Gemm became MatMul."""
     import numpy as np
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
@@ -173,7 +222,8 @@ def _int4(src: Path, dst: Path, block_size: int, symmetric: bool) -> int:
 
     proto = onnx.load(str(src))
     rewritten = gemm_to_matmul(proto)
-    quantizer = MatMulNBitsQuantizer(proto, bits=4, block_size=block_size, is_symmetric=symmetric,
+    untie_transposed(proto)
+    quantizer = MatMulNBitsQuantizer(proto, bits=bits, block_size=block_size, is_symmetric=symmetric,
                                      op_types_to_quantize=("MatMul", "Gather"),
                                      quant_axes=(("MatMul", 0), ("Gather", 1)))
     with np.errstate(divide="ignore", invalid="ignore"):  # all-zero blocks: ORT maps them to 0 itself

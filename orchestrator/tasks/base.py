@@ -22,6 +22,12 @@ class Task:
     libraries: ClassVar[tuple[str, ...]] = ("torch",)  # distributions whose versions key the baseline
     input_names: ClassVar[list[str]] = ["input"]
     output_names: ClassVar[list[str]] = ["logits"]
+    # the quality metric the gate and the report rank by, and whether higher is better
+    quality: ClassVar[tuple[str, bool]] = ("accuracy", True)
+    report_notes: ClassVar[tuple[str, ...]] = ()  # printed under the report (e.g. where the model's weights come from)
+    kv_cache: ClassVar[bool] = False  # its ONNX graph takes past key/values (onnx_logits completes the feeds)
+    check_examples: ClassVar[int] = 8  # test examples an export is checked on (an LM window is 256 of them)
+    structured_pruning: ClassVar[bool] = False  # True: `prune_structured` replaces torch-pruning (LMs)
 
     def __init__(self, params: Any, seed: int) -> None:
         self.params, self.seed = params, seed
@@ -53,6 +59,16 @@ class Task:
         for inputs, labels in self.batches(split, batch_size):
             yield {self.input_names[0]: inputs.numpy()}, labels.numpy()
 
+    def onnx_logits(self, sess: Any, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """The logits an ONNX Runtime session computes on `feeds` (tasks with extra graph inputs complete them)."""
+        return sess.run(None, feeds)[0]
+
+    def measure_onnx(self, path: Path, settings: Any, reference: Path | None) -> dict[str, float]:
+        """Every `ort` metric of the ONNX file at `path` (see orchestrator.evaluate); LMs measure their own way."""
+        from orchestrator.evaluate import measure_classifier
+
+        return measure_classifier(self, path, settings, reference)
+
     def score(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         """Quality metrics of predictions (at least `accuracy`, in 0..1).
 
@@ -70,6 +86,10 @@ class Task:
     def pruning_kwargs(self, model: Any, ratio: float) -> dict[str, Any]:
         """Extra torch-pruning MetaPruner arguments (e.g. attention heads for transformers, pruned at `ratio`)."""
         return {}
+
+    def prune_structured(self, model: Any, ratio: float, importance: str, heads: float) -> dict[str, float]:
+        """Structured pruning of its own (when `structured_pruning`): returns what it kept, as metrics."""
+        raise NotImplementedError
 
     def after_prune(self, model: Any) -> Any:
         """Repair module attributes that pruning invalidated (e.g. head counts); returns the model."""
