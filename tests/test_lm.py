@@ -122,7 +122,7 @@ def test_int4_quantizes_the_tied_head_too(lm: Any, base_onnx: Path, tmp_path: Pa
     from orchestrator.tasks.lm_measure import quality
 
     ppl = {p: quality(lm, session(p, 1), None)[0]["perplexity"] for p in (base_onnx, out)}
-    assert ppl[base_onnx] <= ppl[out] < 1.5 * ppl[base_onnx]  # it loads, runs, and stays close
+    assert 0.8 < ppl[out] / ppl[base_onnx] < 1.5  # it loads, runs, and stays close (int4 noise may even help)
     # at 58k params the graph's own bytes and the untied head copy weigh; tinylm and SmolLM2 reach <= 0.35
     assert out.stat().st_size < 0.6 * base_onnx.stat().st_size
 
