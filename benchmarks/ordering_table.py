@@ -50,16 +50,18 @@ def rows(uri: str, experiment: str) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: (r["order"].count(">"), r["order"], r["precision"], r["ratio"]))
 
 
-def table(data: list[dict[str, Any]]) -> str:
-    """A Markdown table of the rows."""
-    fmt = {"accuracy": "{:.4f}", "size MB": "{:.3f}", "p50 ms": "{:.3f}"}
+FORMATS = {"accuracy": "{:.4f}", "size MB": "{:.3f}", "p50 ms": "{:.3f}"}
+
+
+def table(data: list[dict[str, Any]], columns: list[str] = COLUMNS, fmt: dict[str, str] = FORMATS) -> str:
+    """A Markdown table of the rows (`columns` in order, each formatted by `fmt`, '-' when missing)."""
 
     def cell(row: dict[str, Any], col: str) -> str:
         value = row[col]
         return "-" if value is None else fmt.get(col, "{}").format(value)
 
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(r, c) for c in COLUMNS) + " |" for r in data]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r, c) for c in columns) + " |" for r in data]
     return "\n".join(lines)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ordering_table import LEAF, PARENT, PIPELINE, latest_parent  # noqa: E402
+from ordering_table import table as markdown_table  # noqa: E402
 
 COLUMNS = ["model", "order", "size MB", "perplexity", "x ppl", "compression", "tok/s"]
 PAPER = {"best": 5.05, "q_first": (24.0, 53.0)}
@@ -56,15 +57,8 @@ def rows(uri: str, experiment: str) -> list[dict[str, Any]]:
 
 def table(data: list[dict[str, Any]]) -> str:
     """A Markdown table of the rows."""
-    fmt = {"size MB": "{:.3f}", "perplexity": "{:.2f}", "x ppl": "{:.3f}", "compression": "{:.2f}x",
-           "tok/s": "{:.0f}"}
-
-    def cell(row: dict[str, Any], col: str) -> str:
-        value = row[col]
-        return "-" if value is None else fmt.get(col, "{}").format(value)
-
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    return "\n".join(lines + ["| " + " | ".join(cell(r, c) for c in COLUMNS) + " |" for r in data])
+    return markdown_table(data, COLUMNS, {"size MB": "{:.3f}", "perplexity": "{:.2f}", "x ppl": "{:.3f}",
+                                          "compression": "{:.2f}x", "tok/s": "{:.0f}"})
 
 
 def verdict(data: list[dict[str, Any]]) -> str:

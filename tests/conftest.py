@@ -65,6 +65,15 @@ def run_cli(store: dict[str, str], *overrides: str, timeout: float = 600) -> sub
                           timeout=timeout)
 
 
+def leaf_runs(store: dict[str, str], experiment: str) -> list[Any]:
+    """The leaf node runs (`orchestrator.leaf = true`) of every sweep in `experiment` of the store."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=store["uri"])
+    exp = client.get_experiment_by_name(experiment)
+    return client.search_runs([exp.experiment_id], "tags.`orchestrator.leaf` = 'true'", max_results=1000)
+
+
 @pytest.fixture(scope="session")
 def digits() -> Any:
     """A digits task with a short baseline schedule."""

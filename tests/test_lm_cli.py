@@ -9,21 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, leaf_runs, run_cli
 
 pytest.importorskip("transformers")
 
 # tinylm at a size that keeps each node to a few seconds (the shipped defaults train for ~2 minutes)
 TINY = ["task=tinylm", "task.vocab_size=512", "task.hidden_size=32", "task.layers=2", "task.ffn=64",
         "task.context=64", "task.train_tokens=30000", "task.eval_tokens=2048", "stages.distill.tokens=4096"]
-
-
-def leaves(store: dict[str, str], experiment: str) -> list[Any]:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=store["uri"])
-    exp = client.get_experiment_by_name(experiment)
-    return client.search_runs([exp.experiment_id], "tags.`orchestrator.leaf` = 'true'", max_results=1000)
 
 
 def ordering_table_llm() -> Any:
@@ -38,7 +30,7 @@ def test_the_llm_ordering_study_runs_every_order_once_and_the_table_reads_it(sto
     proc = run_cli(store, "+recipe=ordering_study_llm", "tracking.log_models=false", *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "24 unique nodes: 24 stage executions, 0 from cache, 0 failed" in proc.stdout
-    runs = leaves(store, "ordering_study_llm")
+    runs = leaf_runs(store, "ordering_study_llm")
     orders = {r.data.tags["orchestrator.pipeline"] for r in runs}
     assert len(runs) == 10 and len(orders) == 10
     assert {"prune>distill>quantize", "quantize>prune>distill", "quantize", "baseline"} <= orders
@@ -103,7 +95,7 @@ def test_a_users_own_lm_folder_and_corpus_run_through_the_lm_family(store: dict[
                    "stages.quantize.mode=int8_weight", "gate.max_perplexity_ratio=100", "tracking.log_models=false")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert " 0 failed" in proc.stdout
-    (leaf,) = leaves(store, "adhoc")
+    (leaf,) = leaf_runs(store, "adhoc")
     m = leaf.data.metrics
     assert m["perplexity"] > 1 and m["prune/model_size_mb"] < m["baseline/model_size_mb"]
     assert m["kv_cache_mb_per_1k_tokens"] < m["baseline/kv_cache_mb_per_1k_tokens"]  # half the KV heads left

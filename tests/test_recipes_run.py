@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, leaf_runs, run_cli
 
 from orchestrator.config import discover_recipes
 
@@ -27,14 +27,6 @@ REDUCED: dict[str, list[str]] = {
                        "+sweep={stages.prune.ratio:[0.3],stages.quantize.mode:[int8,fp16]}"],
     "ordering_study_llm": [],  # a language-model recipe: run on a tiny tinylm in test_lm_cli.py
 }
-
-
-def leaf_runs(store: dict[str, str], experiment: str) -> list[Any]:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=store["uri"])
-    exp = client.get_experiment_by_name(experiment)
-    return client.search_runs([exp.experiment_id], "tags.`orchestrator.leaf` = 'true'", max_results=1000)
 
 
 def test_every_shipped_recipe_has_a_reduced_run_here() -> None:

@@ -64,6 +64,10 @@ class LMParams:
     def check_sources(self) -> None:
         """A model folder or .gguf file must exist (hub ids only when online); so must a given dataset."""
         check_source("model", self.model, "model directory or .gguf file")
+        self.check_dataset()
+
+    def check_dataset(self) -> None:
+        """A given corpus must exist ('' = the built-in pydoc corpus)."""
         if self.dataset:
             check_source("dataset", self.dataset, "text file, table or folder")
 

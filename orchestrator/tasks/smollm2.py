@@ -46,8 +46,7 @@ class SmolLM2Params(LMParams):
             check_source("model", self.model, "model directory or .gguf file")
         elif bundled_gguf() is None or importlib.util.find_spec("gguf") is None:
             raise ConfigError("task.model", "''", EXTRA)
-        if self.dataset:
-            check_source("dataset", self.dataset, "text file, table or folder")
+        self.check_dataset()
 
 
 class SmolLM2(LMTask):

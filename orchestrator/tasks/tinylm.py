@@ -37,8 +37,7 @@ class TinyLMParams(LMParams):
     def check_sources(self) -> None:
         if self.model:
             raise ConfigError("task.model", self.model, "tinylm trains its own model; use task=lm for a given one")
-        if self.dataset:
-            super().check_sources()
+        self.check_dataset()  # (the inherited check would also demand a model, which tinylm trains itself)
 
     def __post_init__(self) -> None:
         super().__post_init__()
