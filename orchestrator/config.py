@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from orchestrator.errors import ConfigError, check_choice, check_range
-from orchestrator.targets.settings import TARGET_NAMES, BrowserConfig, NodeConfig
+from orchestrator.targets.settings import TARGET_NAMES, BrowserConfig, NodeConfig, SpeculativeConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = ROOT / "conf"
@@ -61,6 +61,7 @@ class EvalConfig:
     samples: int = 200
     browser: BrowserConfig = field(default_factory=BrowserConfig)
     node: NodeConfig = field(default_factory=NodeConfig)
+    speculative: SpeculativeConfig = field(default_factory=SpeculativeConfig)  # LMs: nodes draft for a target
 
     def __post_init__(self) -> None:
         for i, name in enumerate(self.targets):
@@ -70,6 +71,8 @@ class EvalConfig:
             self.browser = _build("browser", BrowserConfig, self.browser)
         if isinstance(self.node, dict):
             self.node = _build("node", NodeConfig, self.node)
+        if isinstance(self.speculative, dict):  # (every nested block arrives as a dict)
+            self.speculative = _build("speculative", SpeculativeConfig, self.speculative)
         check_range("threads", self.threads, 1, 256)
         check_range("warmup", self.warmup, 0, 100000)
         check_range("repeats", self.repeats, 1, 1000000)

@@ -48,6 +48,7 @@ class EvalSettings:
     samples: int = 200
     browser: dict[str, Any] = field(default_factory=dict)
     node: dict[str, Any] = field(default_factory=dict)
+    speculative: dict[str, Any] = field(default_factory=dict)  # target None/absent = off
 
 
 ORT_FIELDS = ("threads", "warmup", "repeats", "batch_size", "throughput_batch", "throughput_repeats")

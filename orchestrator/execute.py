@@ -194,6 +194,7 @@ def compute(job: Job) -> NodeResult:
         metrics = {**cache.meta(key)["stage_metrics"], **metrics}
         gated = _gated(job, cache, ehash, metrics)
         more, target_errors = _other_targets(job, cache, task)
+        _speculative(job, cache, task, more, target_errors)
         return NodeResult(key, GATED if gated else DONE if executed else CACHED, {**metrics, **more},
                           time.perf_counter() - start, error=gated, onnx_path=str(_measured_path(cache, key)),
                           executed=executed, target_errors=target_errors)
@@ -224,6 +225,19 @@ def _other_targets(job: Job, cache: Cache, task: Any) -> tuple[dict[str, float],
 
     with cache.lock(job.node.key):
         return targets.measure_extra(cache, job.node.key, _measured_path(cache, job.node.key), task, job.settings)
+
+
+def _speculative(job: Job, cache: Cache, task: Any, metrics: dict[str, float], errors: dict[str, str]) -> None:
+    """eval.speculative: this node drafting for the root baseline (into `metrics`; a failure into `errors`)."""
+    if not job.settings.speculative.get("target") or job.node.key == job.root_key or not task.kv_cache:
+        return
+    from orchestrator.tasks import lm_spec
+
+    try:
+        metrics.update(lm_spec.measure_cached(cache, job.node.key, _measured_path(cache, job.node.key), job.root_key,
+                                              _measured_path(cache, job.root_key), task, job.settings))
+    except Exception as err:  # like a target's: reported, the node's other measurements stand
+        errors["speculative"] = f"{type(err).__name__}: {err}"
 
 
 def _refused(cache: Cache, key: str) -> None:

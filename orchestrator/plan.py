@@ -249,11 +249,16 @@ def plan(cfg: dict[str, Any], registry: dict[str, type], tasks: dict[str, type],
 
 
 def _check_targets(cfg: dict[str, Any], task_cls: type) -> None:
-    """The browser and node harnesses feed plain examples; a KV-cache LM graph needs more inputs."""
-    extra = [t for t in (cfg.get("eval") or {}).get("targets", []) if t != "ort"]
+    """The browser and node harnesses feed plain examples; a KV-cache LM graph needs more inputs.
+    Speculative decoding needs a model that generates."""
+    evals = cfg.get("eval") or {}
+    extra = [t for t in evals.get("targets", []) if t != "ort"]
     if extra and task_cls.kv_cache:
         raise ConfigError("eval.targets", extra, f"task {task_cls.name!r} is a language model, measured on ort "
                           "only; use eval.targets=[ort]")
+    if (evals.get("speculative") or {}).get("target") and not task_cls.kv_cache:
+        raise ConfigError("eval.speculative", evals["speculative"], f"task {task_cls.name!r} does not generate "
+                          "text: speculative decoding is measured on language models (task=lm, tinylm, smollm2)")
 
 
 def _add_chain(result: Plan, root: Node, label: str, steps: list[Step], params: dict[str, dict[str, Any]],

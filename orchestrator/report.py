@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator import drafts
 from orchestrator.pareto import ACCURACY, PERPLEXITY, Constraints, Recommendation, Row, layers, recommend
 from orchestrator.plan import BASELINE, Plan
 
@@ -41,7 +42,7 @@ LM_SWAP = {"accuracy": ("perplexity", "ppl", "{:.4g}"), "drop": ("ppl_ratio", "x
            "f1": ("bits_per_byte", "bits/byte", "{:.4f}"), "latency_p50_ms": ("latency_p50_ms", "ms/token", "{:.4g}"),
            "latency_cv": ("decode_latency_p90_ms", "p90 ms/token", "{:.4g}")}
 LM_COLUMNS = [("prefill_ms", "prefill ms", "{:.4g}"), ("decode_tokens_per_s", "tok/s", "{:.4g}"),
-              ("kv_cache_mb_per_1k_tokens", "KV MB/1k tok", "{:.4g}")]
+              ("kv_cache_mb_per_1k_tokens", "KV MB/1k tok", "{:.4g}"), ("kv_agreement", "KV agree", "{:.3f}")]
 COLLAPSE = 1.5  # a variant this many times the baseline's perplexity is called out under the table
 # columns a target adds to the tables where it was measured
 TARGET_COLUMNS = {"browser": [("browser_latency_p50_ms", "web p50 ms", "{:.4g}"),
@@ -167,7 +168,7 @@ def render(report: Report) -> str:
     """What is printed: the compact table, its legend and the recommendation."""
     target = report.limits.target
     note = "" if target == "ort" else f"; fronts, x faster and the recommendation use the {target}'s numbers"
-    extra = "".join(f"\n{line}" for line in [*collapses(report), *report.notes])
+    extra = "".join(f"\n{line}" for line in [*collapses(report), *report.notes, *drafts.text(report.rows)])
     return f"{terminal_table(report)}\n{_legend(report)}{note}{extra}\n\n{report.rec.text}"
 
 
@@ -188,7 +189,8 @@ def markdown(report: Report, title: str, env: dict[str, str]) -> str:
         cells = [_label(report, r).replace("|", "\\|"), r.status, *(_cell(report, r, k, f) for k, _, f in cols)]
         lines.append("| " + " | ".join(cells) + " |")
     envs = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in sorted(env.items()))
-    return "\n".join([*lines, "", _legend(report) + ".", *collapses(report), *report.notes, "",
+    return "\n".join([*lines, "", _legend(report) + ".", *collapses(report), *report.notes,
+                      *drafts.markdown(report.rows), "",
                       *report.rec.lines, "", f"Measured with: {envs}", ""])
 
 

@@ -7,10 +7,13 @@ from orchestrator.stages.distill import Distill
 from orchestrator.stages.export import Export
 from orchestrator.stages.fakequant import FakeQuant
 from orchestrator.stages.graph import Graph
+from orchestrator.stages.kvcache import KVCache
 from orchestrator.stages.prune import Prune
 from orchestrator.stages.quantize import Quantize
+from orchestrator.stages.split import Split
 
-REGISTRY: dict[str, type[Stage]] = {cls.name: cls for cls in (Prune, Distill, Export, Quantize, FakeQuant, Graph)}
+REGISTRY: dict[str, type[Stage]] = {cls.name: cls for cls in (Prune, Distill, Export, Quantize, FakeQuant, Graph,
+                                                             KVCache, Split)}
 # plugin stages are added by orchestrator.plugins.install() (see orchestrator/tasks/__init__.py for why)
 
 __all__ = ["ONNX", "TORCH", "REGISTRY", "Earlier", "Stage", "StageContext", "StageOutput", "get_stage",

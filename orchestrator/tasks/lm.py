@@ -27,6 +27,9 @@ from orchestrator.tasks.base import Task
 from orchestrator.tasks.hf_data import check_source
 
 PAST = "past_key_values."
+# the element types a KV cache is stored in (float32 by the export; see stages/kvcache for the others)
+CACHE_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int8)": np.int8,
+               "tensor(uint8)": np.uint8}
 
 
 @dataclass
@@ -239,8 +242,7 @@ def complete_feeds(sess: Any, input_ids: np.ndarray, past: dict[str, np.ndarray]
             if past:
                 feeds[arg.name] = past[arg.name]
             else:
-                dtype = np.float16 if "float16" in arg.type else np.float32
-                feeds[arg.name] = np.zeros((batch, arg.shape[1], 0, arg.shape[3]), dtype=dtype)
+                feeds[arg.name] = np.zeros((batch, arg.shape[1], 0, arg.shape[3]), dtype=CACHE_TYPES[arg.type])
     return feeds
 
 

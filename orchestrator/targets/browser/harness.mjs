@@ -32,9 +32,16 @@ export async function bench(req) {
   const response = await fetch(req.model);
   if (!response.ok) throw new Error(`model fetch: HTTP ${response.status}`);
   const model = new Uint8Array(await response.arrayBuffer());
+  // a split model's weights: one fetch per external-data shard, handed over under the name the graph uses
+  const externalData = [];
+  for (const shard of req.external || []) {
+    const part = await fetch(shard.url);
+    if (!part.ok) throw new Error(`shard ${shard.path} fetch: HTTP ${part.status}`);
+    externalData.push({ path: shard.path, data: new Uint8Array(await part.arrayBuffer()) });
+  }
   const t1 = performance.now();
   const session = await ort.InferenceSession.create(model, { executionProviders: ["wasm"],
-                                                              graphOptimizationLevel: "all" });
+                                                              graphOptimizationLevel: "all", externalData });
   const t2 = performance.now();
   const first = feeds(req.samples[0]);
   const f0 = performance.now();
