@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Small enough to keep each CLI run to seconds; large enough that accuracy is meaningful.
 FAST = ["eval.warmup=5", "eval.repeats=30"]
 EPOCHS = ["task.epochs=6"]  # classification tasks; LM tasks train on token budgets
-LM_TASKS = ("task=lm", "task=tinylm", "task=smollm2", "+recipe=ordering_study_llm")
+LM_TASKS = ("task=lm", "task=tinylm", "task=smollm2", "+recipe=ordering_study_llm", "+recipe=llm_deploy")
 DIGITS_FAST = ["task.width=32", "task.hidden=128"]  # the default digits CNN at half width
 
 

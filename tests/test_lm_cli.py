@@ -50,6 +50,30 @@ def test_the_llm_ordering_study_runs_every_order_once_and_the_table_reads_it(sto
     assert bench.verdict(rows).startswith("Quantize-before-prune orders: perplexity ")
 
 
+# head_dim 32 (64 / 2 heads), as a real model's: an int8 cache's fp16 scales then add 1/16 to half of fp16
+DEPLOY = [*TINY, "task.hidden_size=64", "task.heads=2", "task.kv_heads=1", "task.layers=3"]
+
+
+@pytest.mark.slow
+def test_the_llm_deploy_recipe_sweeps_cache_precision_and_ranks_drafts(store: dict[str, str]) -> None:
+    proc = run_cli(store, "+recipe=llm_deploy", "tracking.log_models=false", *DEPLOY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "22 unique nodes: 22 stage executions, 0 from cache, 0 failed" in proc.stdout
+    runs = {r.data.tags["orchestrator.variant"]: r.data.metrics for r in leaf_runs(store, "llm_deploy")}
+    assert len(runs) == 12
+    kv = {name.split("dtype=")[1].rstrip("]"): m for name, m in runs.items() if name.startswith("kvcache")}
+    base = next(m for name, m in runs.items() if name.startswith("baseline"))
+    assert set(kv) == {"fp16", "int8", "int4"}
+    assert kv["fp16"]["kv_cache_mb_per_1k_tokens"] == pytest.approx(base["kv_cache_mb_per_1k_tokens"] / 2)
+    assert 0.45 <= kv["int8"]["kv_cache_mb_per_1k_tokens"] / kv["fp16"]["kv_cache_mb_per_1k_tokens"] <= 0.55
+    assert all("perplexity" in m and "kv_agreement" in m for m in kv.values())
+    drafts = {name: m for name, m in runs.items() if not name.startswith("baseline")}
+    assert all(m["spec_identical"] == 1.0 and "spec_acceptance_rate" in m and "spec_speedup" in m
+               for m in drafts.values())
+    assert "Drafts for speculative decoding" in proc.stdout and "shrink=3" in proc.stdout
+    assert "spec_speedup" not in base  # the target does not draft for itself
+
+
 def _own_corpus(folder: Path) -> Path:
     """A corpus a user might bring: the docstrings of some stdlib modules, one document per blank line."""
     import argparse
@@ -118,6 +142,12 @@ def test_the_perplexity_gate_cuts_a_subtree(store: dict[str, str]) -> None:
     (["task=digits", "pipeline=[prune]", "stages.prune.heads=0.5"], "stages.prune.heads"),
     (["task=tinylm", "task.kv_heads=3"], "task.kv_heads"),
     (["task=tinylm", "report.max_perplexity_ratio=0.5"], "report.max_perplexity_ratio"),
+    (["task=digits", "pipeline=[kvcache]"], "stages.kvcache"),
+    (["task=tinylm", "pipeline=[kvcache]", "stages.kvcache.dtype=int3"], "stages.kvcache.dtype"),
+    (["task=digits", "eval.speculative.target=baseline"], "eval.speculative"),
+    (["task=tinylm", "eval.speculative.target=quantize"], "eval.speculative.target"),
+    (["task=tinylm", "eval.speculative.target=baseline", "eval.speculative.k=0"], "eval.speculative.k"),
+    (["task=tinylm", "pipeline=[split]", "stages.split.shard_mb=0"], "stages.split.shard_mb"),
 ])
 def test_bad_lm_input_is_refused_before_any_compute(store: dict[str, str], overrides: list[str], key: str) -> None:
     proc = run_cli(store, "+recipe=pkdq", *overrides, "dry_run=true", timeout=120)

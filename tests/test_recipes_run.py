@@ -26,7 +26,9 @@ REDUCED: dict[str, list[str]] = {
     "ordering_study": ["stages.distill.epochs=1", "~sweep",
                        "+sweep={stages.prune.ratio:[0.3],stages.quantize.mode:[int8,fp16]}"],
     "ordering_study_llm": [],  # a language-model recipe: run on a tiny tinylm in test_lm_cli.py
+    "llm_deploy": [],  # likewise
 }
+LM_RECIPES = ("ordering_study_llm", "llm_deploy")
 
 
 def test_every_shipped_recipe_has_a_reduced_run_here() -> None:
@@ -41,7 +43,7 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("recipe", [r for r in REDUCED if r not in ("ordering_study", "ordering_study_llm")])
+@pytest.mark.parametrize("recipe", [r for r in REDUCED if r not in ("ordering_study", *LM_RECIPES)])
 def test_recipe_runs_on_digits(recipe: str, shared: dict[str, str]) -> None:
     proc = run_cli(shared, f"+recipe={recipe}", "tracking.log_models=false", *REDUCED[recipe])
     assert proc.returncode == 0, proc.stderr[-3000:]
