@@ -43,6 +43,10 @@ def model_files(path: Path) -> list[Path]:
     for tensor in proto.graph.initializer:
         for entry in tensor.external_data:
             if entry.key == "location":
+                if Path(entry.value).name != entry.value or entry.value in ("", ".", ".."):
+                    # only files beside the graph: a location elsewhere is never read, sized or served
+                    raise ValueError(f"{path}: external data location {entry.value!r} of {tensor.name!r} is not a "
+                                     "file name beside the model")
                 extra.add(path.parent / entry.value)
     return [path, *sorted(extra)]
 

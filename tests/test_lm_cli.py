@@ -18,11 +18,15 @@ TINY = ["task=tinylm", "task.vocab_size=512", "task.hidden_size=32", "task.layer
         "task.context=64", "task.train_tokens=30000", "task.eval_tokens=2048", "stages.distill.tokens=4096"]
 
 
-def ordering_table_llm() -> Any:
-    spec = importlib.util.spec_from_file_location("ordering_table_llm", ROOT / "benchmarks" / "ordering_table_llm.py")
+def _benchmark(name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def ordering_table_llm() -> Any:
+    return _benchmark("ordering_table_llm")
 
 
 @pytest.mark.slow
@@ -72,6 +76,12 @@ def test_the_llm_deploy_recipe_sweeps_cache_precision_and_ranks_drafts(store: di
                for m in drafts.values())
     assert "Drafts for speculative decoding" in proc.stdout and "shrink=3" in proc.stdout
     assert "spec_speedup" not in base  # the target does not draft for itself
+    bench = _benchmark("llm_deploy_table")
+    leaves = bench.leaves(store["uri"], "llm_deploy")
+    kv, spec = bench.kv_rows(leaves), bench.spec_rows(leaves)
+    assert len(kv) == 12 and kv[0]["variant"] == "baseline" and len(spec) == 11
+    assert all(r["same text"] == "yes" for r in spec) and spec[0]["speed-up"] >= spec[-1]["speed-up"]
+    assert bench.verdict(spec).startswith(f"Best draft: {spec[0]['draft']}: ")
 
 
 def _own_corpus(folder: Path) -> Path:

@@ -173,3 +173,22 @@ def test_the_speculative_measurement_reports_rate_speed_up_and_identity(lm: Any,
     assert metrics["spec_identical"] == 1.0 and 0 < metrics["spec_acceptance_rate"] < 1
     assert metrics["spec_speedup"] == pytest.approx(metrics["spec_tokens_per_s"] / metrics["spec_target_tokens_per_s"])
     assert 1.0 <= metrics["spec_tokens_per_round"] <= 4.0
+
+
+def test_external_data_outside_the_models_folder_is_never_read(lm: Any, base_onnx: Path, tmp_path: Path) -> None:
+    import onnx
+
+    from orchestrator.onnx_utils import model_files, size_bytes
+    from orchestrator.stages.base import StageContext
+    from orchestrator.stages.split import Split, SplitParams
+
+    ctx = StageContext(task=lm, work_dir=tmp_path, seed=0, teacher=lambda: None)
+    split = Path(Split(SplitParams()).run(ctx, base_onnx).model)
+    proto = onnx.load(str(split), load_external_data=False)
+    entry = next(e for t in proto.graph.initializer for e in t.external_data if e.key == "location")
+    entry.value = "../../outside.bin"  # a planted cache entry pointing out of its node folder
+    onnx.save(proto, str(split))
+    with pytest.raises(ValueError, match="not a file name beside the model"):
+        model_files(split)
+    with pytest.raises(ValueError):
+        size_bytes(split)

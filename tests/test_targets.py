@@ -156,3 +156,24 @@ def test_every_node_run_has_browser_and_node_metrics(store):
         assert abs(m["browser_accuracy"] - m["browser_ref_accuracy"]) <= 1 / 100 + 1e-9
         assert run.data.tags["orchestrator.browser.onnxruntime_web"] == "1.30.0"
     assert not headless_chromium_pids() - before  # the sweep tore its browser down
+
+
+@needs_browser
+def test_a_split_model_loads_in_the_browser_from_its_shards(digits, digits_onnx, tmp_path):
+    import onnx
+
+    from orchestrator.onnx_utils import model_files
+    from orchestrator.stages.base import StageContext
+    from orchestrator.stages.split import Split, SplitParams
+
+    largest = max(len(t.raw_data) for t in onnx.load(str(digits_onnx)).graph.initializer) / 1e6
+    ctx = StageContext(task=digits, work_dir=tmp_path, seed=0, teacher=lambda: None)
+    split = Path(Split(SplitParams(shard_mb=largest * 1.1, min_tensor_kb=0.1)).run(ctx, digits_onnx).model)
+    shards = model_files(split)[1:]
+    assert len(shards) >= 2
+    m = BrowserTarget().measure(split, digits, settings())
+    assert m["browser_max_abs_diff"] < 1e-4  # onnxruntime-web read every weight from the shards
+    served = {url.rsplit("-", 1)[-1] for url, _, _ in _Session.get("").server.served if "/models/" in url}
+    assert {f.name for f in shards} <= served
+    if shutil.which("node") and ORT_NODE.exists():  # onnxruntime-node finds the shards next to the graph
+        assert NodeTarget().measure(split, digits, settings())["node_max_abs_diff"] < 1e-4
