@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from orchestrator.evaluate import session
-from orchestrator.onnx_utils import gemm_to_matmul, quantization_report, weight_census, weight_only_qdq
+from orchestrator.onnx_utils import quantization_report, weight_census
+from orchestrator.qdq import gemm_to_matmul, weight_only_qdq
 
 
 @pytest.fixture(scope="module")

@@ -96,7 +96,8 @@ def realize(path: Path, mode: str) -> dict[str, float]:
     """Rewrite the fp32 export at `path` (weights on the `mode` grid) into that precision, in place."""
     import onnx
 
-    from orchestrator.onnx_utils import quantization_report, weight_only_qdq
+    from orchestrator.onnx_utils import quantization_report
+    from orchestrator.qdq import weight_only_qdq
 
     fp32 = path.with_name("fp32.onnx.tmp")
     path.rename(fp32)
@@ -126,7 +127,7 @@ def grid_tables(proto: Any, bits: int) -> int:
     import onnx
     from onnx import numpy_helper
 
-    from orchestrator.onnx_utils import _dequantized
+    from orchestrator.qdq import dequantized
 
     inits, qmax, nodes = {i.name: i for i in proto.graph.initializer}, (127 if bits == 8 else 7), []
     for node in proto.graph.node:
@@ -139,7 +140,7 @@ def grid_tables(proto: Any, bits: int) -> int:
         if np.abs(steps - np.round(steps)).max() > 1e-3:
             continue
         inits.pop(table.name)
-        nodes.append(_dequantized(proto, table, 0, bits))
+        nodes.append(dequantized(proto, table, 0, bits))
     for i, node in enumerate(nodes):
         proto.graph.node.insert(i, node)
     return len(nodes)

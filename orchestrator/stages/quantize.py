@@ -218,7 +218,7 @@ def _int4(src: Path, dst: Path, block_size: int, symmetric: bool, bits: int = 4)
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    from orchestrator.onnx_utils import gemm_to_matmul
+    from orchestrator.qdq import gemm_to_matmul
 
     proto = onnx.load(str(src))
     rewritten = gemm_to_matmul(proto)

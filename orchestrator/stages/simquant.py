@@ -5,7 +5,7 @@ rounded to the quantization grid, with a straight-through estimator (STE) for th
 they stay Conv2d/Linear subclasses, pruning still finds and shrinks them, the grid follows the pruned
 weight (scales are recomputed from it), and any later training is quantization-aware.
 
-Grids (shared with `onnx_utils.weight_only_qdq`, so an export is lossless):
+Grids (shared with `qdq.weight_only_qdq`, so an export is lossless):
 - int8 / int4: symmetric, one scale per output channel, scale = max|w| / qmax (qmax 127 / 7; 1 for an
   all-zero channel), q = round(w / scale) in [-qmax, qmax];
 - fp16: the weight rounded to half precision.
