@@ -37,7 +37,7 @@ def _optimum(model: Any, path: Path, opset: int, input_names: list[str]) -> bool
     import onnx
     from optimum.exporters.onnx import onnx_export_from_model
 
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp, _quiet():
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp, quiet():
         onnx_export_from_model(model, tmp, opset=opset, task="text-classification", do_validation=False)
         produced = Path(tmp) / "model.onnx"
         inputs = {i.name for i in onnx.load(str(produced), load_external_data=False).graph.input}
@@ -68,7 +68,7 @@ def _torch(model: Any, path: Path, opset: int, exporter: str, example: dict[str,
 
     wrapper = _wrap(model, names)
     args = tuple(example[n] for n in names)
-    with _quiet(), torch.no_grad():
+    with quiet(), torch.no_grad():
         if exporter == "dynamo":
             batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence", max=4096)
             torch.onnx.export(wrapper, args, str(path), input_names=names, output_names=["logits"],
@@ -81,10 +81,15 @@ def _torch(model: Any, path: Path, opset: int, exporter: str, example: dict[str,
 
 
 @contextlib.contextmanager
-def _quiet() -> Any:
-    """Exporters print progress and tracer warnings that say nothing actionable here."""
+def quiet() -> Any:
+    """Silence what exporters and loaders print that says nothing actionable here (progress, tracer
+    warnings, opset hints, GGUF progress bars): the root, optimum and transformers loggers, stdout."""
     import logging
 
+    import transformers
+
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
     loggers = [logging.getLogger(n) for n in ("", "optimum", "transformers")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
@@ -96,3 +101,4 @@ def _quiet() -> Any:
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
+        transformers.logging.set_verbosity(verbosity)

@@ -8,13 +8,12 @@ reloads and exports like an unpruned one; which neurons go is decided per layer 
 
 from __future__ import annotations
 
-import contextlib
-import io
 import shutil
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
+
+from orchestrator.tasks.hf_export import quiet
 
 IMPORTANCES = ("l1", "activation", "mix")
 
@@ -27,7 +26,7 @@ def load_pretrained(source: str, dtype: str = "float32") -> Any:
     path = Path(source)
     kwargs = {"gguf_file": path.name} if path.suffix == ".gguf" else {}
     folder = path.parent if path.suffix == ".gguf" else path
-    with _quiet():
+    with quiet():
         model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=getattr(torch, dtype), **kwargs)
     return model.eval()
 
@@ -45,7 +44,7 @@ def load_tokenizer(source: str) -> Any:
     from transformers import AutoTokenizer
 
     path = Path(source)
-    with _quiet():
+    with quiet():
         if path.suffix != ".gguf":
             return AutoTokenizer.from_pretrained(str(path))
         stat = path.stat()
@@ -220,30 +219,10 @@ def export_with_past(model: Any, path: Path, opset: int) -> None:
     from optimum.exporters.onnx import onnx_export_from_model
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp, _quiet():
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp, quiet():
         onnx_export_from_model(model.eval(), tmp, opset=opset, task="text-generation-with-past",
                                do_validation=False)
         produced = Path(tmp) / "model.onnx"
         if (Path(tmp) / "model.onnx_data").exists():  # > 2 GB: external data, moved beside the graph
             shutil.move(str(Path(tmp) / "model.onnx_data"), str(path.with_name("model.onnx_data")))
         shutil.move(str(produced), str(path))
-
-
-@contextlib.contextmanager
-def _quiet() -> Any:
-    """Silence transformers/optimum chatter (tracer warnings, opset hints, GGUF progress bars)."""
-    import logging
-
-    import transformers
-
-    level, optimum = transformers.logging.get_verbosity(), logging.getLogger("optimum")
-    transformers.logging.set_verbosity_error()
-    was = optimum.level
-    optimum.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        transformers.logging.set_verbosity(level)
-        optimum.setLevel(was)
