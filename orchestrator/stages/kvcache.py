@@ -73,7 +73,7 @@ class KVCache(Stage):
         if self.params.dtype != "fp32":
             rewrite(graph, self.params.dtype)
         onnx.save(graph, str(out))
-        parent = lm_measure.quality(ctx.task, session(src, 1), None)[1]
+        parent = lm_measure.reference_tokens(ctx.task, src, 1)  # once per process: siblings share the parent
         mine = lm_measure.quality(ctx.task, session(out, 1), None)[1]
         return StageOutput(out, {"kv_bits": float(BITS[self.params.dtype]),
                                  "kv_agreement": float((parent == mine).mean())})
