@@ -191,3 +191,22 @@ def test_smollm2_plans_from_its_bundled_gguf_offline(store: dict[str, str]) -> N
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "24 nodes (0 cached, 24 new), 10 variants" in proc.stdout
     assert "tokens=16384" in proc.stdout  # the LM-sized KD budget of conf/task/smollm2.yaml
+
+
+def test_the_drafts_view_ranks_by_measured_speed_up_and_flags_a_different_text() -> None:
+    from orchestrator.pareto import Constraints, Row
+    from orchestrator.report import build, markdown, render
+
+    base = {"perplexity": 10.0, "latency_p50_ms": 2.0, "model_size_mb": 100.0}
+
+    def draft(speedup: float, same: float) -> dict[str, float]:
+        return {**base, "spec_speedup": speedup, "spec_acceptance_rate": 0.5, "spec_identical": same}
+
+    rows = [Row("baseline", "b", "done", base, base, True), Row("slow", "s", "done", draft(0.8, 1.0), base),
+            Row("fast", "f", "done", draft(1.6, 1.0), base), Row("broken", "x", "done", draft(1.2, 0.0), base)]
+    text = render(build(rows, Constraints.from_dict({})))
+    view = text[text.index("Drafts for speculative decoding"):].splitlines()
+    assert [line.split()[0] for line in view[3:6]] == ["fast", "broken", "slow"]
+    assert "1.60x" in view[3] and view[4].rstrip().endswith("NO")
+    assert view[6] == ""  # three drafts: the baseline does not draft for itself
+    assert "| fast | 1.60x |" in markdown(build(rows, Constraints.from_dict({})), "t", {})
