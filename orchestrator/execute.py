@@ -149,12 +149,13 @@ def _build(job: Job, cache: Cache, task: Any) -> None:
         model, stage_metrics = _run_stage(job, cache, task, staged)
         model_file = _save(model, staged, task)
         faults.point("build:saved")
-        seconds = time.perf_counter() - start
+        seconds, start = time.perf_counter() - start, time.perf_counter()
         cache.put_eval(job.node.key, eval_hash(job.settings), _measure(job, cache, task, staged, model_file), staged)
-        cache.commit(job.node.key, staged, {
+        cache.commit(job.node.key, staged, {  # the timings feed later sweeps' estimates (orchestrator.progress)
             "key": job.node.key, "stage": job.node.stage, "params": job.node.params,
             "parent": job.node.parent, "steps": list(job.node.steps), "model_file": model_file,
-            "stage_metrics": stage_metrics, "stage_seconds": seconds, "created": time.time()})
+            "stage_metrics": stage_metrics, "stage_seconds": seconds,
+            "measure_seconds": time.perf_counter() - start, "created": time.time()})
     except BaseException:
         cache.discard(staged)
         raise

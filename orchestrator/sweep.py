@@ -19,6 +19,7 @@ from orchestrator.fingerprint import Fingerprints
 from orchestrator.logbook import Logbook
 from orchestrator.pareto import Constraints
 from orchestrator.plan import Keying, Node, Plan, plan
+from orchestrator.progress import Estimator, Progress, estimate_text
 from orchestrator.report import build, publish, render, rows_from_results
 
 
@@ -71,32 +72,14 @@ def print_plan(plan_: Plan, cache: Cache) -> None:
 
     for root in plan_.children(None):
         show(root, 0)
-    new = sum(not cache.has(k) for k in plan_.nodes)
-    print(f"{len(plan_.nodes)} nodes ({len(plan_.nodes) - new} cached, {new} new), {len(plan_.variants)} variants")
-
-
-class Progress:
-    """Nodes done / total and the current stage, one line per event on stderr."""
-
-    def __init__(self, total: int) -> None:
-        self.total, self.done, self.start = total, 0, time.perf_counter()
-
-    def started(self, node: Node) -> None:
-        params = " ".join(f"{k}={v}" for k, v in node.params.items()) if node.stage != "baseline" else ""
-        _err(f"[{self.done + 1:>3}/{self.total}] {node.pipeline}: running {node.stage} {params}")
-
-    def finished(self, node: Node, result: NodeResult) -> None:
-        self.done += 1
-        m = result.metrics
-        lines = (result.error or "").strip().splitlines() or [""]
-        # a traceback says most in its last line; a failure we could name says it in its first
-        quality = (f"acc={m['accuracy']:.4f}" if "accuracy" in m else
-                   f"ppl={m['perplexity']:.4g}" if "perplexity" in m else None)
-        detail = (f"{quality} size={m['model_size_mb']:.3f}MB p50={m['latency_p50_ms']:.3f}ms" if quality
-                  else lines[-1] if lines[0].startswith("Traceback") else lines[0])
-        _err(f"[{self.done:>3}/{self.total}] {node.pipeline}: {result.status} in {result.seconds:.1f}s {detail}")
-        for target, why in result.target_errors.items():
-            _err(f"      {target} measurement failed (the node's other numbers stand): {why}")
+    new = [n for k, n in plan_.nodes.items() if not cache.has(k)]
+    print(f"{len(plan_.nodes)} nodes ({len(plan_.nodes) - len(new)} cached, {len(new)} new), "
+          f"{len(plan_.variants)} variants")
+    if new:
+        task = next(iter(plan_.children(None))).params.get("name", "")
+        known, unknown = Estimator(cache.root).total(task, new)
+        how = " (medians of the cached timings of the same task and stage)" if known else ""
+        print(f"estimated compute of the {len(new)} new nodes: {estimate_text(known, unknown)}{how}")
 
 
 def threads_per_worker(executor: dict[str, Any]) -> int:
@@ -165,7 +148,8 @@ def _execute(data: dict[str, Any], the_plan: Plan, cache: Cache, recipe: str | N
                    data["stages"].get("export", {}), dict(data["gate"]),
                    torch_threads=threads_per_worker(data["executor"]))
 
-    progress = Progress(len(the_plan.nodes))
+    progress = Progress(the_plan, str(data["task"]["name"]), Estimator(cache.root),
+                        [k for k in the_plan.nodes if cache.has(k)])
     results: dict[str, NodeResult] = {}
 
     def on_result(node: Node, result: NodeResult) -> None:
@@ -174,7 +158,10 @@ def _execute(data: dict[str, Any], the_plan: Plan, cache: Cache, recipe: str | N
         book.call(f"node {node.key[:10]}", tracker.log_node if tracker else None, the_plan, node, result, results,
                   counts=True)
 
-    execute(the_plan, make_job, progress.started, on_result, data["executor"]["workers"])
+    try:
+        execute(the_plan, make_job, progress.started, on_result, data["executor"]["workers"])
+    finally:
+        progress.close()
     report = build(rows_from_results(the_plan, results), Constraints.from_dict(data["report"]))
     from orchestrator.tasks import TASKS
 
