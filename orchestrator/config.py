@@ -9,6 +9,7 @@ what is allowed.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
 from typing import Any
@@ -96,8 +97,11 @@ class ReportConfig:
     max_size_mb: float | None = None
     max_download_mb: float | None = None  # on browser_download_mb
     target: str = "ort"  # whose numbers the fronts, max_latency_ms and the recommendation use
+    register: str | None = None  # register the recommended variant under this name in the MLflow Model Registry
 
     def __post_init__(self) -> None:
+        if self.register is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,200}", self.register):
+            raise ConfigError("register", self.register, "must be a model name of letters, digits, '_', '.', '-'")
         check_choice("target", self.target, list(TARGET_NAMES))
         if self.max_download_mb is not None:
             check_range("max_download_mb", self.max_download_mb, 0.0, None, lo_open=True)
@@ -290,6 +294,10 @@ def validate_settings(cfg: dict[str, Any]) -> None:
         raise ConfigError("report.target", report.target, f"must be a measured target: add it to eval.targets "
                           f"(now {evals.targets})")
     _build("gate", GateConfig, cfg.get("gate", {}))
+    tracking = cfg.get("tracking") or {}
+    if report.register and not (tracking.get("enabled", True) and tracking.get("log_models", True)):
+        raise ConfigError("report.register", report.register, "needs the models in MLflow: tracking.enabled=true "
+                          "and tracking.log_models=true")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

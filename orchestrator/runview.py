@@ -15,7 +15,10 @@ ancestor metrics it carries. Pure (no MLflow): tracking.py logs what this module
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from orchestrator.plan import Plan
 
 SHORT = {"prune": "P", "distill": "KD", "quantize": "Q", "fakequant": "Q", "graph": "G", "export": "E",
          "trim": "T", "split": "S"}
@@ -123,3 +126,21 @@ def names(plan: Any, node: Any) -> tuple[str, str | None]:
              if k.split(".")[0] != "stages" or k.split(".")[1] in steps}
     shown = (*node.visible, node.stage) if node.auto and not node.tail else node.visible  # an inserted export
     return step_name(shown or (node.stage,), swept), None
+
+
+def chain_params(plan: Plan, key: str) -> dict[str, str]:
+    """Flattened params of every step down to `key`: `task.epochs`, `prune.ratio`, `quantize.mode`..."""
+    out: dict[str, str] = {}
+    seen: dict[str, int] = {}
+    for node in plan.ancestors(key):
+        name = "task" if node.stage == "baseline" else numbered(node.stage, seen)
+        for param, value in node.params.items():
+            out[f"{name}.{param}"] = str(value)
+    return out
+
+
+def numbered(stage: str, seen: dict[str, int]) -> str:
+    """`prune`, then `prune#2` if the same stage appears again in one chain."""
+    seen[stage] = seen.get(stage, 0) + 1
+    return stage if seen[stage] == 1 else f"{stage}#{seen[stage]}"
+

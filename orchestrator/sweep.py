@@ -168,6 +168,15 @@ def _execute(data: dict[str, Any], the_plan: Plan, cache: Cache, recipe: str | N
     report.notes = list(TASKS[data["task"]["name"]].report_notes)
     faults.point("report")
     book.call("the report", publish if tracker else None, tracker, report, recipe or "adhoc", env)
+    name = data["report"].get("register")
+    if name and tracker and report.rec.row is not None:  # how a team hands the pick to deployment
+        row = report.rec.row
+        tags = {"orchestrator.variant": row.label, "orchestrator.node_key": row.key,
+                "orchestrator.sweep_run_id": str(tracker.parent_id), "orchestrator.recipe": recipe or "adhoc",
+                **{f"metric.{k}": f"{v:.6g}" for k, v in row.metrics.items() if isinstance(v, float)}}
+        version = book.call("registering the model", tracker.register, name, row.key, tags)
+        if version:
+            print(f"Registered {row.label} as {name} version {version} in the MLflow Model Registry")
     return _finish(the_plan, results, book, time.perf_counter() - start, render(report))
 
 

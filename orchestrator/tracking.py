@@ -26,28 +26,12 @@ PIPELINE, NODE_KEY, CACHED = "orchestrator.pipeline", "orchestrator.node_key", "
 STATUS, LEAF, PARENT = "orchestrator.status", "orchestrator.leaf", "mlflow.parentRunId"
 SWEEP_PID, SWEEP_HOST = "orchestrator.sweep_pid", "orchestrator.sweep_host"
 MODEL_LOGGED, MODEL_RUN = "orchestrator.model_logged", "orchestrator.model_run_id"  # where a node's ONNX lies
+MODEL_ID = "orchestrator.model_id"  # the MLflow logged model of the node's ONNX
 PARETO, RECOMMENDED, RECIPE = "orchestrator.pareto", "orchestrator.recommended", "orchestrator.recipe"
 VARIANT, NOTE = "orchestrator.variant", "mlflow.note.content"  # the full variant label; the run's description
 MLFLOW_STATUS = {"done": "FINISHED", "cached": "FINISHED", "gated": "FINISHED", "failed": "FAILED",
                  "skipped": "KILLED"}
 ERROR_FILE = {"failed": "traceback.txt", "gated": "gated.txt", "skipped": "skipped.txt"}
-
-
-def chain_params(plan: Plan, key: str) -> dict[str, str]:
-    """Flattened params of every step down to `key`: `task.epochs`, `prune.ratio`, `quantize.mode`..."""
-    out: dict[str, str] = {}
-    seen: dict[str, int] = {}
-    for node in plan.ancestors(key):
-        name = "task" if node.stage == "baseline" else _step_name(node.stage, seen)
-        for param, value in node.params.items():
-            out[f"{name}.{param}"] = str(value)
-    return out
-
-
-def _step_name(stage: str, seen: dict[str, int]) -> str:
-    """`prune`, then `prune#2` if the same stage appears again in one chain."""
-    seen[stage] = seen.get(stage, 0) + 1
-    return stage if seen[stage] == 1 else f"{stage}#{seen[stage]}"
 
 
 class Tracker:
@@ -110,7 +94,7 @@ class Tracker:
         rid = run.info.run_id
         self.runs[node.key] = rid
         faults.point("log:open")
-        params = [Param(k, v[:6000]) for k, v in chain_params(plan, node.key).items()]
+        params = [Param(k, v[:6000]) for k, v in runview.chain_params(plan, node.key).items()]
         shown, everything = self._chain_metrics(plan, node, results)
         if node.parent is not None and own:
             shown.update({k: round(v, 4) for k, v in runview.ratios(own, base).items()})  # readable in the UI
@@ -137,7 +121,8 @@ class Tracker:
         return self._all_experiments
 
     def _log_model(self, run_id: str, key: str, result: Any) -> None:
-        """Log the node's ONNX model once per store: a cache hit points at the run that already holds it.
+        """Log the node's ONNX model once per store as an MLflow logged model (ONNX flavor, loadable with
+        `mlflow.pyfunc.load_model`), linked to the run; a cache hit points at the model already logged.
 
         Re-uploading every cached model on every rerun would copy the whole sweep (hundreds of MB for a
         transformer) to say nothing new.
@@ -147,12 +132,44 @@ class Tracker:
             found = self.client.search_runs(
                 self._experiment_ids(),
                 f"tags.`{NODE_KEY}` = '{key}' and tags.`{MODEL_LOGGED}` = 'true'", max_results=1)
-            holder = found[0].info.run_id if found else None
-        if holder is None:
-            self.client.log_artifact(run_id, result.onnx_path, "model")
+            holder = found[0] if found else None
+        if holder is None or MODEL_ID not in holder.data.tags:
+            self.client.set_tag(run_id, MODEL_ID, self._logged_model(run_id, key, Path(result.onnx_path)))
             self.client.set_tag(run_id, MODEL_LOGGED, "true")
         else:
-            self.client.set_tag(run_id, MODEL_RUN, holder)
+            self.client.set_tag(run_id, MODEL_RUN, holder.info.run_id)
+            self.client.set_tag(run_id, MODEL_ID, holder.data.tags[MODEL_ID])
+
+    def _logged_model(self, run_id: str, key: str, path: Path) -> str:
+        """Save `path` in MLflow's ONNX flavor as a logged model of `run_id`; returns its model id."""
+        import mlflow.onnx
+        import onnx
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+
+        from orchestrator.onnx_utils import model_files
+
+        model = self.client.create_logged_model(self.experiment_id, name="model", source_run_id=run_id,
+                                                tags={NODE_KEY: key}, model_type="onnx")
+        with tempfile.TemporaryDirectory() as tmp:  # external data (a split or > 2 GB model) stays external
+            mlflow.onnx.save_model(onnx.load(str(path)), f"{tmp}/model", pip_requirements=["onnxruntime"],
+                                   save_as_external_data=len(model_files(path)) > 1)
+            self.client.log_model_artifacts(model.model_id, f"{tmp}/model")
+        self.client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+        self.client.log_outputs(run_id, [LoggedModelOutput(model.model_id, 0)])
+        return model.model_id
+
+    def register(self, name: str, key: str, tags: dict[str, str]) -> str:
+        """Register node `key`'s logged model (of this sweep) as a new version of `name`; returns the version."""
+        import mlflow
+
+        run = self.client.get_run(self.runs[key])
+        model_id = run.data.tags[MODEL_ID]  # log_models is required by report.register (config.py)
+        mlflow.set_tracking_uri(self.uri)  # the registry resolves models:/ URIs through the global store
+        if not self.client.search_registered_models(f"name = '{name}'"):
+            self.client.create_registered_model(name)
+        version = self.client.create_model_version(name, f"models:/{model_id}", run_id=run.info.run_id,
+                                                   tags=tags, model_id=model_id)
+        return str(version.version)
 
     def log_report(self, params: dict[str, str], files: dict[str, str], images: list[Path],
                    node_tags: dict[str, dict[str, str]], tags: dict[str, str]) -> None:
@@ -186,7 +203,7 @@ class Tracker:
         everything: dict[str, Any] = {}
         seen: dict[str, int] = {}
         for anc in plan.ancestors(node.key):
-            name = _step_name(anc.stage, seen) if anc.stage != "baseline" else "baseline"
+            name = runview.numbered(anc.stage, seen) if anc.stage != "baseline" else "baseline"
             res = results.get(anc.key)
             if res is None:
                 continue

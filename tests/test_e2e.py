@@ -30,7 +30,7 @@ def sweep_runs(uri: str, experiment: str = "pkdq") -> list[dict]:
 def first(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     store = {"cache": str(root / "cache"), "uri": f"sqlite:///{root / 'mlflow.db'}", "artifacts": str(root / "art")}
-    out = run_cli(store, "+recipe=pkdq")
+    out = run_cli(store, "+recipe=pkdq", "report.register=digits-pick")
     assert out.returncode == 0, out.stdout + out.stderr
     return store, out
 
@@ -53,7 +53,7 @@ def test_mlflow_holds_parent_baseline_and_one_leaf_per_variant(first):
         # the whole chain is visible on the leaf: every stage's params and the ancestors' metrics
         assert {"task.epochs", "prune.ratio", "distill.temperature", "export.opset", "quantize.mode"} <= set(params)
         assert "prune/accuracy" in metrics and "baseline/accuracy" in metrics
-        assert "model/model.onnx" in [a.path for a in client.list_artifacts(leaf.info.run_id, "model")]
+        assert tags["orchestrator.model_id"] in [o.model_id for o in leaf.outputs.model_outputs]
         if params["quantize.mode"] == "int8":
             assert metrics["model_size_mb"] <= 0.35 * base["model_size_mb"]
             assert metrics["accuracy"] >= base["accuracy"] - 0.02
@@ -61,14 +61,39 @@ def test_mlflow_holds_parent_baseline_and_one_leaf_per_variant(first):
     assert "11 unique nodes: 11 stage executions" in out.stdout
 
 
+def test_models_are_mlflow_onnx_models_and_the_pick_is_registered(first, digits):
+    import mlflow
+
+    store, out = first
+    parent, *kids = sweep_runs(store["uri"])
+    client = MlflowClient(store["uri"])
+    mlflow.set_tracking_uri(store["uri"])
+    (version,) = client.search_model_versions("name = 'digits-pick'")
+    picked = next(r for r in kids if r.data.tags.get("orchestrator.recommended") == "true")
+    assert version.run_id == picked.info.run_id
+    assert version.source == f"models:/{picked.data.tags['orchestrator.model_id']}"
+    assert version.tags["orchestrator.variant"] == picked.data.tags["orchestrator.variant"]
+    assert float(version.tags["metric.accuracy"]) == pytest.approx(picked.data.metrics["accuracy"], rel=1e-5)
+    assert version.tags["orchestrator.sweep_run_id"] == parent.info.run_id
+    assert "as digits-pick version 1 in the MLflow Model Registry" in out.stdout
+    feeds, labels = next(digits.onnx_batches("test", 64))
+    for uri in ("models:/digits-pick/1", f"models:/{kids[0].data.tags['orchestrator.model_id']}"):
+        logits = mlflow.pyfunc.load_model(uri).predict(feeds)  # ONNX flavor, straight from the store
+        assert (next(iter(logits.values())).argmax(-1) == labels).mean() > 0.8
+
+
 def test_rerun_recomputes_nothing(first):
     store, _ = first
+    before = {r.data.tags["orchestrator.node_key"]: r.data.tags["orchestrator.model_id"]
+              for r in sweep_runs(store["uri"])[1:]}
     out = run_cli(store, "+recipe=pkdq")
     assert out.returncode == 0, out.stderr
     assert "11 unique nodes: 0 stage executions, 11 from cache" in out.stdout
     parent, *kids = sweep_runs(store["uri"])
     assert parent.data.metrics["stage_executions"] == 0
     assert {r.data.tags["orchestrator.cached"] for r in kids} == {"true"}
+    # a cache hit logs no second copy: it points at the model the first sweep logged
+    assert {r.data.tags["orchestrator.node_key"]: r.data.tags["orchestrator.model_id"] for r in kids} == before
 
 
 def test_dry_run_marks_cached_and_new(first):
