@@ -8,7 +8,7 @@ sizes, fetch and session-creation times in the browser, the ORT (Python) cold an
 max |difference| of the outputs. A single file over 2 GB cannot be written at all (protobuf's limit), and
 a single ArrayBuffer of that size is refused by the browser, so the shards are the only way in.
 
-    python benchmarks/split_browser.py [--gb 2.2] [--width 4096] [--shard-mb 512] [--dir /tmp/big]
+    python benchmarks/split_browser.py [--gb 2.2] [--width 4096] [--shard-mb 512] [--dir DIR]
 """
 
 from __future__ import annotations
