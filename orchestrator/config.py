@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, fields, make_dataclass
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from orchestrator.errors import ConfigError, check_choice, check_range
 from orchestrator.targets.settings import TARGET_NAMES, BrowserConfig, NodeConfig, SpeculativeConfig
+from orchestrator.typed import build
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = ROOT / "conf"
@@ -69,11 +70,11 @@ class EvalConfig:
             check_choice(f"targets[{i}]", name, list(TARGET_NAMES))
         check_range("samples", self.samples, 1, 100000)
         if isinstance(self.browser, dict):
-            self.browser = _build("browser", BrowserConfig, self.browser)
+            self.browser = build("browser", BrowserConfig, self.browser)
         if isinstance(self.node, dict):
-            self.node = _build("node", NodeConfig, self.node)
+            self.node = build("node", NodeConfig, self.node)
         if isinstance(self.speculative, dict):  # (every nested block arrives as a dict)
-            self.speculative = _build("speculative", SpeculativeConfig, self.speculative)
+            self.speculative = build("speculative", SpeculativeConfig, self.speculative)
         check_range("threads", self.threads, 1, 256)
         check_range("warmup", self.warmup, 0, 100000)
         check_range("repeats", self.repeats, 1, 1000000)
@@ -230,74 +231,47 @@ def broken_recipe(argv: list[str]) -> str | None:
     return None
 
 
-def _build(key: str, cls: type, values: Any) -> Any:
-    """Instantiate a Params dataclass from a dict, turning every problem into a ConfigError under `key`."""
-    if not isinstance(values, dict):
-        raise ConfigError(key, values, f"must be a mapping of {cls.__name__} fields")
-    allowed = [f.name for f in fields(cls)]
-    for name in values:
-        if name not in allowed:
-            raise ConfigError(f"{key}.{name}", values[name], "unknown key; allowed: " + ", ".join(allowed))
-    typed = _typed(key, cls, values)
-    try:
-        return cls(**typed)
-    except ConfigError as err:
-        raise err.under(key) from None
-    except (TypeError, ValueError) as err:  # a user's Params that checks something we could not type
-        raise ConfigError(key, values, f"invalid {cls.__name__}: {err}") from None
-
-
-def _typed(key: str, cls: type, values: dict[str, Any]) -> dict[str, Any]:
-    """`values` converted to the field types of `cls` (OmegaConf's rules: '3' -> 3 for an int field);
-    a value of the wrong type is a ConfigError naming its key, for built-in and user Params alike."""
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(cls), values)
-    except OmegaConfBaseException as err:
-        sub = getattr(err, "key", None)
-        where = f"{key}.{sub}" if sub else key
-        given = values.get(sub) if isinstance(sub, str) else values
-        raise ConfigError(where, given, _expected(cls, sub)) from None
-    out = OmegaConf.to_container(merged, resolve=True)
-    return {k: out[k] for k in values}  # only what was given: dataclass defaults stay the dataclass's own
-
-
-def _expected(cls: type, name: Any) -> str:
-    """What a field of `cls` accepts, in words."""
-    hints = {f.name: f.type for f in fields(cls)}
-    hint = str(hints.get(name, "the field's type"))
-    return f"must be of type {hint}"
-
-
 def validate_task(task: Any, tasks: dict[str, type]) -> Any:
     """The task's Params, or a ConfigError naming the bad key."""
     if not isinstance(task, dict) or "name" not in task:
         raise ConfigError("task", task, "select a task, e.g. task=digits (known: " + ", ".join(tasks) + ")")
     if not isinstance(task["name"], str) or task["name"] not in tasks:
         raise ConfigError("task.name", task["name"], "must be one of " + ", ".join(sorted(tasks)))
-    return _build("task", tasks[task["name"]].Params, task)
+    return build("task", tasks[task["name"]].Params, task)
 
 
 def validate_stages(stages: dict[str, Any], registry: dict[str, type]) -> dict[str, Any]:
     """Every stage's Params instance, range-checked."""
-    return {name: _build(f"stages.{name}", registry[name].Params, values)
+    return {name: build(f"stages.{name}", registry[name].Params, values)
             for name, values in stages.items() if name in registry}
 
 
 def validate_settings(cfg: dict[str, Any]) -> None:
     """Eval, executor, report and gate settings (their schemas are typed by Hydra; ranges are checked here)."""
-    evals = _build("eval", EvalConfig, cfg.get("eval", {}))
-    _build("executor", ExecutorConfig, cfg.get("executor", {}))
-    report = _build("report", ReportConfig, cfg.get("report", {}))
+    evals = build("eval", EvalConfig, cfg.get("eval", {}))
+    build("executor", ExecutorConfig, cfg.get("executor", {}))
+    report = build("report", ReportConfig, cfg.get("report", {}))
     if report.target not in ("ort", *evals.targets):
         raise ConfigError("report.target", report.target, f"must be a measured target: add it to eval.targets "
                           f"(now {evals.targets})")
-    _build("gate", GateConfig, cfg.get("gate", {}))
+    build("gate", GateConfig, cfg.get("gate", {}))
     tracking = cfg.get("tracking") or {}
     if report.register and not (tracking.get("enabled", True) and tracking.get("log_models", True)):
         raise ConfigError("report.register", report.register, "needs the models in MLflow: tracking.enabled=true "
                           "and tracking.log_models=true")
+
+
+def validate_for_task(cfg: dict[str, Any], task_cls: type) -> None:
+    """The browser and node harnesses feed plain examples; a KV-cache LM graph needs more inputs.
+    Speculative decoding needs a model that generates."""
+    evals = cfg.get("eval") or {}
+    extra = [t for t in evals.get("targets", []) if t != "ort"]
+    if extra and task_cls.kv_cache:
+        raise ConfigError("eval.targets", extra, f"task {task_cls.name!r} is a language model, measured on ort "
+                          "only; use eval.targets=[ort]")
+    if (evals.get("speculative") or {}).get("target") and not task_cls.kv_cache:
+        raise ConfigError("eval.speculative", evals["speculative"], f"task {task_cls.name!r} does not generate "
+                          "text: speculative decoding is measured on language models (task=lm, tinylm, smollm2)")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
-from orchestrator.config import validate_settings, validate_stages, validate_task
+from orchestrator.config import validate_for_task, validate_settings, validate_stages, validate_task
 from orchestrator.errors import ConfigError, PlanError
 from orchestrator.fingerprint import Fingerprints, library_versions
 from orchestrator.hashing import digest
@@ -236,7 +236,7 @@ def plan(cfg: dict[str, Any], registry: dict[str, type], tasks: dict[str, type],
             if err.key not in overrides:
                 raise
             raise ConfigError(f"sweep.{err.key}", err.value, err.allowed) from None
-        _check_targets(variant_cfg, tasks[task["name"]])
+        validate_for_task(variant_cfg, tasks[task["name"]])
         root = root_node(task, tasks[task["name"]], int(variant_cfg.get("seed", 0)), keying)
         result.nodes.setdefault(root.key, root)
         for chain, steps in chains:
@@ -246,19 +246,6 @@ def plan(cfg: dict[str, Any], registry: dict[str, type], tasks: dict[str, type],
             result.variants.append(Variant(">".join(chain) or BASELINE, used, node.key))
     result.variants = _dedupe(result.variants)
     return result
-
-
-def _check_targets(cfg: dict[str, Any], task_cls: type) -> None:
-    """The browser and node harnesses feed plain examples; a KV-cache LM graph needs more inputs.
-    Speculative decoding needs a model that generates."""
-    evals = cfg.get("eval") or {}
-    extra = [t for t in evals.get("targets", []) if t != "ort"]
-    if extra and task_cls.kv_cache:
-        raise ConfigError("eval.targets", extra, f"task {task_cls.name!r} is a language model, measured on ort "
-                          "only; use eval.targets=[ort]")
-    if (evals.get("speculative") or {}).get("target") and not task_cls.kv_cache:
-        raise ConfigError("eval.speculative", evals["speculative"], f"task {task_cls.name!r} does not generate "
-                          "text: speculative decoding is measured on language models (task=lm, tinylm, smollm2)")
 
 
 def _add_chain(result: Plan, root: Node, label: str, steps: list[Step], params: dict[str, dict[str, Any]],
