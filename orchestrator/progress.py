@@ -11,15 +11,14 @@ finished one carrying the estimate of what is left.
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import threading
 import time
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any, TextIO
 
+from orchestrator.cache import Cache
 from orchestrator.plan import BASELINE, Node, Plan
 
 
@@ -33,13 +32,13 @@ def _clock(seconds: float) -> str:
 class Estimator:
     """Expected compute seconds of a node, from the cached nodes of the same task and stage."""
 
-    def __init__(self, cache_root: str | Path) -> None:
+    def __init__(self, cache: Cache) -> None:
         self.samples: dict[tuple[str, str], list[float]] = {}
-        nodes = Path(cache_root) / "nodes"
+        nodes = cache.root / "nodes"
         metas = {}
-        for meta_file in nodes.glob("*/meta.json") if nodes.is_dir() else ():
+        for folder in nodes.iterdir() if nodes.is_dir() else ():
             try:
-                metas[meta_file.parent.name] = json.loads(meta_file.read_text())
+                metas[folder.name] = cache.meta(folder.name)
             except (OSError, ValueError):
                 continue  # a folder being written or refused: no timing from it
         for meta in metas.values():

@@ -77,7 +77,7 @@ def print_plan(plan_: Plan, cache: Cache) -> None:
           f"{len(plan_.variants)} variants")
     if new:
         task = next(iter(plan_.children(None))).params.get("name", "")
-        known, unknown = Estimator(cache.root).total(task, new)
+        known, unknown = Estimator(cache).total(task, new)
         how = " (medians of the cached timings of the same task and stage)" if known else ""
         print(f"estimated compute of the {len(new)} new nodes: {estimate_text(known, unknown)}{how}")
 
@@ -148,7 +148,7 @@ def _execute(data: dict[str, Any], the_plan: Plan, cache: Cache, recipe: str | N
                    data["stages"].get("export", {}), dict(data["gate"]),
                    torch_threads=threads_per_worker(data["executor"]))
 
-    progress = Progress(the_plan, str(data["task"]["name"]), Estimator(cache.root),
+    progress = Progress(the_plan, str(data["task"]["name"]), Estimator(cache),
                         [k for k in the_plan.nodes if cache.has(k)])
     results: dict[str, NodeResult] = {}
 

@@ -61,6 +61,7 @@ class Tracker:
         self._all_experiments: list[str] | None = None
         self.node_tags: dict[str, str] = {}  # set on every node run too (e.g. the measuring environment)
         self.runs: dict[str, str] = {}  # node key -> its run in this sweep
+        self.models: dict[str, str] = {}  # node key -> its logged model (this sweep's or an earlier copy)
 
     def start_sweep(self, name: str, config_yaml: str, tags: dict[str, str],
                     node_tags: dict[str, str] | None = None) -> str:
@@ -121,12 +122,9 @@ class Tracker:
         return self._all_experiments
 
     def _log_model(self, run_id: str, key: str, result: Any) -> None:
-        """Log the node's ONNX model once per store as an MLflow logged model (ONNX flavor, loadable with
-        `mlflow.pyfunc.load_model`), linked to the run; a cache hit points at the model already logged.
-
-        Re-uploading every cached model on every rerun would copy the whole sweep (hundreds of MB for a
-        transformer) to say nothing new.
-        """
+        """Log the node's ONNX once per store as an MLflow logged model (ONNX flavor: `mlflow.pyfunc.load_model`)
+        linked to the run; a cache hit points at the copy already logged (re-uploading every cached model on
+        every rerun would copy the whole sweep, hundreds of MB for a transformer, to say nothing new)."""
         holder = None
         if not result.executed:
             found = self.client.search_runs(
@@ -134,11 +132,12 @@ class Tracker:
                 f"tags.`{NODE_KEY}` = '{key}' and tags.`{MODEL_LOGGED}` = 'true'", max_results=1)
             holder = found[0] if found else None
         if holder is None or MODEL_ID not in holder.data.tags:
-            self.client.set_tag(run_id, MODEL_ID, self._logged_model(run_id, key, Path(result.onnx_path)))
+            self.models[key] = self._logged_model(run_id, key, Path(result.onnx_path))
             self.client.set_tag(run_id, MODEL_LOGGED, "true")
         else:
+            self.models[key] = holder.data.tags[MODEL_ID]
             self.client.set_tag(run_id, MODEL_RUN, holder.info.run_id)
-            self.client.set_tag(run_id, MODEL_ID, holder.data.tags[MODEL_ID])
+        self.client.set_tag(run_id, MODEL_ID, self.models[key])
 
     def _logged_model(self, run_id: str, key: str, path: Path) -> str:
         """Save `path` in MLflow's ONNX flavor as a logged model of `run_id`; returns its model id."""
@@ -162,12 +161,11 @@ class Tracker:
         """Register node `key`'s logged model (of this sweep) as a new version of `name`; returns the version."""
         import mlflow
 
-        run = self.client.get_run(self.runs[key])
-        model_id = run.data.tags[MODEL_ID]  # log_models is required by report.register (config.py)
+        model_id = self.models[key]  # log_models is required by report.register (config.py)
         mlflow.set_tracking_uri(self.uri)  # the registry resolves models:/ URIs through the global store
         if not self.client.search_registered_models(f"name = '{name}'"):
             self.client.create_registered_model(name)
-        version = self.client.create_model_version(name, f"models:/{model_id}", run_id=run.info.run_id,
+        version = self.client.create_model_version(name, f"models:/{model_id}", run_id=self.runs[key],
                                                    tags=tags, model_id=model_id)
         return str(version.version)
 

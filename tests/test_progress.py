@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 from conftest import run_cli
 
+from orchestrator.cache import Cache
 from orchestrator.plan import Node, Plan
 from orchestrator.progress import Estimator, Progress, estimate_text
 
@@ -38,7 +39,7 @@ def _node(key: str, stage: str, parent: str | None = "r") -> Node:
 
 
 def test_the_estimate_is_the_median_of_the_same_task_and_stage(cache_root: Path) -> None:
-    est = Estimator(cache_root)
+    est = Estimator(Cache(cache_root, sweep=False))
     assert est.seconds("digits", _node("x", "prune")) == pytest.approx(4.0)  # median of 3 s and 5 s
     assert est.seconds("tinylm", _node("x", "prune")) == pytest.approx(101.0)
     assert est.seconds("digits", _node("x", "quantize")) is None  # no history: not guessed
@@ -52,7 +53,7 @@ def test_the_live_status_shows_running_stages_and_what_is_left(cache_root: Path)
     plan = Plan({k: n for k, n in (("r", _node("r", "baseline", None)), ("p", _node("p", "prune")),
                                    ("q", _node("q", "prune")))})
     out = io.StringIO()
-    progress = Progress(plan, "digits", Estimator(cache_root), cached=["r"], stream=out, live=True)
+    progress = Progress(plan, "digits", Estimator(Cache(cache_root, sweep=False)), cached=["r"], stream=out, live=True)
     progress.started(plan.nodes["p"])
     status = progress.status()
     assert status.startswith("0/3 done · running: prune (prune, 0m0") and "· 2 queued ·" in status
@@ -68,7 +69,7 @@ def test_the_live_status_shows_running_stages_and_what_is_left(cache_root: Path)
 def test_a_log_gets_event_lines_with_the_time_left(cache_root: Path) -> None:
     plan = Plan({"r": _node("r", "baseline", None), "p": _node("p", "prune")})
     out = io.StringIO()
-    progress = Progress(plan, "digits", Estimator(cache_root), stream=out, live=False)
+    progress = Progress(plan, "digits", Estimator(Cache(cache_root, sweep=False)), stream=out, live=False)
     progress.started(plan.nodes["r"])
     progress.finished(plan.nodes["r"], SimpleNamespace(metrics={}, error=None, status="done", seconds=3.0,
                                                        executed=True, target_errors={}))
