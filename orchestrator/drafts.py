@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from orchestrator import tables
+
 COLUMNS = [("spec_speedup", "speed-up", "{:.2f}x"), ("spec_acceptance_rate", "accepted", "{:.3f}"),
            ("spec_tokens_per_round", "tok/round", "{:.2f}"), ("spec_tokens_per_s", "tok/s", "{:.4g}"),
            ("spec_target_tokens_per_s", "target tok/s", "{:.4g}"), ("model_size_mb", "draft MB", "{:.4g}"),
@@ -36,21 +38,12 @@ def _cells(row: Any) -> list[str]:
 def text(rows: list[Any]) -> list[str]:
     """The view as fixed-width lines (nothing when no row was measured as a draft)."""
     drafts = ranked(rows)
-    if not drafts:
-        return []
-    table = [["draft", *(t for _, t, _ in COLUMNS)], *map(_cells, drafts)]
-    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
-    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths,
-                                                                                           strict=True)))
-             for line in table]
-    return ["", TITLE, lines[0], "  ".join("-" * w for w in widths), *lines[1:]]
+    head = ["draft", *(t for _, t, _ in COLUMNS)]
+    return ["", TITLE, *tables.fixed_width(head, [_cells(r) for r in drafts])] if drafts else []
 
 
 def markdown(rows: list[Any]) -> list[str]:
     """The view as a Markdown table (nothing when no row was measured as a draft)."""
     drafts = ranked(rows)
-    if not drafts:
-        return []
     head = ["draft", *(t for _, t, _ in COLUMNS)]
-    body = ["| " + " | ".join(c.replace("|", "\\|") for c in _cells(r)) + " |" for r in drafts]
-    return ["", TITLE, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head), *body]
+    return ["", TITLE, "", *tables.markdown(head, [_cells(r) for r in drafts])] if drafts else []

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator import drafts
+from orchestrator import drafts, tables
 from orchestrator.pareto import ACCURACY, PERPLEXITY, Constraints, Recommendation, Row, layers, recommend
 from orchestrator.plan import BASELINE, Plan
 
@@ -158,10 +158,7 @@ def terminal_table(report: Report) -> str:
     cols = columns(report, TERMINAL)
     head = ["variant", "status", *(t for _, t, _ in cols)]
     body = [[_label(report, r), r.status, *(_cell(report, r, k, f) for k, _, f in cols)] for r in report.rows]
-    widths = [max(len(line[i]) for line in [head, *body]) for i in range(len(head))]
-    fmt_line = lambda cells: "  ".join(  # noqa: E731
-        c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
-    return "\n".join([fmt_line(head), "  ".join("-" * w for w in widths), *map(fmt_line, body)])
+    return "\n".join(tables.fixed_width(head, body, left=3))
 
 
 def render(report: Report) -> str:
@@ -184,10 +181,8 @@ def markdown(report: Report, title: str, env: dict[str, str]) -> str:
     """The full report: every measured metric per row, the recommendation, the measuring environment."""
     cols = columns(report, MARKDOWN)
     head = ["variant", "status", *(t for _, t, _ in cols)]
-    lines = [f"# {title}: trade-off report", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in report.rows:
-        cells = [_label(report, r).replace("|", "\\|"), r.status, *(_cell(report, r, k, f) for k, _, f in cols)]
-        lines.append("| " + " | ".join(cells) + " |")
+    body = [[_label(report, r), r.status, *(_cell(report, r, k, f) for k, _, f in cols)] for r in report.rows]
+    lines = [f"# {title}: trade-off report", "", *tables.markdown(head, body)]
     envs = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in sorted(env.items()))
     return "\n".join([*lines, "", _legend(report) + ".", *collapses(report), *report.notes,
                       *drafts.markdown(report.rows), "",
