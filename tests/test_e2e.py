@@ -72,7 +72,8 @@ def test_models_are_mlflow_onnx_models_and_the_pick_is_registered(first, digits)
     picked = next(r for r in kids if r.data.tags.get("orchestrator.recommended") == "true")
     assert version.run_id == picked.info.run_id
     assert version.source == f"models:/{picked.data.tags['orchestrator.model_id']}"
-    assert version.tags["orchestrator.variant"] == picked.data.tags["orchestrator.variant"]
+    # the pick is the fastest variant, which on a loaded machine can be the baseline (whose run has no variant tag)
+    assert version.tags["orchestrator.variant"] == picked.data.tags.get("orchestrator.variant", "baseline")
     assert float(version.tags["metric.accuracy"]) == pytest.approx(picked.data.metrics["accuracy"], rel=1e-5)
     assert version.tags["orchestrator.sweep_run_id"] == parent.info.run_id
     assert "as digits-pick version 1 in the MLflow Model Registry" in out.stdout
