@@ -17,6 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from orchestrator.errors import ConfigError, check_choice, check_range
+from orchestrator.executors.settings import ExecutorConfig, Resources, split_resources, with_resources
 from orchestrator.targets.settings import TARGET_NAMES, BrowserConfig, NodeConfig, SpeculativeConfig
 from orchestrator.typed import build
 
@@ -41,9 +42,6 @@ class TrackingConfig:
     artifact_root: str = "mlruns/artifacts"
     experiment: str | None = None
     log_models: bool = True
-
-
-
 
 @dataclass
 class EvalConfig:
@@ -133,28 +131,11 @@ class GateConfig:
             check_range("max_perplexity_ratio", self.max_perplexity_ratio, 1.0, None)
 
 
-@dataclass
-class ExecutorConfig:
-    """workers: processes computing independent DAG branches at once (1 = in this process).
-
-    torch_threads: intra-op threads of torch in each worker. 1 by default: small models do not gain from
-    more, and an oversubscribed torch thread pool (workers x threads > free cores) spins and trains
-    several times slower. 0 = the worker's share of the cores (cores // workers; the LM tasks' default:
-    a transformer trains ~2x faster on 2 threads than on 1).
-    """
-
-    workers: int = 1
-    torch_threads: int = 1
-
-    def __post_init__(self) -> None:
-        check_range("workers", self.workers, 1, 256)
-        check_range("torch_threads", self.torch_threads, 0, 256)
-
-
 def stages_schema(registry: dict[str, type]) -> type:
-    """A dataclass with one field per registered stage, typed by that stage's Params."""
+    """A dataclass with one field per registered stage, typed by that stage's Params (+ its resources)."""
+    typed_ = {name: with_resources(name, cls.Params) for name, cls in registry.items()}
     return make_dataclass("StagesConfig", [
-        (name, cls.Params, field(default_factory=cls.Params)) for name, cls in sorted(registry.items())])
+        (name, typed_[name], field(default_factory=typed_[name])) for name in sorted(registry)])
 
 
 def root_schema(registry: dict[str, type]) -> type:
@@ -241,15 +222,21 @@ def validate_task(task: Any, tasks: dict[str, type]) -> Any:
 
 
 def validate_stages(stages: dict[str, Any], registry: dict[str, type]) -> dict[str, Any]:
-    """Every stage's Params instance, range-checked."""
-    return {name: build(f"stages.{name}", registry[name].Params, values)
+    """Every stage's Params instance, range-checked (its `resources` checked apart: they key nothing)."""
+    return {name: build(f"stages.{name}", registry[name].Params, split_resources(name, values)[0])
             for name, values in stages.items() if name in registry}
+
+
+def stage_resources(stages: dict[str, Any]) -> dict[str, Resources]:
+    """Each configured stage's worker resources (`stages.<name>.resources`), validated."""
+    return {name: split_resources(name, values)[1] for name, values in stages.items() if isinstance(values, dict)}
 
 
 def validate_settings(cfg: dict[str, Any]) -> None:
     """Eval, executor, report and gate settings (their schemas are typed by Hydra; ranges are checked here)."""
     evals = build("eval", EvalConfig, cfg.get("eval", {}))
     build("executor", ExecutorConfig, cfg.get("executor", {}))
+    stage_resources(cfg.get("stages") or {})
     report = build("report", ReportConfig, cfg.get("report", {}))
     if report.target not in ("ort", *evals.targets):
         raise ConfigError("report.target", report.target, f"must be a measured target: add it to eval.targets "

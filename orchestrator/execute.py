@@ -22,6 +22,7 @@ from typing import Any
 from orchestrator import faults, torch_io
 from orchestrator.cache import Cache
 from orchestrator.evaluate import EvalSettings, eval_hash, onnx_for
+from orchestrator.executors.settings import Resources
 from orchestrator.plan import BASELINE, Node, Plan
 from orchestrator.targets.ort import OrtTarget
 
@@ -43,6 +44,7 @@ class Job:
     export: dict[str, Any]
     gate: dict[str, Any] = field(default_factory=dict)  # gate.* limits vs the root baseline (None = off)
     torch_threads: int = 1
+    resources: Resources = field(default_factory=Resources)  # what the node asks of a worker (Ray)
 
 
 @dataclass
@@ -57,6 +59,7 @@ class NodeResult:
     onnx_path: str | None = None
     executed: bool = False  # the stage itself ran in this invocation (not a cache hit)
     target_errors: dict[str, str] = field(default_factory=dict)  # target -> why its measurement failed
+    worker: str = ""  # where it was computed, when the executor knows (Ray: node address and id, pid)
 
 
 @functools.lru_cache(maxsize=4)
@@ -273,17 +276,18 @@ def _gated(job: Job, cache: Cache, ehash: str, metrics: dict[str, float]) -> str
     return None
 
 
-def execute(plan: Plan, make_job: Callable[[Node], Job], on_start: Callable[[Node], None],
+def execute(plan: Plan, make_job: Callable[[Node], Job], on_start: Callable[..., None],
             on_result: Callable[[Node, NodeResult], None], workers: int = 1,
-            compute_fn: Callable[[Job], NodeResult] = compute) -> dict[str, NodeResult]:
+            compute_fn: Callable[[Job], NodeResult] = compute, executor: Any = None) -> dict[str, NodeResult]:
     """Run every node of `plan`; a failed or gated node's descendants are reported SKIPPED, the rest go on.
 
-    `workers` > 1 computes independent branches in worker processes. `compute_fn` is the per-node work
-    (tests swap it to exercise scheduling alone).
+    `executor` schedules the nodes (orchestrator.executors); None = local, or the pool for `workers` > 1.
+    `compute_fn` is the per-node work (tests swap it to exercise scheduling alone).
     """
     from orchestrator.executors import executor_for
 
-    return executor_for(workers).run(plan, make_job, on_start, on_result, compute_fn)
+    chosen = executor or executor_for(workers)
+    return chosen.run(plan, make_job, on_start, on_result, compute_fn)
 
 
 def release(plan: Plan, node: Node, results: dict[str, NodeResult],

@@ -90,7 +90,7 @@ class Progress:
         self.cached = set(cached)  # nodes already in the cache take no compute
         self.stream = stream or sys.stderr
         self.total, self.done, self.start = len(plan.nodes), 0, time.perf_counter()
-        self.running: dict[str, tuple[Node, float]] = {}
+        self.running: dict[str, tuple[Node, float, str]] = {}  # key -> node, start, worker
         self.finished_keys: set[str] = set()
         self.live = self.stream.isatty() if live is None else live
         self.lock = threading.Lock()
@@ -126,22 +126,25 @@ class Progress:
             if guess is None:
                 unknown += 1
             else:
-                started = self.running.get(key, (node, now))[1]
+                started = self.running.get(key, (node, now, ""))[1]
                 known += max(0.0, guess - (now - started))
         return estimate_text(known, unknown)
 
     def status(self) -> str:
         """One line: done / running (stage, elapsed) / queued, elapsed, left."""
         now = time.perf_counter()
-        running = ", ".join(f"{n.pipeline} ({n.stage}, {_clock(now - t)})" for n, t in self.running.values())
+        running = ", ".join(f"{n.pipeline} ({n.stage}{' on ' + w if w else ''}, {_clock(now - t)})"
+                            for n, t, w in self.running.values())
         queued = self.total - self.done - len(self.running)
         return (f"{self.done}/{self.total} done · running: {running or '-'} · {queued} queued · elapsed "
                 f"{_clock(now - self.start)} · left {self.remaining()}")
 
-    def started(self, node: Node) -> None:
-        self.running[node.key] = (node, time.perf_counter())
+    def started(self, node: Node, where: str = "") -> None:
+        """A node began computing (`where`: the worker, when the executor says)."""
+        self.running[node.key] = (node, time.perf_counter(), where)
         params = " ".join(f"{k}={v}" for k, v in node.params.items()) if node.stage != BASELINE else ""
-        self._write(f"[{self.done + 1:>3}/{self.total}] {node.pipeline}: running {node.stage} {params}")
+        on = f" on {where}" if where else ""
+        self._write(f"[{self.done + 1:>3}/{self.total}] {node.pipeline}: running {node.stage} {params}{on}")
 
     def finished(self, node: Node, result: Any) -> None:
         self.done += 1
@@ -157,7 +160,8 @@ class Progress:
         detail = (f"{quality} size={m['model_size_mb']:.3f}MB p50={m['latency_p50_ms']:.3f}ms" if quality
                   else lines[-1] if lines[0].startswith("Traceback") else lines[0])
         left = f" (left {self.remaining()})" if self.done < self.total and not self.live else ""
-        self._write(f"[{self.done:>3}/{self.total}] {node.pipeline}: {result.status} in {result.seconds:.1f}s "
+        on = f" on {result.worker}" if getattr(result, "worker", "") else ""
+        self._write(f"[{self.done:>3}/{self.total}] {node.pipeline}: {result.status} in {result.seconds:.1f}s{on} "
                     f"{detail}{left}")
         for target, why in result.target_errors.items():
             self._write(f"      {target} measurement failed (the node's other numbers stand): {why}")

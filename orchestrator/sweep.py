@@ -11,10 +11,12 @@ import yaml
 
 from orchestrator import faults, preflight, targets
 from orchestrator.cache import Cache
-from orchestrator.config import discover_recipes
+from orchestrator.config import discover_recipes, stage_resources
 from orchestrator.errors import ConfigError, PlanError
 from orchestrator.evaluate import EvalSettings, environment
 from orchestrator.execute import CACHED, FAILED, GATED, SKIPPED, Job, NodeResult, execute
+from orchestrator.executors import Executor, executor_for
+from orchestrator.executors.settings import Resources, split_resources
 from orchestrator.fingerprint import Fingerprints
 from orchestrator.logbook import Logbook
 from orchestrator.pareto import Constraints
@@ -82,12 +84,17 @@ def print_plan(plan_: Plan, cache: Cache) -> None:
         print(f"estimated compute of the {len(new)} new nodes: {estimate_text(known, unknown)}{how}")
 
 
-def threads_per_worker(executor: dict[str, Any]) -> int:
-    """executor.torch_threads, with 0 resolved to this machine's cores divided among the workers."""
+def threads_per_worker(executor: dict[str, Any], resources: Resources | None = None) -> int:
+    """executor.torch_threads, with 0 resolved to the cores a worker has: on Ray the CPUs its stage
+    requests, else this machine's cores divided among the workers."""
     import os
 
     threads = int(executor.get("torch_threads", 1))
-    return threads or max(1, (os.cpu_count() or 1) // int(executor.get("workers", 1)))
+    if threads:
+        return threads
+    if executor.get("kind") == "ray":
+        return max(1, int((resources or Resources()).num_cpus))
+    return max(1, (os.cpu_count() or 1) // int(executor.get("workers", 1)))
 
 
 def _tracker(data: dict[str, Any], recipe: str | None) -> Any:
@@ -107,14 +114,26 @@ def run_sweep(data: dict[str, Any], recipe: str | None, overrides: list[str] | N
     except (ConfigError, PlanError) as err:
         _err(f"error: {err}")
         return 2
-    try:  # before any compute: the cache and the tracking store must be usable
+    executor = executor_for(data["executor"])
+    try:  # before any compute: the cache, the tracking store and the executor must be usable
         preflight.check_folder("cache.dir", data["cache"]["dir"])
         if not data["dry_run"]:
             preflight.check_tracking(data["tracking"])
             targets.check(EvalSettings(**data["eval"]))
+            resources = stage_resources(data["stages"])
+            executor.prepare({n.stage: resources[n.stage] for n in the_plan.nodes.values() if n.stage in resources})
     except ConfigError as err:
+        executor.close()
         _err(f"error: {err}")
         return 2
+    try:
+        return _prepared(data, recipe, the_plan, keying, executor)
+    finally:
+        executor.close()
+
+
+def _prepared(data: dict[str, Any], recipe: str | None, the_plan: Plan, keying: Keying, executor: Executor) -> int:
+    """The rest of a sweep once everything it needs answered: the plan (dry run) or the computation."""
     keying.fingerprints.save()
     cache = Cache(data["cache"]["dir"])
     if data["dry_run"]:
@@ -126,10 +145,11 @@ def run_sweep(data: dict[str, Any], recipe: str | None, overrides: list[str] | N
         _err(f"error: tracking.uri={data['tracking']['uri']!r} is not allowed: the store refused to open "
              f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); {preflight.LOCAL_HINT}")
         return 2
-    return _execute(data, the_plan, cache, recipe, Logbook(tracker, data["tracking"]["uri"]))
+    return _execute(data, the_plan, cache, recipe, Logbook(tracker, data["tracking"]["uri"]), executor)
 
 
-def _execute(data: dict[str, Any], the_plan: Plan, cache: Cache, recipe: str | None, book: Logbook) -> int:
+def _execute(data: dict[str, Any], the_plan: Plan, cache: Cache, recipe: str | None, book: Logbook,
+             executor: Executor) -> int:
     tracker = book.tracker
     start = time.perf_counter()
     settings = EvalSettings(**data["eval"])
@@ -142,11 +162,14 @@ def _execute(data: dict[str, Any], the_plan: Plan, cache: Cache, recipe: str | N
                   {"orchestrator.recipe": recipe or "adhoc",
                                                        "orchestrator.task": str(data["task"]["name"]), **env}, env)
 
+    resources = stage_resources(data["stages"])
+
     def make_job(node: Node) -> Job:
         root = node if node.parent is None else the_plan.ancestors(node.key)[0]
+        res = resources.get(node.stage, Resources())
         return Job(node, root.key, root.params, int(data["seed"]), str(cache.root), settings,
-                   data["stages"].get("export", {}), dict(data["gate"]),
-                   torch_threads=threads_per_worker(data["executor"]))
+                   split_resources("export", data["stages"].get("export", {}))[0], dict(data["gate"]),
+                   torch_threads=threads_per_worker(data["executor"], res), resources=res)
 
     progress = Progress(the_plan, str(data["task"]["name"]), Estimator(cache),
                         [k for k in the_plan.nodes if cache.has(k)])
@@ -159,7 +182,7 @@ def _execute(data: dict[str, Any], the_plan: Plan, cache: Cache, recipe: str | N
                   counts=True)
 
     try:
-        execute(the_plan, make_job, progress.started, on_result, data["executor"]["workers"])
+        execute(the_plan, make_job, progress.started, on_result, executor=executor)
     finally:
         progress.close()
     report = build(rows_from_results(the_plan, results), Constraints.from_dict(data["report"]))

@@ -88,6 +88,8 @@ class Tracker:
                 STATUS: result.status, LEAF: str(leaf).lower(), "orchestrator.stage": node.stage}
         if variant:
             tags[VARIANT] = variant
+        if getattr(result, "worker", ""):
+            tags["orchestrator.worker"] = result.worker  # where it ran (Ray: node address / id, pid)
         if leaf and own and node.parent is not None:
             steps = [(a.stage, a.params) for a in chain[1:] if not a.auto or a.tail]
             tags[NOTE] = runview.describe_leaf(steps, own, base)

@@ -58,9 +58,10 @@ def _task_fast(overrides: tuple[str, ...]) -> list[str]:
     return EPOCHS if other else [*EPOCHS, *DIGITS_FAST]
 
 
-def run_cli(store: dict[str, str], *overrides: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_cli(store: dict[str, str], *overrides: str, timeout: float = 600,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run `python -m orchestrator` in a subprocess from the project root; returns the finished process."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**(env or os.environ), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     return subprocess.run(cli_args(store, *overrides), cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout)
 

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from orchestrator.executors.base import Executor
 
 
-def executor_for(workers: int) -> Executor:
-    """The local executor for one worker, the process pool for more."""
+def executor_for(executor: int | dict[str, Any]) -> Executor:
+    """The executor an `executor.*` config (or a worker count) selects: local for one worker, the process
+    pool for more (kind local or pool), Ray for kind ray."""
     from orchestrator.executors.local import LocalExecutor
     from orchestrator.executors.pool import PoolExecutor
+    from orchestrator.executors.settings import ExecutorConfig
+    from orchestrator.typed import build
 
-    return LocalExecutor(workers) if workers <= 1 else PoolExecutor(workers)
+    cfg = build("executor", ExecutorConfig, {"workers": executor} if isinstance(executor, int) else executor)
+    if cfg.kind == "ray":
+        from orchestrator.executors.ray import RayExecutor
+
+        return RayExecutor(cfg)
+    return LocalExecutor(cfg.workers) if cfg.workers <= 1 else PoolExecutor(cfg.workers)
 
 
 __all__ = ["Executor", "executor_for"]

@@ -7,21 +7,28 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from orchestrator.execute import Job, NodeResult
+    from orchestrator.executors.settings import Resources
     from orchestrator.plan import Node, Plan
 
 
 class Executor:
     """Schedules the per-node work (`compute_fn`, the same everywhere) over a plan.
 
-    Implementations call `on_start(node)` before and `on_result(node, result)` after each node, and
-    `orchestrator.execute.release` to learn which children may start (or are skipped).
+    Implementations call `on_start(node)` (or `on_start(node, worker)`) before and `on_result(node, result)`
+    after each node, and `orchestrator.execute.release` to learn which children may start (or are skipped).
     """
 
     def __init__(self, workers: int = 1) -> None:
         self.workers = workers
 
-    def run(self, plan: Plan, make_job: Callable[[Node], Job], on_start: Callable[[Node], None],
+    def prepare(self, needs: dict[str, Resources]) -> None:
+        """Before any compute: connect, and check that every stage's `needs` can be served (ConfigError if not)."""
+
+    def run(self, plan: Plan, make_job: Callable[[Node], Job], on_start: Callable[..., None],
             on_result: Callable[[Node, NodeResult], None],
             compute_fn: Callable[[Job], NodeResult]) -> dict[str, NodeResult]:
         """Compute every node of `plan`; returns the result of each by key."""
         raise NotImplementedError
+
+    def close(self) -> None:
+        """Release what `prepare` acquired (e.g. a local Ray started for this sweep)."""
