@@ -52,8 +52,9 @@ class Tracker:
             self.client = MlflowClient(tracking_uri=uri)
             self.client.search_experiments(max_results=1)  # the store's tables exist from here on
             found = self.client.get_experiment_by_name(experiment)
-            if found is None:
-                location = (Path(artifact_root).resolve() / experiment).as_uri()
+            if found is None:  # a server keeps the artifacts itself (proxied): clients need no shared disk
+                served = uri.startswith(("http://", "https://"))
+                location = None if served else (Path(artifact_root).resolve() / experiment).as_uri()
                 self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
             else:
                 self.experiment_id = found.experiment_id
