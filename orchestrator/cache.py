@@ -56,6 +56,11 @@ class Cache:
         if sweep:
             self._sweep_orphans()
 
+    @property
+    def location(self) -> str:
+        """What workers are given to open this cache (orchestrator.cache.open_cache)."""
+        return str(self.root)
+
     def path(self, key: str) -> Path:
         """Folder of a finished node (may not exist)."""
         return self.root / "nodes" / key
@@ -165,6 +170,13 @@ class Cache:
                 pid = junk.name.split(".")[1] if junk.name.count(".") >= 2 else ""
                 if pid.isdigit() and not _pid_alive(int(pid)):
                     junk.unlink(missing_ok=True)
+
+
+def open_cache(root: str | Path, sweep: bool = True) -> Cache:
+    """The cache at `root`: a folder, or an fsspec URL (s3://bucket/prefix) mirrored locally."""
+    from orchestrator.cache_remote import RemoteCache, is_url
+
+    return RemoteCache(str(root), sweep) if is_url(root) else Cache(root, sweep)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

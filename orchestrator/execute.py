@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import faults, torch_io
-from orchestrator.cache import Cache
+from orchestrator.cache import Cache, open_cache
 from orchestrator.evaluate import EvalSettings, eval_hash, onnx_for
 from orchestrator.executors.settings import Resources
 from orchestrator.plan import BASELINE, Node, Plan
@@ -178,7 +178,7 @@ def compute(job: Job) -> NodeResult:
         from orchestrator.plugins import install
 
         install()  # a pool worker finds the user's tasks and stages the way the CLI did
-        cache = Cache(job.cache_dir, sweep=False)
+        cache = open_cache(job.cache_dir, sweep=False)
         task = _task(json.dumps(job.task, sort_keys=True), job.seed)
         executed = False
         if not cache.has(key):

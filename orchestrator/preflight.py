@@ -28,6 +28,17 @@ MIN_FREE_MB = 100  # below this a sweep would fail mid-way writing models: say s
 LOCAL_HINT = "or log locally with tracking.uri=sqlite:///mlruns/mlflow.db, or turn tracking off with tracking=none"
 
 
+def check_cache(folder: str) -> None:
+    """cache.dir: a writable folder with room, or a writable fsspec URL (and room for its local mirror)."""
+    from orchestrator.cache_remote import check_remote, is_url, mirror_dir
+
+    if is_url(folder):
+        check_remote("cache.dir", folder)
+        check_folder("cache.dir", mirror_dir(folder))
+    else:
+        check_folder("cache.dir", folder)
+
+
 def check_folder(key: str, folder: str | Path, min_free_mb: float = MIN_FREE_MB) -> None:
     """`folder` can be created, written and has room; ConfigError naming `key` otherwise."""
     path = Path(folder).expanduser()

@@ -10,7 +10,8 @@ from typing import Any
 import yaml
 
 from orchestrator import faults, preflight, targets
-from orchestrator.cache import Cache
+from orchestrator.cache import Cache, open_cache
+from orchestrator.cache_remote import is_url, mirror_dir
 from orchestrator.config import discover_recipes, stage_resources
 from orchestrator.errors import ConfigError, PlanError
 from orchestrator.evaluate import EvalSettings, environment
@@ -37,7 +38,8 @@ def pinned_keys(overrides: list[str]) -> frozenset[str]:
 
 def keying_for(data: dict[str, Any]) -> Keying:
     """Fingerprints memoised beside the cache (so reruns do not re-hash big files) and installed versions."""
-    return Keying(Fingerprints(Path(data["cache"]["dir"]) / "fingerprints.json"))
+    folder = data["cache"]["dir"]  # (a remote cache keeps them in this machine's mirror)
+    return Keying(Fingerprints((mirror_dir(folder) if is_url(folder) else Path(folder)) / "fingerprints.json"))
 
 
 def build_plan(data: dict[str, Any], recipe: str | None, pinned: frozenset[str] = frozenset(),
@@ -116,7 +118,7 @@ def run_sweep(data: dict[str, Any], recipe: str | None, overrides: list[str] | N
         return 2
     executor = executor_for(data["executor"])
     try:  # before any compute: the cache, the tracking store and the executor must be usable
-        preflight.check_folder("cache.dir", data["cache"]["dir"])
+        preflight.check_cache(data["cache"]["dir"])
         if not data["dry_run"]:
             preflight.check_tracking(data["tracking"])
             targets.check(EvalSettings(**data["eval"]))
@@ -135,7 +137,7 @@ def run_sweep(data: dict[str, Any], recipe: str | None, overrides: list[str] | N
 def _prepared(data: dict[str, Any], recipe: str | None, the_plan: Plan, keying: Keying, executor: Executor) -> int:
     """The rest of a sweep once everything it needs answered: the plan (dry run) or the computation."""
     keying.fingerprints.save()
-    cache = Cache(data["cache"]["dir"])
+    cache = open_cache(data["cache"]["dir"])
     if data["dry_run"]:
         print_plan(the_plan, cache)
         return 0
@@ -167,7 +169,7 @@ def _execute(data: dict[str, Any], the_plan: Plan, cache: Cache, recipe: str | N
     def make_job(node: Node) -> Job:
         root = node if node.parent is None else the_plan.ancestors(node.key)[0]
         res = resources.get(node.stage, Resources())
-        return Job(node, root.key, root.params, int(data["seed"]), str(cache.root), settings,
+        return Job(node, root.key, root.params, int(data["seed"]), cache.location, settings,
                    split_resources("export", data["stages"].get("export", {}))[0], dict(data["gate"]),
                    torch_threads=threads_per_worker(data["executor"], res), resources=res)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from orchestrator.cache import Cache
+from orchestrator.cache import open_cache
 from orchestrator.execute import Job, NodeResult, release
 from orchestrator.executors.base import Executor
 from orchestrator.plan import Node, Plan
@@ -45,5 +45,5 @@ def _busy(job: Job) -> bool:
     cache_dir = getattr(job, "cache_dir", None)
     if cache_dir is None:
         return False
-    cache = Cache(cache_dir, sweep=False)
+    cache = open_cache(cache_dir, sweep=False)
     return not cache.has(job.node.key) and cache.locked(job.node.key)

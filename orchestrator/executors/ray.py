@@ -25,7 +25,8 @@ from orchestrator.executors.settings import ExecutorConfig, Resources
 from orchestrator.plan import Node, Plan
 
 # passed to every worker through the job's runtime_env, so remote workers load plugins and stay offline
-WORKER_ENV = ("ORCHESTRATOR_PLUGINS", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+WORKER_ENV = ("ORCHESTRATOR_PLUGINS", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE",
+              "AWS_ENDPOINT_URL", "AWS_REGION", "AWS_DEFAULT_REGION")  # (credentials: the workers' own)
 POLL_S = 0.5  # how often the driver collects start events and finished nodes
 
 
