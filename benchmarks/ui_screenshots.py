@@ -9,6 +9,7 @@ would: filter to leaves, add the ratio columns, sort by speedup, expand the swee
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import signal
 import socket
@@ -27,7 +28,8 @@ def serve(db: Path) -> tuple[subprocess.Popen, str]:
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
                              "--backend-store-uri", f"sqlite:///{db}", "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     url = f"http://127.0.0.1:{port}"
     for _ in range(180):
         try:

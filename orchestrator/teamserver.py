@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DB = "mlflow"
+# MLflow 3's server also starts a job runner and eight task consumers (GenAI evaluation jobs) that nothing here
+# uses; each imports MLflow, which costs seconds of CPU at every start.
+SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 def _pg_bin(name: str) -> str:
@@ -87,7 +90,7 @@ def start_mlflow(backend_uri: str, artifacts: Path, port: int, host: str = "127.
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--backend-store-uri",
          backend_uri, "--serve-artifacts", "--artifacts-destination", str(artifacts), "--workers", "2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True, env={**os.environ, **SERVER_ENV})
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:

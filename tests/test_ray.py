@@ -6,6 +6,7 @@ runtime_env. Token authentication is on, as `ray start --head` sets it up by def
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -49,7 +50,26 @@ def cluster():
                        env=env, check=True, capture_output=True, timeout=120)
         yield {**env, "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
     finally:
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        _stop_cluster(port)
+
+
+def _stop_cluster(port: int) -> None:
+    """SIGKILL this cluster's processes only (`ray stop` would stop every Ray on the machine): find its GCS by
+    the port, then every process naming the GCS's session folder, and their children (the workers)."""
+    cmdlines = {}
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            args = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdlines[int(proc.name)] = (ppid, args)
+    sessions = {m.group(0) for _, args in cmdlines.values() if f"--gcs_server_port={port}" in args
+                for m in [re.search(r"/session_[\w.-]+", args)] if m}
+    doomed = {pid for pid, (_, args) in cmdlines.items() if any(s in args for s in sessions)}
+    while more := {pid for pid, (ppid, _) in cmdlines.items() if ppid in doomed} - doomed:
+        doomed |= more
+    for pid in doomed:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _leaves(uri: str) -> dict[str, dict]:

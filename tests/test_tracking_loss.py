@@ -16,6 +16,8 @@ import pytest
 from conftest import ROOT, cli_args
 from mlflow.tracking import MlflowClient
 
+from orchestrator.teamserver import SERVER_ENV
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -27,7 +29,8 @@ def start_server(db: Path, artifacts: Path, port: int) -> subprocess.Popen:
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{db}", "--default-artifact-root", str(artifacts), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, **SERVER_ENV})
     deadline = time.time() + 90
     while time.time() < deadline:
         try:
