@@ -17,7 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from orchestrator.errors import ConfigError, check_choice, check_range
-from orchestrator.executors.settings import ExecutorConfig, Resources, split_resources, with_resources
+from orchestrator.executors.settings import ExecutorConfig, Resources, baseline_schema, split_resources, with_resources
 from orchestrator.targets.settings import TARGET_NAMES, BrowserConfig, NodeConfig, SpeculativeConfig
 from orchestrator.typed import build
 
@@ -133,9 +133,10 @@ class GateConfig:
 
 def stages_schema(registry: dict[str, type]) -> type:
     """A dataclass with one field per registered stage, typed by that stage's Params (+ its resources)."""
-    typed_ = {name: with_resources(name, cls.Params) for name, cls in registry.items()}
+    typed_ = {"baseline": baseline_schema(),  # its resources only: the root is no registered stage
+              **{name: with_resources(name, cls.Params) for name, cls in registry.items()}}
     return make_dataclass("StagesConfig", [
-        (name, typed_[name], field(default_factory=typed_[name])) for name in sorted(registry)])
+        (name, typed_[name], field(default_factory=typed_[name])) for name in sorted(typed_)])
 
 
 def root_schema(registry: dict[str, type]) -> type:

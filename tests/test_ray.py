@@ -135,12 +135,13 @@ def test_a_user_task_reaches_the_workers_through_the_runtime_env(cluster, tmp_pa
     assert "11 unique nodes: 11 stage executions" in out.stdout and " 0 failed" in out.stdout
 
 
-def test_requests_the_cluster_cannot_serve_stop_before_compute(cluster, tmp_path):
+@pytest.mark.parametrize("stage, request_", [("distill", "num_gpus=1"), ("baseline", "num_cpus=2")])
+def test_requests_the_cluster_cannot_serve_stop_before_compute(cluster, tmp_path, stage, request_):
     store = {"cache": str(tmp_path / "c"), "uri": f"sqlite:///{tmp_path / 'm.db'}", "artifacts": str(tmp_path / "a")}
     out = run_cli(store, "+recipe=pkdq", "executor=ray", "executor.address=auto",
-                  "stages.distill.resources.num_gpus=1", env=cluster)
+                  f"stages.{stage}.resources.{request_}", env=cluster)
     assert out.returncode == 2, out.stderr
-    assert "stages.distill.resources=" in out.stderr and "no node of the Ray cluster has that much" in out.stderr
+    assert f"stages.{stage}.resources=" in out.stderr and "no node of the Ray cluster has that much" in out.stderr
     assert "the largest has 1 CPUs, 0 GPUs" in out.stderr
     assert not (Path(store["cache"]) / "nodes").exists() or not any((Path(store["cache"]) / "nodes").iterdir())
 

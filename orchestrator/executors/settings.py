@@ -82,6 +82,11 @@ def with_resources(name: str, params: type) -> type:
                           bases=(params,), frozen=frozen)
 
 
+def baseline_schema() -> type:
+    """The schema of `stages.baseline`: only `resources` (the root trains or loads the task's model)."""
+    return make_dataclass("BaselineStageConfig", [(RESOURCES_KEY, Resources, field(default_factory=Resources))])
+
+
 def split_resources(name: str, values: dict[str, Any]) -> tuple[dict[str, Any], Resources]:
     """A stage's config without `resources` (what keys its nodes), and its Resources, validated."""
     from orchestrator.typed import build
