@@ -55,7 +55,7 @@ class Tracker:
             if found is None:  # a server keeps the artifacts itself (proxied): clients need no shared disk
                 served = uri.startswith(("http://", "https://"))
                 location = None if served else (Path(artifact_root).resolve() / experiment).as_uri()
-                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+                self.experiment_id = self._create_experiment(experiment, location)
             else:
                 self.experiment_id = found.experiment_id
         self.parent_id: str | None = None
@@ -63,6 +63,17 @@ class Tracker:
         self.node_tags: dict[str, str] = {}  # set on every node run too (e.g. the measuring environment)
         self.runs: dict[str, str] = {}  # node key -> its run in this sweep
         self.models: dict[str, str] = {}  # node key -> its logged model (this sweep's or an earlier copy)
+
+    def _create_experiment(self, name: str, location: str | None) -> str:
+        """Create `name`; a sweep that started at the same moment on a server may have created it first."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            return self.client.get_experiment_by_name(name).experiment_id
 
     def start_sweep(self, name: str, config_yaml: str, tags: dict[str, str],
                     node_tags: dict[str, str] | None = None) -> str:
