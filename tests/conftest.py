@@ -23,6 +23,15 @@ LM_TASKS = ("task=lm", "task=tinylm", "task=smollm2", "+recipe=ordering_study_ll
 DIGITS_FAST = ["task.width=32", "task.hidden=128"]  # the default digits CNN at half width
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now (for the servers the tests start)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def compose(*overrides: str) -> dict[str, Any]:
     """The resolved config dict that `python -m orchestrator <overrides>` would see."""
     from hydra import compose as hydra_compose

@@ -11,9 +11,9 @@ import shutil
 import sys
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, free_port, run_cli
 from mlflow.tracking import MlflowClient
-from test_tracking_loss import free_port, start_server, stop_server
+from test_tracking_loss import start_server, stop_server
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not shutil.which("chromium"), reason="needs Chromium (installed by .ci/run)")]

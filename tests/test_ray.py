@@ -10,7 +10,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, cli_args, run_cli
+from conftest import ROOT, cli_args, free_port, run_cli
 from mlflow.tracking import MlflowClient
 
 from orchestrator import stages
@@ -31,18 +30,12 @@ pytestmark = pytest.mark.slow
 RAY = str(Path(sys.executable).parent / "ray")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def cluster():
     """Head + one worker node, one CPU each; yields the environment a driver needs to join it."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(RAY_AUTH_MODE="token", HF_HUB_OFFLINE="1", RAY_USAGE_STATS_ENABLED="0")
-    port = _free_port()
+    port = free_port()
     subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
                     "--disable-usage-stats"], env=env, check=True, capture_output=True, timeout=120)
     try:

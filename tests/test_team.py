@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -16,17 +15,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, cli_args
+from conftest import ROOT, cli_args, free_port
 
 from orchestrator.teamserver import team_server
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +27,7 @@ def server():
     folder = Path(tempfile.mkdtemp(prefix="orchestrator-team-"))  # in /tmp: the postgres user must reach it
     folder.chmod(0o755)
     try:
-        with team_server(folder, _free_port(), _free_port()) as uri:
+        with team_server(folder, free_port(), free_port()) as uri:
             yield uri, folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,16 +12,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, cli_args
+from conftest import ROOT, cli_args, free_port
 from mlflow.tracking import MlflowClient
 
 from orchestrator.teamserver import SERVER_ENV
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(db: Path, artifacts: Path, port: int) -> subprocess.Popen:
