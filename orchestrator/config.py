@@ -43,12 +43,18 @@ class TrackingConfig:
     experiment: str | None = None
     log_models: bool = True
 
+PAD_TO = ("max_length", "longest")  # eval.pad_to: the first is the default (static shapes)
+
 @dataclass
 class EvalConfig:
     """How every artifact is measured: ONNX Runtime threads, warm-up and timed repeats at batch 1.
 
     targets: where each artifact is measured (ort always; browser, node on request); samples: the test
     examples the browser and node targets score (their accuracy and max_abs_diff vs ONNX Runtime in Python).
+    pad_to (text tasks): max_length = every input padded to task.max_length (a static-shape deployment;
+    latency on one test text); longest = each batch padded to its longest text, the way a service runs
+    (batch-1 latency cycles through a seeded sample of `repeats` real test texts, so it follows their
+    length distribution; `latency_seq_len` says how many tokens the timed inputs had on average).
     """
 
     threads: int = 1
@@ -62,11 +68,13 @@ class EvalConfig:
     browser: BrowserConfig = field(default_factory=BrowserConfig)
     node: NodeConfig = field(default_factory=NodeConfig)
     speculative: SpeculativeConfig = field(default_factory=SpeculativeConfig)  # LMs: nodes draft for a target
+    pad_to: str = "max_length"
 
     def __post_init__(self) -> None:
         for i, name in enumerate(self.targets):
             check_choice(f"targets[{i}]", name, list(TARGET_NAMES))
         check_range("samples", self.samples, 1, 100000)
+        check_choice("pad_to", self.pad_to, list(PAD_TO))
         if isinstance(self.browser, dict):
             self.browser = build("browser", BrowserConfig, self.browser)
         if isinstance(self.node, dict):
@@ -257,6 +265,9 @@ def validate_for_task(cfg: dict[str, Any], task_cls: type) -> None:
     if extra and task_cls.kv_cache:
         raise ConfigError("eval.targets", extra, f"task {task_cls.name!r} is a language model, measured on ort "
                           "only; use eval.targets=[ort]")
+    if evals.get("pad_to", PAD_TO[0]) != PAD_TO[0] and not task_cls.variable_length:
+        raise ConfigError("eval.pad_to", evals["pad_to"], f"task {task_cls.name!r} has fixed-size inputs: only "
+                          f"{PAD_TO[0]} applies (longest pads texts: hf, tweets)")
     if (evals.get("speculative") or {}).get("target") and not task_cls.kv_cache:
         raise ConfigError("eval.speculative", evals["speculative"], f"task {task_cls.name!r} does not generate "
                           "text: speculative decoding is measured on language models (task=lm, tinylm, smollm2)")

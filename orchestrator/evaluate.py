@@ -49,6 +49,7 @@ class EvalSettings:
     browser: dict[str, Any] = field(default_factory=dict)
     node: dict[str, Any] = field(default_factory=dict)
     speculative: dict[str, Any] = field(default_factory=dict)  # target None/absent = off
+    pad_to: str = "max_length"
 
 
 ORT_FIELDS = ("threads", "warmup", "repeats", "batch_size", "throughput_batch", "throughput_repeats")
@@ -80,6 +81,8 @@ def eval_hash(settings: EvalSettings) -> str:
     retaken here rather than reused as if they had been measured here.
     """
     ort = {k: v for k, v in asdict(settings).items() if k in ORT_FIELDS}  # other targets are keyed on their own
+    if settings.pad_to != "max_length":  # the default is keyed as before the setting existed
+        ort["pad_to"] = settings.pad_to
     return digest({"settings": ort, "version": EVAL_VERSION, "environment": environment()})
 
 
@@ -97,31 +100,43 @@ def quality(task: Any, sess: Any, batch_size: int) -> dict[str, float]:
     return task.score(*predict(task, sess, batch_size))
 
 
-def latency(task: Any, sess: Any, warmup: int, repeats: int) -> dict[str, float]:
-    """Batch-1 latency statistics (ms) over `repeats` timed calls after `warmup` untimed ones."""
-    feeds, _ = next(task.onnx_batches("test", 1))
+def latency(task: Any, sess: Any, warmup: int, repeats: int, pad_to: str = "max_length") -> dict[str, float]:
+    """Batch-1 latency statistics (ms) over `repeats` timed calls after `warmup` untimed ones.
+
+    The calls cycle through `task.latency_feeds` (one input, or a seeded sample of real test texts each
+    at its own length when `pad_to` is longest).
+    """
+    feeds = task.latency_feeds(pad_to, repeats)
     times = _timed_calls(sess, feeds, warmup, repeats)
     mean = float(times.mean())
     std = float(times.std(ddof=1)) if repeats > 1 else 0.0
     out = {f"latency_p{q}_ms": float(np.percentile(times, q)) for q in (50, 90, 95, 99)}
+    if task.variable_length:  # says which padding the number was taken at
+        timed = [feeds[i % len(feeds)] for i in range(repeats)]
+        out["latency_seq_len"] = float(np.mean([next(iter(f.values())).shape[-1] for f in timed]))
     return {**out, "latency_mean_ms": mean, "latency_cv": std / mean if mean > 0 else 0.0}
 
 
-def throughput(task: Any, sess: Any, batch: int, repeats: int) -> dict[str, float]:
+def throughput(task: Any, sess: Any, batch: int, repeats: int, pad_to: str = "max_length") -> dict[str, float]:
     """Samples per second at `batch` (capped by the test split's size), from the median call time."""
-    feeds, labels = next(task.onnx_batches("test", batch))
-    times = _timed_calls(sess, feeds, 1, repeats)
+    # pad_to reaches only text tasks (config refuses longest elsewhere), so older task plugins still work
+    batches = task.onnx_batches("test", batch, pad_to=pad_to) if pad_to != "max_length" else \
+        task.onnx_batches("test", batch)
+    feeds, labels = next(batches)
+    times = _timed_calls(sess, [feeds], 1, repeats)
     return {"throughput_per_s": len(labels) / (float(np.median(times)) / 1e3)}
 
 
-def _timed_calls(sess: Any, feeds: dict[str, np.ndarray], warmup: int, repeats: int) -> np.ndarray:
-    """Wall time (ms) of `repeats` calls, each timed alone, after `warmup` untimed calls."""
-    for _ in range(warmup):
-        sess.run(None, feeds)
+def _timed_calls(sess: Any, feeds: list[dict[str, np.ndarray]], warmup: int, repeats: int) -> np.ndarray:
+    """Wall time (ms) of `repeats` calls, each timed alone and cycling through `feeds`, after `warmup`
+    untimed calls (at least one per input, so each input shape is warm before it is timed)."""
+    for i in range(max(warmup, len(feeds) if warmup else 0)):
+        sess.run(None, feeds[i % len(feeds)])
     times = np.empty(repeats)
     for i in range(repeats):
+        one = feeds[i % len(feeds)]
         start = time.perf_counter()
-        sess.run(None, feeds)
+        sess.run(None, one)
         times[i] = (time.perf_counter() - start) * 1e3
     return times
 
@@ -158,8 +173,8 @@ def measure_classifier(task: Any, path: Path, settings: EvalSettings,
     metrics["teacher_agreement"] = 1.0 if reference is None else agreement(
         logits.argmax(-1), reference_predictions(task, reference, settings))
     faults.point("measure:mid")
-    metrics.update(latency(task, sess, settings.warmup, settings.repeats))
-    metrics.update(throughput(task, sess, settings.throughput_batch, settings.throughput_repeats))
+    metrics.update(latency(task, sess, settings.warmup, settings.repeats, settings.pad_to))
+    metrics.update(throughput(task, sess, settings.throughput_batch, settings.throughput_repeats, settings.pad_to))
     del sess  # released before the child starts, so the two do not compete for memory
     one, _ = next(task.onnx_batches("test", 1))
     big, _ = next(task.onnx_batches("test", settings.throughput_batch))

@@ -181,3 +181,39 @@ def quantization_report(src: Path, dst: Path) -> dict[str, float]:
     done = max(0, before["float_elems"] - after["float_elems"])
     return {"quantized_params": float(done), "quantized_tensors": float(after["low_tensors"]),
             "quantized_params_frac": done / before["float_elems"] if before["float_elems"] else 0.0}
+
+
+# node type -> (operator family, precision); a float MatMul / Gather counts only when it reads a weight
+_QUANTIZED_OPS = {"MatMulInteger": ("matmul", "int8"), "DynamicQuantizeMatMul": ("matmul", "int8"),
+                  "QLinearMatMul": ("matmul", "int8"), "ConvInteger": ("conv", "int8"),
+                  "QLinearConv": ("conv", "int8")}
+
+
+def precision_by_op(path: Path) -> dict[str, float]:
+    """Per operator family, how many weight-reading nodes run at which precision: `ops_<precision>_<family>`
+    (e.g. ops_int4_matmul, ops_int8_matmul, ops_int4_gather, ops_float_gather), so a mixed mode shows
+    what went where. Int lookups (a trimmed vocabulary's id map) and activation x activation MatMuls
+    (attention scores) carry no weight and are not counted."""
+    import onnx
+    from onnx import TensorProto
+
+    proto = onnx.load(str(path), load_external_data=False)
+    inits = {i.name: i.data_type for i in proto.graph.initializer}
+    dequantized = {n.output[0] for n in proto.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+    floats = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16)
+    out: dict[str, float] = {}
+    for node in proto.graph.node:
+        kind = _QUANTIZED_OPS.get(node.op_type)
+        if node.op_type in ("MatMulNBits", "GatherBlockQuantized"):
+            bits = next((a.i for a in node.attribute if a.name == "bits"), 4)
+            kind = (node.op_type[:6].lower(), f"int{bits}")
+        elif node.op_type in ("MatMul", "Gemm", "Gather", "Conv"):
+            weight = node.input[0] if node.op_type == "Gather" else node.input[1]
+            if weight in dequantized or inits.get(weight) in (TensorProto.INT8, TensorProto.UINT8):
+                kind = (node.op_type.lower(), "int8")  # QDQ (static int8), or an int8 table dequantized after
+            elif inits.get(weight) in floats:
+                kind = (node.op_type.lower(), "float16" if inits[weight] == TensorProto.FLOAT16 else "float")
+        if kind:
+            key = f"ops_{kind[1]}_{kind[0]}"
+            out[key] = out.get(key, 0.0) + 1.0
+    return out

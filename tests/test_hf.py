@@ -17,14 +17,16 @@ WORDS = {"negative": ["bad", "awful", "hate", "worst"], "neutral": ["table", "mo
 FILLER = ["the", "a", "it", "was", "today", "my", "this", "day", "so", "very"]
 
 
-def write_tiny_model(folder: Path) -> None:
-    """A 2-layer BERT (hidden 32, 4 heads, FFN 64) and a word-level WordPiece tokenizer, saved like a hub model."""
+def write_tiny_model(folder: Path, extra_words: list[str] | None = None) -> None:
+    """A 2-layer BERT (hidden 32, 4 heads, FFN 64) and a word-level WordPiece tokenizer, saved like a hub model
+    (`extra_words`: more vocabulary that the tiny data never uses)."""
     import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     torch.manual_seed(0)  # the "pretrained" weights are random: make them the same every run
     folder.mkdir(parents=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *FILLER, *(w for ws in WORDS.values() for w in ws)]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *FILLER, *(w for ws in WORDS.values() for w in ws),
+             *(extra_words or [])]
     (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
     BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
     config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,

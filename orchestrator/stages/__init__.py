@@ -11,9 +11,10 @@ from orchestrator.stages.kvcache import KVCache
 from orchestrator.stages.prune import Prune
 from orchestrator.stages.quantize import Quantize
 from orchestrator.stages.split import Split
+from orchestrator.stages.trim import Trim
 
 REGISTRY: dict[str, type[Stage]] = {cls.name: cls for cls in (Prune, Distill, Export, Quantize, FakeQuant, Graph,
-                                                             KVCache, Split)}
+                                                             KVCache, Split, Trim)}
 # plugin stages are added by orchestrator.plugins.install() (see orchestrator/tasks/__init__.py for why)
 
 __all__ = ["ONNX", "TORCH", "REGISTRY", "Earlier", "Stage", "StageContext", "StageOutput", "get_stage",

@@ -27,7 +27,8 @@ class DistillParams:
 
     teacher: `baseline` or the name of an earlier torch step of the chain (e.g. `prune`; the nearest one).
     shrink: keep every k-th layer of the student before KD (DistilBERT-style init; 1 = keep all; layered
-    tasks only). hidden_weight: weight of the hidden-state MSE loss (0: logits only).
+    tasks only). keep_layers: keep this many layers instead, spread evenly and always the last (2 of 6
+    keeps layers 2 and 5; 0 = use shrink). hidden_weight: weight of the hidden-state MSE loss (0: logits only).
     tokens: a training budget in labels instead of `epochs` (next tokens for a language model: KD over
     the vocabulary on that many positions; 0 = use epochs).
     """
@@ -41,6 +42,7 @@ class DistillParams:
     shrink: int = 1
     hidden_weight: float = 0.0
     tokens: int = 0
+    keep_layers: int = 0
 
     def __post_init__(self) -> None:
         check_range("tokens", self.tokens, 0, 10**12)
@@ -51,6 +53,10 @@ class DistillParams:
         check_range("batch_size", self.batch_size, 1, 65536)
         check_range("shrink", self.shrink, 1, 64)
         check_range("hidden_weight", self.hidden_weight, 0.0, 1000.0)
+        check_range("keep_layers", self.keep_layers, 0, 1024)
+        if self.keep_layers and self.shrink > 1:
+            raise ConfigError("keep_layers", self.keep_layers, f"set either shrink (now {self.shrink}) or "
+                              "keep_layers, not both")
 
 
 def hidden_loss(student: list, teacher: list) -> Any:
@@ -112,6 +118,8 @@ class Distill(Stage):
         if own.get("teacher", BASELINE) not in (BASELINE, *names):
             raise ConfigError("stages.distill.teacher", own["teacher"], "must be baseline or a torch step "
                               f"before distill in {chain}: " + ", ".join([BASELINE, *names]))
+        if not own.get("keep_layers"):  # unset: keyed as before the option existed, so caches stay valid
+            own = {k: v for k, v in own.items() if k != "keep_layers"}
         return own
 
     @classmethod
@@ -119,9 +127,10 @@ class Distill(Stage):
         """shrink needs a task that can drop layers (transformers); refuse it before any compute otherwise."""
         from orchestrator.tasks.base import Task
 
-        if params.shrink > 1 and task_cls.shrink is Task.shrink:
-            raise ConfigError("stages.distill.shrink", params.shrink,
-                              f"task {task_cls.name!r} cannot drop layers; use 1 (or a Hugging Face task)")
+        for key in ("shrink", "keep_layers"):
+            if getattr(params, key) > (1 if key == "shrink" else 0) and task_cls.shrink is Task.shrink:
+                raise ConfigError(f"stages.distill.{key}", getattr(params, key), f"task {task_cls.name!r} "
+                                  "cannot drop layers; leave it unset (or use a Hugging Face task)")
 
     def run(self, ctx: StageContext, model: Any) -> StageOutput:
         import torch
@@ -130,7 +139,9 @@ class Distill(Stage):
         from orchestrator.training import fit
 
         p = self.params
-        if p.shrink > 1:
+        if p.keep_layers:
+            model = ctx.task.shrink(model, 1, count=p.keep_layers)
+        elif p.shrink > 1:
             model = ctx.task.shrink(model, p.shrink)
         teacher = (ctx.teacher() if p.teacher == BASELINE else ctx.load(p.teacher)).eval()
         layered = p.hidden_weight > 0 and _has_hidden_states(type(ctx.task))

@@ -19,11 +19,12 @@ from typing import Any
 from orchestrator.errors import ConfigError, check_choice, check_range
 from orchestrator.stages.base import ONNX, Earlier, Stage, StageContext, StageOutput
 
-MODES = ["int8", "fp16", "int4", "q4f16", "int8_weight"]
+MODES = ["int8", "fp16", "int4", "q4f16", "int8_weight", "int4_int8"]
 METHODS = ["dynamic", "static"]
 CALIBRATIONS = ["minmax", "entropy", "percentile"]
 _USED = {"fp16": ["mode"], "int4": ["mode", "block_size", "symmetric"],
          "int8_weight": ["mode", "block_size", "symmetric"], "q4f16": ["mode", "block_size", "symmetric"],
+         "int4_int8": ["mode", "block_size", "symmetric", "per_channel", "int4_matmul", "accuracy_level"],
          "dynamic": ["mode", "method", "per_channel", "symmetric"],
          "static": ["mode", "method", "per_channel", "symmetric", "calibration", "calib_samples"],
          "percentile": ["mode", "method", "per_channel", "symmetric", "calibration", "calib_samples", "percentile"]}
@@ -49,6 +50,11 @@ class QuantizeParams:
     q4f16: int4 weights as above and everything else in fp16 (what transformers.js ships as `q4f16`).
     int8_weight: weight-only int8 (MatMulNBits with 8 bits, blocks as for int4): activations stay float,
     unlike int8 dynamic, which quantizes them at run time (on LMs that costs much more perplexity).
+    int4_int8: int4 where it pays for size and int8 for the rest. Embedding tables (Gather) are int4
+    (GatherBlockQuantized); MatMul weights are int4 too when `int4_matmul` (MatMulNBits; accuracy_level 4
+    computes them on int8-quantized activations, 0 in float), else int8 dynamic (MatMulInteger); any
+    weight MatMul left in float after that is int8 dynamic. Every quantize run reports per operator family
+    which precision its weight-reading nodes got (`ops_int4_matmul`, `ops_int8_matmul`, `ops_int4_gather`...).
     A MatMul on a transposed shared weight (an LM head tied to the embeddings) gets its own copy first,
     so int4 / int8 quantize the head too instead of skipping it.
     """
@@ -61,6 +67,8 @@ class QuantizeParams:
     per_channel: bool = False
     symmetric: bool = True
     block_size: int = 32
+    int4_matmul: bool = True
+    accuracy_level: int = 4
 
     def __post_init__(self) -> None:
         check_choice("mode", self.mode, MODES)
@@ -69,6 +77,7 @@ class QuantizeParams:
         check_range("calib_samples", self.calib_samples, 1, 100000)
         check_range("percentile", self.percentile, 50.0, 100.0)
         check_range("block_size", self.block_size, 16, 4096)
+        check_choice("accuracy_level", self.accuracy_level, [0, 1, 2, 3, 4])
         if self.block_size & (self.block_size - 1):
             raise ConfigError("block_size", self.block_size, "must be a power of two >= 16 (16, 32, 64, 128, ...)")
 
@@ -102,7 +111,7 @@ class Quantize(Stage):
     def run(self, ctx: StageContext, model: Any) -> StageOutput:
         import logging
 
-        from orchestrator.onnx_utils import quantization_report
+        from orchestrator.onnx_utils import precision_by_op, quantization_report
 
         # ORT logs a "consider pre-processing" hint at WARNING on every call; it is not actionable here.
         logging.getLogger().setLevel(logging.ERROR)
@@ -119,25 +128,54 @@ class Quantize(Stage):
             metrics["gemm_rewritten"] = float(_int4(src, int4, p.block_size, p.symmetric))
             _to_fp16(int4, out)
             int4.unlink()
+        elif p.mode == "int4_int8":
+            metrics["gemm_rewritten"] = float(_int4_int8(src, out, p, ctx.work_dir))
         elif p.method == "static":
             metrics["calib_samples"] = float(_static_int8(ctx, src, out, p))
         else:
             _dynamic_int8(src, out, p.per_channel, p.symmetric, ctx.work_dir)
-        return StageOutput(out, {**metrics, **quantization_report(src, out)})
+        return StageOutput(out, {**metrics, **quantization_report(src, out), **precision_by_op(out)})
 
 
-def _dynamic_int8(src: Path, dst: Path, per_channel: bool, symmetric: bool, work: Path) -> None:
+def _int4_int8(src: Path, dst: Path, p: QuantizeParams, work: Path) -> int:
+    """Embedding tables int4; MatMul weights int4 (`int4_matmul`) or int8 dynamic; returns Gemms rewritten."""
+    import shutil
+
+    from orchestrator.onnx_utils import precision_by_op
+
+    mid = work / "int4.onnx.tmp"
+    if p.int4_matmul:
+        rewritten = _int4(src, mid, p.block_size, p.symmetric, accuracy_level=p.accuracy_level)
+        if precision_by_op(mid).get("ops_float_matmul"):  # weights the int4 quantizer skipped: int8 then
+            _dynamic_int8(mid, dst, p.per_channel, p.symmetric, work, ops=["MatMul"])
+        else:
+            shutil.copyfile(mid, dst)
+    else:
+        rewritten = _dynamic_int8(src, mid, p.per_channel, p.symmetric, work, ops=["MatMul"], rewrite_gemm=True)
+        _int4(mid, dst, p.block_size, p.symmetric, ops=("Gather",))
+    mid.unlink()
+    return rewritten
+
+
+def _dynamic_int8(src: Path, dst: Path, per_channel: bool, symmetric: bool, work: Path,
+                  ops: list[str] | None = None, rewrite_gemm: bool = False) -> int:
+    """int8 dynamic quantization of `ops` (None: ORT's default set); `rewrite_gemm` first turns Gemm into
+    MatMul (dynamic int8 skips Gemm: a pooler / classifier would stay float). Returns Gemms rewritten."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from orchestrator.qdq import gemm_to_matmul
+
     proto = onnx.load(str(src))
-    if untie_transposed(proto):  # a tied LM head: quantized like every other MatMul
+    rewritten = gemm_to_matmul(proto) if rewrite_gemm else 0
+    if untie_transposed(proto) or rewritten:  # a tied LM head: quantized like every other MatMul
         src = work / "untied.onnx.tmp"
         onnx.save(proto, str(src))
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
-                     extra_options={"WeightSymmetric": symmetric})
+                     op_types_to_quantize=ops, extra_options={"WeightSymmetric": symmetric})
     if src.name == "untied.onnx.tmp":
         src.unlink()
+    return rewritten
 
 
 def untie_transposed(proto: Any) -> int:
@@ -212,7 +250,8 @@ def _static_int8(ctx: StageContext, src: Path, dst: Path, p: QuantizeParams) -> 
     return reader.count
 
 
-def _int4(src: Path, dst: Path, block_size: int, symmetric: bool, bits: int = 4) -> int:
+def _int4(src: Path, dst: Path, block_size: int, symmetric: bool, bits: int = 4,
+          ops: tuple[str, ...] = ("MatMul", "Gather"), accuracy_level: int | None = None) -> int:
     """Weight-only int4 (or int8) of MatMul weights and embedding tables; returns how many Gemm became MatMul."""
     import numpy as np
     import onnx
@@ -224,8 +263,8 @@ def _int4(src: Path, dst: Path, block_size: int, symmetric: bool, bits: int = 4)
     rewritten = gemm_to_matmul(proto)
     untie_transposed(proto)
     quantizer = MatMulNBitsQuantizer(proto, bits=bits, block_size=block_size, is_symmetric=symmetric,
-                                     op_types_to_quantize=("MatMul", "Gather"),
-                                     quant_axes=(("MatMul", 0), ("Gather", 1)))
+                                     op_types_to_quantize=ops, quant_axes=(("MatMul", 0), ("Gather", 1)),
+                                     nodes_to_exclude=non_table_gathers(proto), accuracy_level=accuracy_level)
     with np.errstate(divide="ignore", invalid="ignore"):  # all-zero blocks: ORT maps them to 0 itself
         quantizer.process()
     quantizer.model.save_model_to_file(str(dst), False)
@@ -239,3 +278,18 @@ def _to_fp16(src: Path, dst: Path) -> None:
     # keep_io_types: callers still feed and read float32, so the model is a drop-in replacement
     model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
     onnx.save(model, str(dst))
+
+
+def non_table_gathers(proto: Any) -> list[str]:
+    """Names of Gather nodes that do not read a float matrix: int lookups such as a trimmed vocabulary's
+    id map, which the int4 quantizer would otherwise try (and fail) to quantize. Unnamed nodes get a name."""
+    from onnx import TensorProto
+
+    tables = {i.name for i in proto.graph.initializer
+              if i.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16) and len(i.dims) == 2}
+    out = []
+    for i, node in enumerate(proto.graph.node):
+        if node.op_type == "Gather" and node.input[0] not in tables:
+            node.name = node.name or f"gather_{i}"
+            out.append(node.name)
+    return out

@@ -28,6 +28,7 @@ class Task:
     kv_cache: ClassVar[bool] = False  # its ONNX graph takes past key/values (onnx_logits completes the feeds)
     check_examples: ClassVar[int] = 8  # test examples an export is checked on (an LM window is 256 of them)
     structured_pruning: ClassVar[bool] = False  # True: `prune_structured` replaces torch-pruning (LMs)
+    variable_length: ClassVar[bool] = False  # inputs are texts that may be padded to their own length (pad_to)
 
     def __init__(self, params: Any, seed: int) -> None:
         self.params, self.seed = params, seed
@@ -54,10 +55,16 @@ class Task:
         inputs, _ = next(self.batches("test", batch_size))
         return (inputs,)
 
-    def onnx_batches(self, split: str, batch_size: int) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
-        """(feeds, labels) numpy batches of `split` for ONNX Runtime."""
+    def onnx_batches(self, split: str, batch_size: int,
+                     pad_to: str = "max_length") -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
+        """(feeds, labels) numpy batches of `split` for ONNX Runtime (`pad_to`: see EvalConfig; text tasks)."""
         for inputs, labels in self.batches(split, batch_size):
             yield {self.input_names[0]: inputs.numpy()}, labels.numpy()
+
+    def latency_feeds(self, pad_to: str, count: int) -> list[dict[str, np.ndarray]]:
+        """The batch-1 inputs latency is timed on, in turn (default: the first test example)."""
+        feeds, _ = next(self.onnx_batches("test", 1))  # (fixed-size inputs: nothing to pad)
+        return [feeds]
 
     def onnx_logits(self, sess: Any, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """The logits an ONNX Runtime session computes on `feeds` (tasks with extra graph inputs complete them)."""
@@ -95,10 +102,20 @@ class Task:
         """Repair module attributes that pruning invalidated (e.g. head counts); returns the model."""
         return model
 
-    def shrink(self, model: Any, k: int) -> Any:
-        """Keep every k-th layer of `model` (a smaller student for distillation); returns the model."""
+    def shrink(self, model: Any, k: int, count: int = 0) -> Any:
+        """Keep every k-th layer of `model`, or `count` layers (see `kept_layers`; a smaller student for
+        distillation); returns the model."""
         raise NotImplementedError(f"task {self.name!r} cannot shrink a model (stages.distill.shrink needs "
                                   "a layered model, e.g. a Hugging Face transformer task)")
+
+    def token_ids(self, split: str) -> list[np.ndarray]:
+        """Token ids of every example of `split` (tasks with a tokenizer; what `trim` counts)."""
+        raise NotImplementedError(f"task {self.name!r} has no tokenizer")
+
+    def trim_vocab(self, model: Any, keep: np.ndarray) -> Any:
+        """Cut `model`'s input vocabulary to the token ids `keep` (plus the special tokens); returns the model."""
+        raise NotImplementedError(f"task {self.name!r} cannot trim a vocabulary (stages.trim needs a Hugging "
+                                  "Face encoder task: hf, tweets)")
 
     def hidden_states(self, model: Any, inputs: Any) -> list:
         """Per-layer hidden states of `model` on `inputs` (for hidden-state distillation)."""
@@ -126,3 +143,16 @@ class Task:
         from orchestrator.onnx_utils import torch_export
 
         torch_export(model, self.example_inputs(), path, self.input_names, self.output_names, opset, exporter)
+
+
+def kept_layers(total: int, every: int = 1, count: int = 0) -> list[int]:
+    """Indices of the layers a shrunk model keeps, always including the last (the head reads its output).
+
+    `count` > 0: that many layers, spread evenly counting down from the last (6 layers: count 2 keeps
+    2, 5; count 4 keeps 1, 2, 4, 5). Else every `every`-th layer counting down from the last (6 layers,
+    every 2: 1, 3, 5).
+    """
+    if count > 0:
+        count = min(count, total)
+        return sorted({total - 1 - int(i * total / count) for i in range(count)})
+    return list(range(total - 1, -1, -every))[::-1]

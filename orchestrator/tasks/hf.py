@@ -92,6 +92,7 @@ class HFClassification(Task):
     output_names = ["logits"]
 
     libraries = ("torch", "transformers", "tokenizers", "numpy")
+    variable_length = True
 
     @classmethod
     def sources(cls, params: dict[str, Any]) -> dict[str, str]:
@@ -125,6 +126,7 @@ class HFClassification(Task):
 
         params = dataclasses.replace(self.params, dataset=self.data_source())
         rows, names = split_rows(params, self.seed)
+        self._pool_texts = rows.pop("pool")[0]  # tokenized only when asked for (token_ids("pool"))
         splits = {s: encode(self.tokenizer, texts, label_ids(labels, names), self.params.max_length,
                             self.input_names) for s, (texts, labels) in rows.items()}
         train = splits["train"]
@@ -153,10 +155,21 @@ class HFClassification(Task):
             feeds, labels = enc.batch(idx)
             yield {k: torch.from_numpy(v) for k, v in feeds.items()}, torch.from_numpy(labels)
 
-    def onnx_batches(self, split: str, batch_size: int) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
+    def onnx_batches(self, split: str, batch_size: int,
+                     pad_to: str = "max_length") -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
         enc = self._data[0][split]
+        width = self.params.max_length if pad_to == "max_length" else None  # None: each batch's longest
         for i in range(0, len(enc), batch_size):
-            yield enc.batch(np.arange(i, min(i + batch_size, len(enc))), pad_to=self.params.max_length)
+            yield enc.batch(np.arange(i, min(i + batch_size, len(enc))), pad_to=width)
+
+    def latency_feeds(self, pad_to: str, count: int) -> list[dict[str, np.ndarray]]:
+        """max_length: the first test text at the static shape. longest: `count` test texts drawn with the
+        task's seed (the same ones for every artifact of a sweep), each at its own length."""
+        enc = self._data[0]["test"]
+        if pad_to == "max_length":
+            return [enc.batch(np.arange(1), pad_to=self.params.max_length)[0]]
+        picks = np.random.default_rng(self.seed).choice(len(enc), size=min(count, len(enc)), replace=False)
+        return [enc.batch(np.array([i]))[0] for i in picks]
 
     def _precision(self) -> Any:
         """bf16 autocast while training (gradients on) when asked; float32 for every measurement."""
@@ -232,10 +245,34 @@ class HFClassification(Task):
 
         return fix_attributes(model)
 
-    def shrink(self, model: Any, k: int) -> Any:
+    def shrink(self, model: Any, k: int, count: int = 0) -> Any:
         from orchestrator.tasks.hf_model import shrink
 
-        return shrink(model, k)
+        return shrink(model, k, count)
+
+    def token_ids(self, split: str) -> list[np.ndarray]:
+        """The tokenizer's ids of every example of `split` (truncated to max_length, unpadded); 'pool' is
+        the train split's texts beyond `train_size` plus the train split itself (unlabelled text)."""
+        if split == "pool":
+            return self.token_ids("train") + list(self._pool_ids)
+        return list(self._data[0][split].columns["input_ids"])
+
+    @cached_property
+    def _pool_ids(self) -> list[np.ndarray]:
+        self._data  # noqa: B018 (sets _pool_texts)
+        ids = self.tokenizer(self._pool_texts, truncation=True, max_length=self.params.max_length)["input_ids"]
+        return [np.asarray(x, dtype=np.int64) for x in ids]
+
+    def trim_vocab(self, model: Any, keep: np.ndarray) -> Any:
+        """Cut the embedding table to the original token ids `keep` plus the special tokens (see hf_vocab)."""
+        from orchestrator.tasks.hf_vocab import trim
+
+        tok = self.tokenizer
+        if tok.unk_token_id is None:
+            raise ValueError(f"the tokenizer of {self.model_dir()} has no unknown token to map dropped tokens "
+                             "to; stages.trim needs one (WordPiece [UNK], SentencePiece <unk>)")
+        specials = np.asarray(tok.all_special_ids, dtype=np.int64)
+        return trim(model, np.union1d(keep, specials), tok.unk_token_id, tok.pad_token_id)
 
     def export(self, model: Any, path: Path, opset: int, exporter: str) -> None:
         from orchestrator.tasks.hf_export import export

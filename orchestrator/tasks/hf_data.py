@@ -88,6 +88,9 @@ def _clean(texts: list, labels: list, dedupe: bool) -> tuple[list[str], list]:
 def split_rows(p: Any, seed: int) -> tuple[dict[str, tuple[list[str], list]], list[str]]:
     """{'train'|'val'|'test': (texts, raw labels)} and the class names, per the task params `p`.
 
+    'pool' holds the texts of the train split that `train_size` left out (no labels: what `trim` may
+    count with `corpus: pool`; never val or test texts).
+
     Named splits are used where the data has them; missing val/test splits are carved out of train
     with a permutation seeded by `seed`, so the split is the same on every run with that seed.
     """
@@ -109,6 +112,7 @@ def split_rows(p: Any, seed: int) -> tuple[dict[str, tuple[list[str], list]], li
             rows[split] = ([train[0][i] for i in order[:n]], [train[1][i] for i in order[:n]])
             order = order[n:]
     rows["train"] = ([train[0][i] for i in order], [train[1][i] for i in order])
+    rows["pool"] = ([train[0][i] for i in order[p.train_size:]], []) if p.train_size else ([], [])
     for split, size in (("train", p.train_size), ("val", p.val_size), ("test", p.test_size)):
         if size and len(rows[split][0]) > size:
             pick = np.sort(rng.permutation(len(rows[split][0]))[:size]) if split != "train" else np.arange(size)

@@ -100,9 +100,14 @@ def _from_config(config: Any, meta: bool = False) -> Any:
     import torch
     from transformers import AutoModelForSequenceClassification
 
+    from orchestrator.tasks.hf_vocab import TRIM_KEY, install
+
     clean = config.__class__.from_dict({k: v for k, v in config.to_dict().items() if k != PRUNED_KEY})
     with torch.device("meta") if meta else contextlib.nullcontext():
-        return AutoModelForSequenceClassification.from_config(clean)
+        model = AutoModelForSequenceClassification.from_config(clean)
+        if getattr(clean, TRIM_KEY, None):  # a trimmed vocabulary: the embedding reads through the id map
+            install(model, clean)
+        return model
 
 
 def is_intact(model: Any) -> bool:
@@ -146,16 +151,19 @@ def load_pretrained(path: str | Path) -> Any:
     return model.eval()
 
 
-def shrink(model: Any, k: int) -> Any:
-    """Keep every k-th encoder layer counting down from the last (DistilBERT-style init from the teacher).
+def shrink(model: Any, k: int, count: int = 0) -> Any:
+    """Keep every k-th encoder layer counting down from the last, or `count` layers spread evenly
+    (DistilBERT-style init from the teacher; see `tasks.base.kept_layers`).
 
     Counting from the top keeps the last layer, whose output the (fine-tuned) pooler and classifier
-    were trained on: 6 layers, k=2 keeps layers 1, 3, 5; k=3 keeps 2, 5.
+    were trained on: 6 layers, k=2 keeps layers 1, 3, 5; k=3 keeps 2, 5; count=4 keeps 1, 2, 4, 5.
     """
     import torch
 
+    from orchestrator.tasks.base import kept_layers
+
     parent, attr, layers = encoder_layers(model)
-    keep = list(range(len(layers) - 1, -1, -k))[::-1]
+    keep = kept_layers(len(layers), k, count)
     setattr(parent, attr, torch.nn.ModuleList(layers[i] for i in keep))
     model.config.num_hidden_layers = len(keep)
     for i, layer in enumerate(getattr(parent, attr)):

@@ -133,7 +133,8 @@ class LMTask(Task):
             rows = torch.from_numpy(ids[order[i:i + batch_size]])
             yield {"input_ids": rows[:, :-1].contiguous()}, rows[:, 1:].reshape(-1)
 
-    def onnx_batches(self, split: str, batch_size: int) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
+    def onnx_batches(self, split: str, batch_size: int,
+                     pad_to: str = "max_length") -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
         ids = self.splits[split].ids
         for i in range(0, len(ids), batch_size):
             rows = ids[i:i + batch_size]
@@ -215,10 +216,10 @@ class LMTask(Task):
         kv = lm_model.prune_kv_groups(model, heads) if heads else model.config.num_key_value_heads
         return {"ffn_kept": float(ffn), "kv_heads_kept": float(kv)}
 
-    def shrink(self, model: Any, k: int) -> Any:
+    def shrink(self, model: Any, k: int, count: int = 0) -> Any:
         from orchestrator.tasks.lm_model import shrink
 
-        return shrink(model, k)
+        return shrink(model, k, count)
 
     def export(self, model: Any, path: Path, opset: int, exporter: str) -> None:
         from orchestrator.tasks.lm_model import export_with_past

@@ -196,12 +196,15 @@ def prune_kv_groups(model: Any, ratio: float) -> int:
     return keep
 
 
-def shrink(model: Any, k: int) -> Any:
-    """Keep every k-th decoder layer counting down from the last; the cache indexes layers by position."""
+def shrink(model: Any, k: int, count: int = 0) -> Any:
+    """Keep every k-th decoder layer counting down from the last, or `count` of them spread evenly
+    (`tasks.base.kept_layers`); the cache indexes layers by position."""
     import torch
 
+    from orchestrator.tasks.base import kept_layers
+
     inner = model.model
-    keep = list(range(len(inner.layers) - 1, -1, -k))[::-1]
+    keep = kept_layers(len(inner.layers), k, count)
     inner.layers = torch.nn.ModuleList(inner.layers[i] for i in keep)
     model.config.num_hidden_layers = len(keep)
     if getattr(model.config, "layer_types", None):
