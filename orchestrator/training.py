@@ -13,11 +13,13 @@ from orchestrator import faults
 def fit(task: Any, model: torch.nn.Module, epochs: int, lr: float, batch_size: int,
         loss_fn: Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor] | None = None,
         seed: int = 0, log: Callable[[str], None] | None = None,
-        extra_params: list[torch.nn.Parameter] | None = None, tokens: int = 0) -> torch.nn.Module:
-    """Train `model` in place on the task's train split with Adam; `loss_fn(logits, labels, inputs)`.
+        extra_params: list[torch.nn.Parameter] | None = None, tokens: int = 0,
+        split: str = "train", forward: Callable[[Any, Any], torch.Tensor] | None = None) -> torch.nn.Module:
+    """Train `model` in place on the task's `split` (default train) with Adam; `loss_fn(logits, labels, inputs)`.
 
     The default loss is cross-entropy. Seeded so that a node's artifact is reproducible.
     `extra_params` are trained too (e.g. a projection a loss uses that is not part of the model).
+    `forward(model, inputs)` replaces `task.forward` (e.g. one that also keeps the hidden states for the loss).
     `tokens` > 0 is a budget in labels (next tokens for a language model) instead of `epochs`: passes over
     the data repeat until that many labels have been trained on, stopping mid-pass when it is reached.
     A known budget gets the usual LM schedule: linear warm-up over the first 5%, then cosine decay to 10%.
@@ -29,12 +31,12 @@ def fit(task: Any, model: torch.nn.Module, epochs: int, lr: float, batch_size: i
     seen, epoch = 0, 0
     while (seen < tokens) if tokens else (epoch < epochs):
         total, n = 0.0, 0
-        for inputs, labels in task.batches("train", batch_size, shuffle=True):
+        for inputs, labels in task.batches(split, batch_size, shuffle=True):
             if tokens:
                 for group in opt.param_groups:
                     group["lr"] = lr * budget_schedule((seen + n) / tokens)
             opt.zero_grad()
-            loss = loss_fn(task.forward(model, inputs), labels, inputs)
+            loss = loss_fn((forward or task.forward)(model, inputs), labels, inputs)
             loss.backward()
             opt.step()
             total, n = total + loss.item() * len(labels), n + len(labels)

@@ -4,13 +4,14 @@ Runtime and the CLI). The tiny tokenizer here has words that no text uses, so tr
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import ROOT, run_cli
 from test_hf import ctx_for, run_stage, tiny_params, write_tiny_csv, write_tiny_model
 
 UNUSED = ["river", "cloud", "stone", "window", "garden", "violin", "pepper", "rocket"]
@@ -171,6 +172,7 @@ def test_trim_layers_and_int4_int8_through_the_cli(files: dict[str, str], store:
     (["task=tweets", "orderings=[[distill]]", "stages.distill.keep_layers=2", "stages.distill.shrink=2"],
      "keep_layers"),
     (["orderings=[[distill]]", "stages.distill.keep_layers=2"], "stages.distill.keep_layers"),
+    (["orderings=[[distill]]", "stages.distill.transfer=100"], "stages.distill.transfer"),
     (["task=tweets", "orderings=[[quantize]]", "stages.quantize.mode=int4_int8",
       "stages.quantize.accuracy_level=7"], "accuracy_level"),
 ])
@@ -179,3 +181,56 @@ def test_bad_input_exits_2_naming_the_key(store: dict[str, str], overrides: list
     assert proc.returncode == 2, (proc.stdout[-1000:], proc.stderr[-2000:])
     assert key in proc.stderr, proc.stderr[-2000:]
     assert not list(Path(store["cache"]).glob("nodes/*/meta.json"))  # refused before any compute
+
+
+def test_distill_on_a_transfer_set_of_unlabelled_texts(files: dict[str, str], tmp_path: Path) -> None:
+    """transfer=N adds N texts of the train split that train_size left out, labelled by the teacher only."""
+    import torch
+
+    from orchestrator.stages.distill import kd_loss
+    from orchestrator.tasks.hf import HFClassification, HFParams
+
+    task = HFClassification(HFParams(**tiny_params(files, train_size=100)), seed=0)
+    teacher = task.build_baseline()
+    name = task.transfer_split(120)
+    labels = task._data[0][name].labels
+    assert len(labels) == 220 and (labels[:100] >= 0).all() and (labels[100:] == -1).all()
+    whole = HFClassification(HFParams(**tiny_params(files)), seed=0).token_ids("train")  # no train_size
+    extra = task._data[0][name].columns["input_ids"][100:]
+    assert all(np.array_equal(a, b) for a, b in zip(extra, whole[100:220], strict=True))  # the rest of train
+    with pytest.raises(ValueError, match="only"):
+        task.transfer_split(10_000)
+    student, target = torch.randn(4, 3), torch.randn(4, 3)
+    unlabelled = torch.full((4,), -1)
+    assert kd_loss(student, target, unlabelled, 2.0, 0.3) == pytest.approx(float(kd_loss(student, target, unlabelled,
+                                                                                          2.0, 1.0)))
+    mixed = torch.tensor([0, -1, 2, -1])
+    assert torch.isfinite(kd_loss(student, target, mixed, 2.0, 0.3))
+    out = run_stage("distill", ctx_for(task, tmp_path / "d", teacher), copy.deepcopy(teacher), keep_layers=1,
+                    transfer=120, epochs=2, lr=1e-3)
+    agree = (all_logits(task, out.model).argmax(-1) == all_logits(task, teacher).argmax(-1)).mean()
+    assert agree > 0.6
+
+
+@pytest.mark.slow
+def test_the_tiny_tweets_recipe_runs_on_a_users_encoder(files: dict[str, str], store: dict[str, str]) -> None:
+    """The recipe's whole DAG on the tiny BERT (a user's local encoder folder: no code change), reduced."""
+    proc = run_cli(store, "+recipe=tiny_tweets", "task=hf", f"task.model={files['model']}",
+                   f"task.dataset={files['dataset']}", "task.text_column=review", "task.label_column=mood",
+                   "task.test_size=90", "task.val_size=30", "task.train_size=150", "task.max_length=16",
+                   "task.lr=2e-3", "task.batch_size=8", "stages.distill.transfer=60", "stages.distill.epochs=1",
+                   "stages.distill.lr=1e-3", "stages.quantize.block_size=16", "~sweep",
+                   "+sweep={stages.quantize.mode:[int8,int4_int8]}", "tracking.log_models=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "13 unique nodes: 13 stage executions" in proc.stdout, proc.stdout[-3000:]
+    metas = [json.loads(p.read_text()) for p in Path(store["cache"]).glob("nodes/*/meta.json")]
+    distill = [m for m in metas if m["stage"] == "distill"]
+    assert len(distill) == 1 and distill[0]["params"]["keep_layers"] == 2 and distill[0]["params"]["transfer"] == 60
+    # the benchmark's table: every leaf against the sweep's own baseline, ratios from the logged metrics
+    spec = importlib.util.spec_from_file_location("tiny_table", ROOT / "benchmarks" / "tiny_table.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    table = {r["variant"]: r for r in bench.rows(bench.leaves(store["uri"], "tiny_tweets"))}
+    assert len(table) == 7 and table["baseline"]["x smaller"] == 1 and table["baseline"]["drop pts"] == 0
+    chain = [r for name, r in table.items() if name.startswith("trim>prune>distill>quantize")]
+    assert len(chain) == 2 and all(r["x smaller"] > 1 for r in chain)

@@ -28,7 +28,10 @@ class DistillParams:
     teacher: `baseline` or the name of an earlier torch step of the chain (e.g. `prune`; the nearest one).
     shrink: keep every k-th layer of the student before KD (DistilBERT-style init; 1 = keep all; layered
     tasks only). keep_layers: keep this many layers instead, spread evenly and always the last (2 of 6
-    keeps layers 2 and 5; 0 = use shrink). hidden_weight: weight of the hidden-state MSE loss (0: logits only).
+    keeps layers 2 and 5; 0 = use shrink). transfer: also train on this many unlabelled texts of the task's
+    data (the train split's texts beyond task.train_size; they get the KD terms only, the teacher labels
+    them: a transfer set, what small students need most). hidden_weight: weight of the hidden-state MSE
+    loss (0: logits only).
     tokens: a training budget in labels instead of `epochs` (next tokens for a language model: KD over
     the vocabulary on that many positions; 0 = use epochs).
     """
@@ -43,6 +46,7 @@ class DistillParams:
     hidden_weight: float = 0.0
     tokens: int = 0
     keep_layers: int = 0
+    transfer: int = 0
 
     def __post_init__(self) -> None:
         check_range("tokens", self.tokens, 0, 10**12)
@@ -54,6 +58,7 @@ class DistillParams:
         check_range("shrink", self.shrink, 1, 64)
         check_range("hidden_weight", self.hidden_weight, 0.0, 1000.0)
         check_range("keep_layers", self.keep_layers, 0, 1024)
+        check_range("transfer", self.transfer, 0, 10**9)
         if self.keep_layers and self.shrink > 1:
             raise ConfigError("keep_layers", self.keep_layers, f"set either shrink (now {self.shrink}) or "
                               "keep_layers, not both")
@@ -76,13 +81,21 @@ def _has_hidden_states(task_cls: type) -> bool:
 
 
 def kd_loss(student: Any, teacher: Any, labels: Any, temperature: float, alpha: float) -> Any:
-    """Hinton KD: alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, labels)."""
+    """Hinton KD: alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(student, labels).
+
+    Unlabelled examples (label -1, a transfer set) add only the KD term.
+    """
     import torch.nn.functional as F
 
     t = temperature
     soft = F.kl_div(F.log_softmax(student / t, -1), F.log_softmax(teacher / t, -1),
                     reduction="batchmean", log_target=True) * (t * t)
-    return alpha * soft + (1 - alpha) * F.cross_entropy(student, labels)
+    labelled = labels >= 0
+    if bool(labelled.all()):
+        return alpha * soft + (1 - alpha) * F.cross_entropy(student, labels)
+    if not bool(labelled.any()):
+        return soft
+    return alpha * soft + (1 - alpha) * F.cross_entropy(student[labelled], labels[labelled])
 
 
 class _HeadInput:
@@ -104,7 +117,7 @@ class Distill(Stage):
     """Train the student on the teacher's softened logits, the true labels and optionally its hidden state."""
 
     name = "distill"
-    version = "2"
+    version = "3"  # 3: hidden-state KD takes the student's states from the training pass (one pass, not two)
     consumes = TORCH
     produces = TORCH
     Params = DistillParams
@@ -118,8 +131,8 @@ class Distill(Stage):
         if own.get("teacher", BASELINE) not in (BASELINE, *names):
             raise ConfigError("stages.distill.teacher", own["teacher"], "must be baseline or a torch step "
                               f"before distill in {chain}: " + ", ".join([BASELINE, *names]))
-        if not own.get("keep_layers"):  # unset: keyed as before the option existed, so caches stay valid
-            own = {k: v for k, v in own.items() if k != "keep_layers"}
+        # unset: keyed as before these options existed, so caches stay valid
+        own = {k: v for k, v in own.items() if k not in ("keep_layers", "transfer") or v}
         return own
 
     @classmethod
@@ -127,6 +140,9 @@ class Distill(Stage):
         """shrink needs a task that can drop layers (transformers); refuse it before any compute otherwise."""
         from orchestrator.tasks.base import Task
 
+        if params.transfer and task_cls.transfer_split is Task.transfer_split:
+            raise ConfigError("stages.distill.transfer", params.transfer, f"task {task_cls.name!r} has no "
+                              "unlabelled data to distill on; use 0 (or a Hugging Face task)")
         for key in ("shrink", "keep_layers"):
             if getattr(params, key) > (1 if key == "shrink" else 0) and task_cls.shrink is Task.shrink:
                 raise ConfigError(f"stages.distill.{key}", getattr(params, key), f"task {task_cls.name!r} "
@@ -147,17 +163,27 @@ class Distill(Stage):
         layered = p.hidden_weight > 0 and _has_hidden_states(type(ctx.task))
         hidden = _HiddenLoss(ctx.task, model, teacher) if p.hidden_weight and not layered else None
 
+        kept: list = []  # the student's hidden states of the pass the training loop just made
+
+        def forward(student: Any, inputs: Any) -> Any:
+            logits, states = ctx.task.forward_with_states(student, inputs)
+            kept[:] = [states]
+            return logits
+
         def loss(logits: Any, labels: Any, inputs: Any) -> Any:
             with torch.no_grad():
-                target = ctx.task.forward(teacher, inputs)
-                t_states = ctx.task.hidden_states(teacher, inputs) if layered else None
+                if layered:  # one teacher pass gives both
+                    target, t_states = ctx.task.forward_with_states(teacher, inputs)
+                else:
+                    target = ctx.task.forward(teacher, inputs)
             total = kd_loss(logits, target, labels, p.temperature, p.alpha)
-            if layered:  # a second student pass: the training loop's forward returns logits only
-                return total + p.hidden_weight * hidden_loss(ctx.task.hidden_states(model, inputs), t_states)
+            if layered:
+                return total + p.hidden_weight * hidden_loss(kept[0], t_states)
             return total + p.hidden_weight * hidden.loss() if hidden else total
 
         fit(ctx.task, model, p.epochs, p.lr, p.batch_size, loss_fn=loss, seed=ctx.seed,
-            extra_params=list(hidden.proj.parameters()) if hidden else None, tokens=p.tokens)
+            extra_params=list(hidden.proj.parameters()) if hidden else None, tokens=p.tokens,
+            split=ctx.task.transfer_split(p.transfer), forward=forward if layered else None)
         if hidden:
             hidden.close()
         simquant.snap(model)  # QAT/QAD: store the weights the model computes with

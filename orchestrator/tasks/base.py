@@ -108,6 +108,13 @@ class Task:
         raise NotImplementedError(f"task {self.name!r} cannot shrink a model (stages.distill.shrink needs "
                                   "a layered model, e.g. a Hugging Face transformer task)")
 
+    def transfer_split(self, n: int) -> str:
+        """The name of a split of the train split plus `n` unlabelled texts (label -1) of the same data, for
+        distillation, where the teacher labels them (tasks with unlabelled data; 0 = 'train')."""
+        if n == 0:
+            return "train"
+        raise NotImplementedError(f"task {self.name!r} has no unlabelled data to distill on")
+
     def token_ids(self, split: str) -> list[np.ndarray]:
         """Token ids of every example of `split` (tasks with a tokenizer; what `trim` counts)."""
         raise NotImplementedError(f"task {self.name!r} has no tokenizer")
@@ -121,6 +128,10 @@ class Task:
         """Per-layer hidden states of `model` on `inputs` (for hidden-state distillation)."""
         raise NotImplementedError(f"task {self.name!r} exposes no hidden states (stages.distill.hidden_weight "
                                   "needs a transformer task)")
+
+    def forward_with_states(self, model: Any, inputs: Any) -> tuple[Any, list]:
+        """`forward` and `hidden_states` together (tasks override it to do both in one pass)."""
+        return self.forward(model, inputs), self.hidden_states(model, inputs)
 
     def architecture_spec(self, model: Any) -> dict[str, Any]:
         """Plain data (JSON) that `architecture` needs to rebuild `model`'s architecture (default: none).

@@ -187,10 +187,14 @@ class HFClassification(Task):
 
     def hidden_states(self, model: Any, inputs: Any) -> list[Any]:
         """Embedding output + every layer's output, with padded positions zeroed (for hidden-state KD)."""
+        return self.forward_with_states(model, inputs)[1]
+
+    def forward_with_states(self, model: Any, inputs: Any) -> tuple[Any, list[Any]]:
+        """Logits and hidden states (as `hidden_states`) of one forward pass."""
         mask = inputs["attention_mask"].unsqueeze(-1).float()
         with self._precision():
-            states = model(**inputs, output_hidden_states=True).hidden_states
-        return [h.float() * mask for h in states]
+            out = model(**inputs, output_hidden_states=True)
+        return out.logits.float(), [h.float() * mask for h in out.hidden_states]
 
     def example_inputs(self, batch_size: int = 2) -> dict[str, Any]:  # type: ignore[override]
         """A padded batch from the test split, as keyword inputs (torch-pruning calls model(**inputs))."""
@@ -256,6 +260,20 @@ class HFClassification(Task):
         if split == "pool":
             return self.token_ids("train") + list(self._pool_ids)
         return list(self._data[0][split].columns["input_ids"])
+
+    def transfer_split(self, n: int) -> str:
+        """'train' plus the first `n` texts of the pool (the train split's texts `train_size` left out), label -1."""
+        from orchestrator.tasks.hf_data import with_unlabelled
+
+        if n == 0:
+            return "train"
+        name, splits = f"train+pool{n}", self._data[0]
+        if name not in splits:
+            if len(self._pool_ids) < n:
+                raise ValueError(f"stages.distill.transfer={n}: the data has only {len(self._pool_ids)} "
+                                 "unlabelled texts beyond task.train_size")
+            splits[name] = with_unlabelled(splits["train"], self._pool_ids[:n])
+        return name
 
     @cached_property
     def _pool_ids(self) -> list[np.ndarray]:
