@@ -258,39 +258,38 @@ class HFClassification(Task):
         """The tokenizer's ids of every example of `split` (truncated to max_length, unpadded); 'pool' is
         the train split's texts beyond `train_size` plus the train split itself (unlabelled text)."""
         if split == "pool":
-            return self.token_ids("train") + list(self._pool_ids)
+            return self.token_ids("train") + list(self._pool.columns["input_ids"])
         return list(self._data[0][split].columns["input_ids"])
 
     def transfer_split(self, n: int) -> str:
         """'train' plus the first `n` texts of the pool (the train split's texts `train_size` left out), label -1."""
-        from orchestrator.tasks.hf_data import with_unlabelled
+        from orchestrator.tasks.hf_data import joined
 
         if n == 0:
             return "train"
         name, splits = f"train+pool{n}", self._data[0]
         if name not in splits:
-            if len(self._pool_ids) < n:
-                raise ValueError(f"stages.distill.transfer={n}: the data has only {len(self._pool_ids)} "
+            if len(self._pool) < n:
+                raise ValueError(f"stages.distill.transfer={n}: the data has only {len(self._pool)} "
                                  "unlabelled texts beyond task.train_size")
-            splits[name] = with_unlabelled(splits["train"], self._pool_ids[:n])
+            splits[name] = joined(splits["train"], self._pool, n)
         return name
 
     @cached_property
-    def _pool_ids(self) -> list[np.ndarray]:
-        self._data  # noqa: B018 (sets _pool_texts)
-        ids = self.tokenizer(self._pool_texts, truncation=True, max_length=self.params.max_length)["input_ids"]
-        return [np.asarray(x, dtype=np.int64) for x in ids]
+    def _pool(self) -> Any:
+        """The pool's texts, encoded like every split with label -1 (only when trim or distill asks)."""
+        from orchestrator.tasks.hf_data import encode
+
+        _ = self._data  # splitting the data sets _pool_texts
+        texts = self._pool_texts
+        return encode(self.tokenizer, texts, np.full(len(texts), -1, dtype=np.int64), self.params.max_length,
+                      self.input_names)
 
     def trim_vocab(self, model: Any, keep: np.ndarray) -> Any:
         """Cut the embedding table to the original token ids `keep` plus the special tokens (see hf_vocab)."""
-        from orchestrator.tasks.hf_vocab import trim
+        from orchestrator.tasks.hf_vocab import trim_with
 
-        tok = self.tokenizer
-        if tok.unk_token_id is None:
-            raise ValueError(f"the tokenizer of {self.model_dir()} has no unknown token to map dropped tokens "
-                             "to; stages.trim needs one (WordPiece [UNK], SentencePiece <unk>)")
-        specials = np.asarray(tok.all_special_ids, dtype=np.int64)
-        return trim(model, np.union1d(keep, specials), tok.unk_token_id, tok.pad_token_id)
+        return trim_with(self.tokenizer, model, keep, self.model_dir())
 
     def export(self, model: Any, path: Path, opset: int, exporter: str) -> None:
         from orchestrator.tasks.hf_export import export

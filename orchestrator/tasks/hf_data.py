@@ -167,12 +167,10 @@ class Encoded:
         return out, self.labels[idx]
 
 
-def with_unlabelled(enc: Encoded, ids: list[np.ndarray]) -> Encoded:
-    """`enc` followed by single-text examples of token `ids`, labelled -1 (a distillation transfer set)."""
-    extra = {"input_ids": ids, "attention_mask": [np.ones_like(x) for x in ids],
-             "token_type_ids": [np.zeros_like(x) for x in ids]}
-    return Encoded({k: v + extra[k] for k, v in enc.columns.items()},
-                   np.r_[enc.labels, np.full(len(ids), -1, dtype=np.int64)], enc.pad_id)
+def joined(first: Encoded, second: Encoded, n: int) -> Encoded:
+    """`first` followed by the first `n` examples of `second` (e.g. a distillation transfer set)."""
+    return Encoded({k: v + second.columns[k][:n] for k, v in first.columns.items()},
+                   np.r_[first.labels, second.labels[:n]], first.pad_id)
 
 
 def encode(tokenizer: Any, texts: list[str], labels: np.ndarray, max_length: int, names: list[str]) -> Encoded:

@@ -53,6 +53,15 @@ def id_map(model: Any) -> np.ndarray:
     return np.arange(emb.num_embeddings)
 
 
+def trim_with(tokenizer: Any, model: Any, keep: np.ndarray, where: str) -> Any:
+    """`trim` to the ids `keep` plus the tokenizer's special tokens, dropped ids reading its unknown token."""
+    if tokenizer.unk_token_id is None:
+        raise ValueError(f"the tokenizer of {where} has no unknown token to map dropped tokens to; "
+                         "stages.trim needs one (WordPiece [UNK], SentencePiece <unk>)")
+    specials = np.asarray(tokenizer.all_special_ids, dtype=np.int64)
+    return trim(model, np.union1d(keep, specials), tokenizer.unk_token_id, tokenizer.pad_token_id)
+
+
 def trim(model: Any, keep: np.ndarray, unk_id: int, pad_id: int | None) -> Any:
     """Keep the rows of the original token ids `keep` (plus [UNK]'s); every other id reads [UNK]'s row.
 
