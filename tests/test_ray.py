@@ -1,7 +1,8 @@
 """executor=ray on a real two-node Ray cluster on this machine (`ray start --head`, then a second node).
 
 The cluster's processes get no PYTHONPATH: a user's task reaches the workers only through the job's
-runtime_env. Token authentication is on, as `ray start --head` sets it up by default.
+runtime_env. Token authentication is on, as `ray start --head` sets it up by default; the cluster gets a
+token file of its own in a temporary folder (RAY_AUTH_TOKEN_PATH), never the one in the home.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -31,10 +33,12 @@ RAY = str(Path(sys.executable).parent / "ray")
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """Head + one worker node, one CPU each; yields the environment a driver needs to join it."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(RAY_AUTH_MODE="token", HF_HUB_OFFLINE="1", RAY_USAGE_STATS_ENABLED="0")
+def cluster(tmp_path_factory):
+    """Head + one worker node, one CPU each; yields the environment a driver needs to join it (its token included)."""
+    token = tmp_path_factory.mktemp("ray-auth") / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RAY_AUTH_TOKEN")}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token), HF_HUB_OFFLINE="1", RAY_USAGE_STATS_ENABLED="0")
     port = free_port()
     subprocess.run([RAY, "start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
                     "--disable-usage-stats"], env=env, check=True, capture_output=True, timeout=120)
@@ -157,6 +161,20 @@ def test_bad_executor_settings_exit_2_fast(tmp_path, override, says):
     assert "Traceback" not in out.stderr and time.perf_counter() - start < 60
 
 
+def test_a_driver_without_the_token_is_told_how_to_get_it(cluster, tmp_path):
+    """A fresh home and no RAY_AUTH_* variables: the refusal names token authentication and what to set."""
+    env = {k: v for k, v in cluster.items() if not k.startswith("RAY_AUTH")}
+    env["HOME"] = str(tmp_path / "home")
+    store = {"cache": str(tmp_path / "c"), "uri": f"sqlite:///{tmp_path / 'm.db'}", "artifacts": str(tmp_path / "a")}
+    start = time.perf_counter()
+    out = run_cli(store, "+recipe=pkdq", "executor=ray", "executor.address=auto", env=env, timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    last = out.stderr.splitlines()[-1]
+    assert "token authentication" in last and "RAY_AUTH_MODE=token" in last, out.stderr[-2000:]
+    assert "RAY_AUTH_TOKEN_PATH" in out.stderr and "Traceback" not in out.stderr
+    assert time.perf_counter() - start < 60
+
+
 @dataclass(frozen=True)
 class _DyingJob:
     node: object
@@ -177,7 +195,8 @@ def _dies_on_ray(job):
 def test_ray_scheduling_retries_dead_workers_and_skips_failed_subtrees(cluster, tmp_path, monkeypatch):
     """The scheduling alone (fake work): a branch whose worker always dies is reported failed after the
     retries, one that dies once finishes, a failed node's subtree is skipped, every node gets one result."""
-    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # (read when ray is imported)
+    for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):  # (read when ray is imported)
+        monkeypatch.setenv(name, cluster[name])
     from ray import cloudpickle  # Ray serializes with its own copy
     from test_execute import Boom, boom_config
 

@@ -16,6 +16,7 @@ import contextlib
 import os
 import socket
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ConfigError
@@ -187,11 +188,34 @@ def _connect(cfg: ExecutorConfig) -> None:
         ray.init(num_cpus=cfg.num_cpus or os.cpu_count() or 1, include_dashboard=False, runtime_env=env, **quiet)
         return
     address = _probe(cfg.address)
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "error")  # a refusal is one line below, not a screen of retries
     try:
         ray.init(address=address, runtime_env=env, **quiet)
     except Exception as err:
+        first = str(err).splitlines()[0] if str(err) else ""
         raise ConfigError("executor.address", cfg.address, f"Ray refused to connect ({type(err).__name__}: "
-                          f"{str(err).splitlines()[0] if str(err) else ''})") from None
+                          f"{first[:300]}){_auth_hint(err)}") from None
+
+
+def _auth_hint(err: Exception) -> str:
+    """What to do when the refusal may be Ray's token authentication, else nothing.
+
+    Ray does not say so in the exception (only its C++ log prints "Unauthenticated"): a driver without the
+    cluster's token gets a bare ConnectionError after retrying. `ray start --head` turns token authentication
+    on by default once ~/.ray/auth_token exists on the head machine, so a user who once ran Ray meets this.
+    """
+    text = f"{type(err).__name__} {err}".lower()
+    if not any(w in text for w in ("connection", "authenticat", "token")):
+        return ""
+    mode = os.environ.get("RAY_AUTH_MODE")
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    have = ("RAY_AUTH_TOKEN" if os.environ.get("RAY_AUTH_TOKEN") else
+            path if path and Path(path).is_file() else "")
+    state = f"now RAY_AUTH_MODE={mode or 'unset'}" + (f" with the token from {have}" if have else ", no token")
+    return ("; if the cluster uses token authentication (Ray's default once ~/.ray/auth_token exists where "
+            f"`ray start --head` ran; {state}): set RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH=<a copy of the "
+            "head machine's ~/.ray/auth_token> (or RAY_AUTH_TOKEN=<its content>; `ray get-auth-token` prints it "
+            "there)")
 
 
 def _probe(address: str) -> str:
