@@ -18,10 +18,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import compose  # noqa: E402
 
-from orchestrator.cache import Cache  # noqa: E402
-from orchestrator.evaluate import EvalSettings  # noqa: E402
-from orchestrator.execute import Job, execute  # noqa: E402
-from orchestrator.plan import Plan, plan  # noqa: E402
+from orchestrator.engine.cache import Cache  # noqa: E402
+from orchestrator.engine.execute import Job, execute  # noqa: E402
+from orchestrator.engine.plan import Plan, plan  # noqa: E402
+from orchestrator.measure.evaluate import EvalSettings  # noqa: E402
 from orchestrator.stages import REGISTRY  # noqa: E402
 from orchestrator.tasks import TASKS  # noqa: E402
 

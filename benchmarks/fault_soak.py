@@ -45,7 +45,7 @@ def leaves(store: Path) -> tuple[list[dict], int]:
 
 
 def partial_nodes(store: Path) -> int:
-    from orchestrator.cache import Cache
+    from orchestrator.engine.cache import Cache
 
     cache = Cache(store / "cache")
     bad = sum(not cache.has(p.name) for p in (store / "cache" / "nodes").iterdir())

@@ -2,7 +2,7 @@
 
 Each invocation is a fresh Python process that does exactly what a sweep does for latency: an ONNX Runtime
 session with the configured thread count, `warmup` untimed calls, then `repeats` timed batch-1 calls
-(orchestrator.evaluate.latency). Prints both p50s, their ratio and each run's coefficient of variation.
+(orchestrator.measure.evaluate.latency). Prints both p50s, their ratio and each run's coefficient of variation.
 
     python benchmarks/measure_repeatability.py                 # a freshly exported digits CNN
     python benchmarks/measure_repeatability.py model.onnx      # any digits-shaped model (input 1x1x8x8)
@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 def child(model: str, threads: int, warmup: int, repeats: int) -> None:
     """One invocation: measure and print the latency statistics as JSON."""
-    from orchestrator.evaluate import latency, session
+    from orchestrator.measure.evaluate import latency, session
     from orchestrator.tasks.digits import Digits, DigitsParams
 
     task = Digits(DigitsParams(), seed=0)

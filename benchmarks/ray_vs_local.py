@@ -34,7 +34,7 @@ def sweep(overrides: list[str], executor: list[str], cache: str) -> tuple[float,
 
 
 def _nothing(job):
-    from orchestrator.execute import NodeResult
+    from orchestrator.engine.execute import NodeResult
 
     return NodeResult(job.node.key, "done")
 
@@ -44,16 +44,16 @@ def overhead(overrides: list[str], cpus: int) -> tuple[int, float, float]:
     from conftest import compose
     from ray import cloudpickle
 
-    from orchestrator.execute import execute
-    from orchestrator.executors import executor_for
-    from orchestrator.plan import plan
+    from orchestrator.engine.execute import execute
+    from orchestrator.engine.executors import executor_for
+    from orchestrator.engine.plan import plan
     from orchestrator.stages import REGISTRY
     from orchestrator.tasks import TASKS
 
     the_plan = plan(compose(*overrides), REGISTRY, TASKS)
 
     def job(node):
-        from orchestrator.execute import Job
+        from orchestrator.engine.execute import Job
 
         return Job(node, "", {}, 0, "", None, {})  # type: ignore[arg-type]
 

@@ -31,7 +31,7 @@ def run(recipe: str, args: argparse.Namespace) -> tuple[int, float, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from orchestrator.config import discover_recipes
+    from orchestrator.config.schema import discover_recipes
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("recipes", nargs="*", help="default: every recipe")

@@ -64,13 +64,13 @@ def main() -> int:
 
 
 def run(folder: Path, args: argparse.Namespace) -> int:
-    from orchestrator.evaluate import EvalSettings
-    from orchestrator.onnx_utils import model_files
-    from orchestrator.probe import session
+    from orchestrator.artifacts.onnx_utils import model_files
+    from orchestrator.measure.evaluate import EvalSettings
+    from orchestrator.measure.probe import session
+    from orchestrator.measure.targets import sample
+    from orchestrator.measure.targets.browser import BrowserTarget, _Session, executable
+    from orchestrator.measure.targets.server import compressed
     from orchestrator.stages.split import load_times
-    from orchestrator.targets import sample
-    from orchestrator.targets.browser import BrowserTarget, _Session, executable
-    from orchestrator.targets.server import compressed
 
     path = build(folder, args.gb, args.width, args.shard_mb)
     cold, warm = load_times(path, model_files(path)[1:])

@@ -77,7 +77,7 @@ class Wine(Task):
     def build_baseline(self) -> Any:
         import torch
 
-        from orchestrator.training import fit
+        from orchestrator.artifacts.training import fit
 
         torch.manual_seed(self.seed)
         return fit(self, mlp(self.params.hidden), self.params.epochs, self.params.lr, self.params.batch_size,

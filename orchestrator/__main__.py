@@ -10,7 +10,7 @@ def main(argv: list[str] | None = None) -> int:
 
     Returns the exit code: 0 every node succeeded, 1 some node failed, 2 bad input (one line, no traceback).
     """
-    from orchestrator.cli import USAGE, load
+    from orchestrator.config.cli import USAGE, load
     from orchestrator.errors import ConfigError
 
     argv = sys.argv[1:] if argv is None else argv

@@ -9,21 +9,23 @@ from typing import Any
 
 import yaml
 
-from orchestrator import faults, preflight, targets
-from orchestrator.cache import Cache, open_cache
-from orchestrator.cache_remote import is_url, mirror_dir
-from orchestrator.config import discover_recipes, stage_resources
+from orchestrator import faults
+from orchestrator.config.executor import Resources, split_resources
+from orchestrator.config.schema import discover_recipes, stage_resources
+from orchestrator.engine import preflight
+from orchestrator.engine.cache import Cache, open_cache
+from orchestrator.engine.cache_remote import is_url, mirror_dir
+from orchestrator.engine.execute import CACHED, FAILED, GATED, SKIPPED, Job, NodeResult, execute
+from orchestrator.engine.executors import Executor, executor_for
+from orchestrator.engine.fingerprint import Fingerprints
+from orchestrator.engine.plan import Keying, Node, Plan, plan
 from orchestrator.errors import ConfigError, PlanError
-from orchestrator.evaluate import EvalSettings, environment
-from orchestrator.execute import CACHED, FAILED, GATED, SKIPPED, Job, NodeResult, execute
-from orchestrator.executors import Executor, executor_for
-from orchestrator.executors.settings import Resources, split_resources
-from orchestrator.fingerprint import Fingerprints
-from orchestrator.logbook import Logbook
-from orchestrator.pareto import Constraints
-from orchestrator.plan import Keying, Node, Plan, plan
-from orchestrator.progress import Estimator, Progress, estimate_text
-from orchestrator.report import build, publish, render, rows_from_results
+from orchestrator.measure import targets
+from orchestrator.measure.evaluate import EvalSettings, environment
+from orchestrator.report.pareto import Constraints
+from orchestrator.report.progress import Estimator, Progress, estimate_text
+from orchestrator.report.tradeoff import build, publish, render, rows_from_results
+from orchestrator.tracking.logbook import Logbook
 
 
 def _err(msg: str) -> None:
@@ -103,7 +105,7 @@ def _tracker(data: dict[str, Any], recipe: str | None) -> Any:
     t = data["tracking"]
     if not t["enabled"]:
         return None
-    from orchestrator.tracking import Tracker
+    from orchestrator.tracking.tracker import Tracker
 
     return Tracker(t["uri"], t["experiment"] or recipe or "adhoc", t["artifact_root"], t["log_models"])
 

@@ -38,7 +38,7 @@ def compose(*overrides: str) -> dict[str, Any]:
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from orchestrator.config import CONF_DIR, register, to_dict
+    from orchestrator.config.schema import CONF_DIR, register, to_dict
 
     register()
     GlobalHydra.instance().clear()

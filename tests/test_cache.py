@@ -6,7 +6,7 @@ import multiprocessing
 import os
 import time
 
-from orchestrator.cache import Cache
+from orchestrator.engine.cache import Cache
 
 
 def test_commit_is_all_or_nothing(tmp_path):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from conftest import compose
 
-from orchestrator.config import discover_recipes
+from orchestrator.config.schema import discover_recipes
+from orchestrator.engine.plan import check_chain, plan
 from orchestrator.errors import ConfigError, PlanError
-from orchestrator.plan import check_chain, plan
 from orchestrator.stages import REGISTRY
 from orchestrator.tasks import TASKS
 

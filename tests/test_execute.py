@@ -9,8 +9,8 @@ from conftest import compose
 from mlflow.tracking import MlflowClient
 
 from orchestrator import stages
-from orchestrator.execute import FAILED, SKIPPED, NodeResult, execute
-from orchestrator.plan import plan
+from orchestrator.engine.execute import FAILED, SKIPPED, NodeResult, execute
+from orchestrator.engine.plan import plan
 from orchestrator.stages.base import TORCH, Stage, StageOutput
 from orchestrator.sweep import run_sweep
 from orchestrator.tasks import TASKS

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from orchestrator.evaluate import session
-from orchestrator.stages import REGISTRY, StageContext, simquant
+from orchestrator.artifacts import simquant
+from orchestrator.measure.evaluate import session
+from orchestrator.stages import REGISTRY, StageContext
 
 
 def run(name: str, model: Any, task: Any, folder: Path, teacher: Any = None, **params: Any) -> Any:
@@ -44,7 +45,7 @@ def test_the_straight_through_estimator_passes_gradients(digits: Any, baseline: 
 
 
 def test_a_fake_quantized_model_survives_saving(digits: Any, baseline: Any, tmp_path: Path) -> None:
-    from orchestrator import torch_io
+    from orchestrator.artifacts import torch_io
 
     model = copy.deepcopy(baseline)
     simquant.apply(model, "int8")

@@ -17,7 +17,7 @@ import pytest
 from conftest import run_cli
 from mlflow.tracking import MlflowClient
 
-from orchestrator.cache import Cache
+from orchestrator.engine.cache import Cache
 
 # (point, n): die the n-th time this invocation reaches the point. 11 kills across every phase.
 KILLS = [("train_epoch", 3), ("build:start", 2), ("build:saved", 1), ("export:written", 1), ("measure:mid", 2),

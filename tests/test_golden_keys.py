@@ -19,9 +19,9 @@ TASK_NAMES = ("digits", "tinylm", "smollm2", "tweets")  # hf and lm need a user'
 
 
 def _keys() -> dict[str, list[str] | str]:
-    from orchestrator.config import discover_recipes
+    from orchestrator.config.schema import discover_recipes
+    from orchestrator.engine.plan import plan
     from orchestrator.errors import ConfigError, PlanError
-    from orchestrator.plan import plan
     from orchestrator.stages import REGISTRY
     from orchestrator.tasks import TASKS
 

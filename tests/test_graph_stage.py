@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from orchestrator.evaluate import session
+from orchestrator.measure.evaluate import session
 from orchestrator.stages import REGISTRY, StageContext
 
 

@@ -65,7 +65,7 @@ def tiny_params(files: dict[str, str], **overrides: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def task(hf_files: dict[str, str]) -> Any:
-    from orchestrator.tasks.hf import HFClassification, HFParams
+    from orchestrator.tasks.hf.task import HFClassification, HFParams
 
     return HFClassification(HFParams(**tiny_params(hf_files)), seed=0)
 
@@ -110,7 +110,7 @@ def test_task_loads_local_model_and_csv(task: Any) -> None:
 
 
 def test_split_is_seeded(hf_files: dict[str, str]) -> None:
-    from orchestrator.tasks.hf import HFClassification, HFParams
+    from orchestrator.tasks.hf.task import HFClassification, HFParams
 
     def test_rows(seed: int) -> list:
         t = HFClassification(HFParams(**tiny_params(hf_files)), seed=seed)
@@ -124,7 +124,7 @@ def test_split_is_seeded(hf_files: dict[str, str]) -> None:
 def test_named_splits_and_other_formats(hf_files: dict[str, str], tmp_path: Path) -> None:
     import pandas as pd
 
-    from orchestrator.tasks.hf import HFClassification, HFParams
+    from orchestrator.tasks.hf.task import HFClassification, HFParams
 
     table = pd.read_csv(hf_files["dataset"]).rename(columns={"review": "text", "mood": "label"})
     (tmp_path / "folder").mkdir()
@@ -151,7 +151,7 @@ def test_baseline_fine_tune_learns(task: Any, baseline: Any) -> None:
 def test_metric_modules_match_sklearn() -> None:
     from sklearn.metrics import f1_score
 
-    from orchestrator.metrics import classification
+    from orchestrator.measure.metrics import classification
 
     preds, labels = np.array([0, 1, 1, 2, 0, 0]), np.array([0, 1, 2, 2, 1, 0])
     got = classification(preds, labels, 4)  # class 3 never appears: macro F1 still counts it as 0
@@ -160,7 +160,7 @@ def test_metric_modules_match_sklearn() -> None:
 
 
 def test_head_and_ffn_pruning_runs_exports_and_reloads(task: Any, baseline: Any, tmp_path: Path) -> None:
-    from orchestrator.tasks.hf_model import attentions, is_intact, load_pretrained
+    from orchestrator.tasks.hf.model import attentions, is_intact, load_pretrained
 
     ctx = ctx_for(task, tmp_path / "prune", baseline)
     pruned = run_stage("prune", ctx, copy.deepcopy(baseline), ratio=0.5).model
@@ -177,7 +177,7 @@ def test_head_and_ffn_pruning_runs_exports_and_reloads(task: Any, baseline: Any,
     assert dynamo.metrics["export_max_abs_diff"] < 1e-4
     pruned.save_pretrained(tmp_path / "saved")
     np.testing.assert_allclose(logits(task, load_pretrained(tmp_path / "saved")), logits(task, pruned), atol=1e-5)
-    from orchestrator import torch_io  # the cache's own format: safetensors + JSON, rebuilt from the config
+    from orchestrator.artifacts import torch_io
 
     (tmp_path / "io").mkdir()
     reloaded = torch_io.load(tmp_path / "io" / torch_io.save(pruned, tmp_path / "io", task), task)
@@ -197,7 +197,7 @@ def test_shrink_keeps_every_kth_layer_from_the_top(task: Any, baseline: Any, tmp
     assert all(torch.equal(kept[k], v) for k, v in top.items())
     exported = run_stage("export", ctx_for(task, tmp_path / "e", baseline), model)  # intact again: optimum path
     assert exported.metrics["export_max_abs_diff"] < 1e-4
-    from orchestrator import torch_io
+    from orchestrator.artifacts import torch_io
 
     (tmp_path / "io").mkdir()
     reloaded = torch_io.load(tmp_path / "io" / torch_io.save(model, tmp_path / "io", task), task)
@@ -257,9 +257,9 @@ def test_shrink_is_refused_before_compute_for_a_task_without_layers() -> None:
 
 
 def test_tweets_task_uses_the_bundled_model_and_data() -> None:
-    from orchestrator.config import validate_task
+    from orchestrator.config.schema import validate_task
     from orchestrator.tasks import TASKS
-    from orchestrator.tasks.tweets import Tweets, TweetsParams
+    from orchestrator.tasks.hf.tweets import Tweets, TweetsParams
 
     data = compose("task=tweets")
     assert data["stages"]["distill"]["lr"] == 5e-5  # the task file sets transformer-friendly stage settings

@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from orchestrator.tasks.tinylm import TinyLM, TinyLMParams  # noqa: E402
+from orchestrator.tasks.lm.tinylm import TinyLM, TinyLMParams  # noqa: E402
 
 TINY = {"vocab_size": 512, "hidden_size": 32, "layers": 2, "heads": 4, "kv_heads": 2, "ffn": 64, "context": 64,
         "train_tokens": 30000, "eval_tokens": 2048, "batch_size": 8}
@@ -40,7 +40,7 @@ def test_the_corpus_split_and_the_test_windows_are_fixed(lm: Any) -> None:
     assert np.array_equal(again.splits["test"].ids, lm.splits["test"].ids)
     test = lm.splits["test"]
     assert test.ids.shape == (2048 // 64, 65) and test.tokens == 2048 and test.text_bytes > 2048
-    from orchestrator.tasks.lm_data import JOIN, pydoc_documents
+    from orchestrator.tasks.lm.data import JOIN, pydoc_documents
 
     parts = [lm.documents[s][0] for s in ("train", "val", "test")]  # disjoint, in order, nothing lost
     assert "".join(parts) == JOIN.join(pydoc_documents()) and len(parts[2]) > 0.09 * len("".join(parts))
@@ -49,8 +49,8 @@ def test_the_corpus_split_and_the_test_windows_are_fixed(lm: Any) -> None:
 def test_onnx_perplexity_equals_an_independent_torch_measurement(lm: Any, base: Any, base_onnx: Path) -> None:
     import torch
 
-    from orchestrator.probe import session
-    from orchestrator.tasks.lm_measure import quality
+    from orchestrator.measure.probe import session
+    from orchestrator.tasks.lm.measure import quality
 
     metrics, _ = quality(lm, session(base_onnx, 1), None)
     with torch.no_grad():  # transformers' own shifted LM loss, window by window
@@ -61,9 +61,9 @@ def test_onnx_perplexity_equals_an_independent_torch_measurement(lm: Any, base: 
 
 
 def test_decoding_through_the_kv_cache_matches_the_full_forward(lm: Any, base_onnx: Path) -> None:
-    from orchestrator.probe import session
-    from orchestrator.tasks.lm import complete_feeds
-    from orchestrator.tasks.lm_measure import _presents
+    from orchestrator.measure.probe import session
+    from orchestrator.tasks.lm.measure import _presents
+    from orchestrator.tasks.lm.task import complete_feeds
 
     sess = session(base_onnx, 1)
     ids = lm.splits["test"].ids[:1, :12]
@@ -75,7 +75,7 @@ def test_decoding_through_the_kv_cache_matches_the_full_forward(lm: Any, base_on
 
 def test_structured_pruning_keeps_config_shapes_save_and_export_consistent(lm: Any, base: Any,
                                                                           tmp_path: Path) -> None:
-    from orchestrator import torch_io
+    from orchestrator.artifacts import torch_io
     from orchestrator.stages.export import check_export
 
     model = copy.deepcopy(base)
@@ -108,7 +108,7 @@ def test_activation_importance_prunes_the_neurons_that_never_fire(lm: Any, base:
 def test_int4_quantizes_the_tied_head_too(lm: Any, base_onnx: Path, tmp_path: Path) -> None:
     import onnx
 
-    from orchestrator.onnx_utils import quantization_report
+    from orchestrator.artifacts.onnx_utils import quantization_report
     from orchestrator.stages.quantize import _int4
 
     out = tmp_path / "int4.onnx"
@@ -118,8 +118,8 @@ def test_int4_quantizes_the_tied_head_too(lm: Any, base_onnx: Path, tmp_path: Pa
     assert producer.op_type == "MatMulNBits"  # the head, a MatMul on Transpose(embedding), was quantized
     assert "GatherBlockQuantized" in {n.op_type for n in graph.node}
     assert quantization_report(base_onnx, out)["quantized_params_frac"] > 0.9
-    from orchestrator.probe import session
-    from orchestrator.tasks.lm_measure import quality
+    from orchestrator.measure.probe import session
+    from orchestrator.tasks.lm.measure import quality
 
     ppl = {p: quality(lm, session(p, 1), None)[0]["perplexity"] for p in (base_onnx, out)}
     assert 0.8 < ppl[out] / ppl[base_onnx] < 1.5  # it loads, runs, and stays close (int4 noise may even help)
@@ -130,8 +130,8 @@ def test_int4_quantizes_the_tied_head_too(lm: Any, base_onnx: Path, tmp_path: Pa
 def test_kd_on_next_token_distributions_with_a_token_budget_moves_the_student(lm: Any, base: Any) -> None:
     import torch
 
+    from orchestrator.artifacts.training import fit
     from orchestrator.stages.distill import kd_loss
-    from orchestrator.training import fit
 
     student = copy.deepcopy(base)
     lm.prune_structured(student, 0.5, "l1", 0.0)

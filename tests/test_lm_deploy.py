@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("transformers")
 
 from orchestrator.errors import ConfigError  # noqa: E402
-from orchestrator.tasks.tinylm import TinyLM, TinyLMParams  # noqa: E402
+from orchestrator.tasks.lm.tinylm import TinyLM, TinyLMParams  # noqa: E402
 
 # head_dim 32 (64 / 2 heads): an int8 cache with one fp16 scale per head and token is 34/64 of fp16
 TINY = {"vocab_size": 512, "hidden_size": 64, "layers": 2, "heads": 2, "kv_heads": 1, "ffn": 64, "context": 64,
@@ -47,8 +47,8 @@ def kv_models(base_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
 
 def _decode(sess: Any, ids: np.ndarray, split_at: int) -> tuple[np.ndarray, np.ndarray, dict]:
     """(one-pass logits, logits of a prefill + token-by-token decoding through the stored cache, the cache)."""
-    from orchestrator.tasks.lm import complete_feeds
-    from orchestrator.tasks.lm_measure import _presents
+    from orchestrator.tasks.lm.measure import _presents
+    from orchestrator.tasks.lm.task import complete_feeds
 
     full = sess.run(None, complete_feeds(sess, ids))[0]
     out = sess.run(None, complete_feeds(sess, ids[:, :split_at]))
@@ -62,8 +62,8 @@ def _decode(sess: Any, ids: np.ndarray, split_at: int) -> tuple[np.ndarray, np.n
 
 def test_the_kv_cache_is_stored_at_its_precision_and_measured_on_the_real_tensors(lm: Any,
                                                                                    kv_models: dict) -> None:
-    from orchestrator.probe import session
-    from orchestrator.tasks.lm_measure import quality, speed
+    from orchestrator.measure.probe import session
+    from orchestrator.tasks.lm.measure import quality, speed
 
     ids = lm.splits["test"].ids[:1, :40]
     measured, ppl, top1 = {}, {}, {}
@@ -102,8 +102,8 @@ def test_the_kvcache_stage_logs_agreement_with_the_fp32_cache_and_refuses_other_
 def test_split_writes_tensor_aligned_shards_that_onnx_runtime_loads(lm: Any, base_onnx: Path, tmp_path: Path) -> None:
     import onnx
 
-    from orchestrator.onnx_utils import model_files, size_bytes
-    from orchestrator.probe import session
+    from orchestrator.artifacts.onnx_utils import model_files, size_bytes
+    from orchestrator.measure.probe import session
     from orchestrator.stages.base import StageContext
     from orchestrator.stages.split import Split, SplitParams
 
@@ -152,8 +152,8 @@ def spec_pair(lm: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, 
 @pytest.mark.parametrize("k", [1, 3, 6])
 def test_speculative_decoding_gives_the_targets_greedy_text_token_for_token(lm: Any, spec_pair: tuple,
                                                                            k: int) -> None:
-    from orchestrator.probe import session
-    from orchestrator.tasks import lm_spec
+    from orchestrator.measure.probe import session
+    from orchestrator.tasks.lm import spec as lm_spec
 
     draft, target = (session(p, 1) for p in spec_pair)
     accepted = proposed = 0
@@ -167,7 +167,7 @@ def test_speculative_decoding_gives_the_targets_greedy_text_token_for_token(lm: 
 
 
 def test_the_speculative_measurement_reports_rate_speed_up_and_identity(lm: Any, spec_pair: tuple) -> None:
-    from orchestrator.tasks import lm_spec
+    from orchestrator.tasks.lm import spec as lm_spec
 
     metrics = lm_spec.measure(lm, *spec_pair, {"k": 3, "prompts": 2, "tokens": 16}, 1)
     assert metrics["spec_identical"] == 1.0 and 0 < metrics["spec_acceptance_rate"] < 1
@@ -178,7 +178,7 @@ def test_the_speculative_measurement_reports_rate_speed_up_and_identity(lm: Any,
 def test_external_data_outside_the_models_folder_is_never_read(lm: Any, base_onnx: Path, tmp_path: Path) -> None:
     import onnx
 
-    from orchestrator.onnx_utils import model_files, size_bytes
+    from orchestrator.artifacts.onnx_utils import model_files, size_bytes
     from orchestrator.stages.base import StageContext
     from orchestrator.stages.split import Split, SplitParams
 

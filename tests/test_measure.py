@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from orchestrator.evaluate import EvalSettings, eval_hash, measure_onnx, predict, session
-from orchestrator.onnx_utils import gzip_size_bytes, size_bytes, sparsity
-from orchestrator.probe import probe
+from orchestrator.artifacts.onnx_utils import gzip_size_bytes, size_bytes, sparsity
+from orchestrator.measure.evaluate import EvalSettings, eval_hash, measure_onnx, predict, session
+from orchestrator.measure.probe import probe
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = EvalSettings(warmup=2, repeats=30, throughput_batch=32, throughput_repeats=5)
@@ -99,7 +99,7 @@ def test_gzip_size_is_the_compressed_file(baseline_onnx: Path) -> None:
 
 
 def test_eval_hash_covers_settings_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    import orchestrator.evaluate as ev
+    import orchestrator.measure.evaluate as ev
 
     first = eval_hash(QUICK)
     assert eval_hash(EvalSettings(**{**vars(QUICK), "throughput_batch": 8})) != first

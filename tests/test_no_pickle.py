@@ -11,8 +11,8 @@ import pytest
 import torch
 from conftest import run_cli
 
-from orchestrator import torch_io
-from orchestrator.cache import Cache
+from orchestrator.artifacts import torch_io
+from orchestrator.engine.cache import Cache
 
 
 class Payload:

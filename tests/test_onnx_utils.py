@@ -11,9 +11,9 @@ import onnx
 import pytest
 import torch
 
-from orchestrator.evaluate import session
-from orchestrator.onnx_utils import quantization_report, weight_census
-from orchestrator.qdq import gemm_to_matmul, weight_only_qdq
+from orchestrator.artifacts.onnx_utils import quantization_report, weight_census
+from orchestrator.artifacts.qdq import gemm_to_matmul, weight_only_qdq
+from orchestrator.measure.evaluate import session
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_gemm_to_matmul_gives_the_same_outputs(exported: Path, digits: Any, tmp_
 @pytest.mark.parametrize("mode, bits", [("int8", 8), ("int4", 4)])
 def test_weight_only_qdq_stores_grid_weights_exactly(mode: str, bits: int, digits: Any, baseline: Any,
                                                      tmp_path: Path) -> None:
-    from orchestrator.stages import simquant
+    from orchestrator.artifacts import simquant
 
     model = copy.deepcopy(baseline)
     simquant.apply(model, mode)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.config import validate_settings
+from orchestrator.config.schema import validate_settings
 from orchestrator.errors import ConfigError
-from orchestrator.pareto import Constraints, Row, front, layers, recommend
-from orchestrator.report import build, markdown, node_tags, render
+from orchestrator.report.pareto import Constraints, Row, front, layers, recommend
+from orchestrator.report.tradeoff import build, markdown, node_tags, render
 
 BASE = {"accuracy": 0.90, "latency_p50_ms": 10.0, "model_size_mb": 100.0}
 

@@ -9,9 +9,9 @@ import sys
 import pytest
 from conftest import compose
 
-from orchestrator.config import discover_recipes
+from orchestrator.config.schema import discover_recipes
+from orchestrator.engine.plan import BASELINE, plan
 from orchestrator.errors import ConfigError, PlanError
-from orchestrator.plan import BASELINE, plan
 from orchestrator.stages import REGISTRY
 from orchestrator.tasks import TASKS
 
@@ -81,7 +81,8 @@ def test_every_recipe_composes_and_plans(name):
 
 
 def test_planner_imports_no_torch_or_mlflow():
-    code = ("import sys, orchestrator.plan, orchestrator.config, orchestrator.stages, orchestrator.tasks; "
+    code = ("import sys, orchestrator.engine.plan, orchestrator.config.schema, orchestrator.stages, "
+            "orchestrator.tasks; "
             "bad = [m for m in ('torch', 'mlflow', 'onnxruntime') if m in sys.modules]; print(bad); "
             "sys.exit(bool(bad))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -89,7 +90,7 @@ def test_planner_imports_no_torch_or_mlflow():
 
 
 def test_keys_cover_library_versions_of_the_stages_that_use_them():
-    from orchestrator.plan import Keying
+    from orchestrator.engine.plan import Keying
 
     cfg = compose("+recipe=pkdq")
     before = plan(cfg, REGISTRY, TASKS)
@@ -103,9 +104,9 @@ def test_keys_cover_library_versions_of_the_stages_that_use_them():
 
 
 def test_baseline_key_covers_the_data_file_contents(tmp_path):
-    from orchestrator.fingerprint import Fingerprints
-    from orchestrator.plan import Keying, root_node
-    from orchestrator.tasks.hf import HFClassification
+    from orchestrator.engine.fingerprint import Fingerprints
+    from orchestrator.engine.plan import Keying, root_node
+    from orchestrator.tasks.hf.task import HFClassification
 
     data = tmp_path / "reviews.csv"
     data.write_text("text,label\ngood,1\n")

@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import pytest
 from conftest import run_cli
 
-from orchestrator.cache import Cache
-from orchestrator.plan import Node, Plan
-from orchestrator.progress import Estimator, Progress, estimate_text
+from orchestrator.engine.cache import Cache
+from orchestrator.engine.plan import Node, Plan
+from orchestrator.report.progress import Estimator, Progress, estimate_text
 
 
 def _meta(root: Path, key: str, stage: str, parent: str | None, seconds: float, params: dict | None = None) -> None:

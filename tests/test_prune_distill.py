@@ -74,9 +74,9 @@ def test_the_hidden_state_loss_trains_a_projection_between_widths(digits: Any, b
 
 
 def test_a_node_can_load_any_ancestor_through_the_cache(tmp_path: Path) -> None:
-    from orchestrator import torch_io
-    from orchestrator.cache import Cache
-    from orchestrator.execute import _load_ancestor
+    from orchestrator.artifacts import torch_io
+    from orchestrator.engine.cache import Cache
+    from orchestrator.engine.execute import _load_ancestor
 
     class Linear1:  # a task whose architecture is Linear(1, 1): the stored width is restored on load
         def architecture_spec(self, model):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from orchestrator.evaluate import quality, session
+from orchestrator.measure.evaluate import quality, session
 from orchestrator.stages import REGISTRY, StageContext
 from orchestrator.stages.quantize import Quantize, QuantizeParams
 
@@ -81,7 +81,7 @@ def tiny_bert_onnx(folder: Path) -> tuple[Path, dict[str, np.ndarray]]:
             return self.bert(input_ids=input_ids, attention_mask=attention_mask).logits
 
     ids = torch.randint(0, 2000, (2, 16))
-    from orchestrator.onnx_utils import torch_export
+    from orchestrator.artifacts.onnx_utils import torch_export
 
     path = folder / "bert.onnx"
     torch_export(Logits().eval(), (ids, torch.ones_like(ids)), path, ["input_ids", "attention_mask"], ["logits"],

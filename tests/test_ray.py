@@ -23,9 +23,9 @@ from conftest import ROOT, cli_args, free_port, run_cli
 from mlflow.tracking import MlflowClient
 
 from orchestrator import stages
-from orchestrator.execute import FAILED, SKIPPED, NodeResult, execute
-from orchestrator.executors import executor_for
-from orchestrator.plan import plan
+from orchestrator.engine.execute import FAILED, SKIPPED, NodeResult, execute
+from orchestrator.engine.executors import executor_for
+from orchestrator.engine.plan import plan
 from orchestrator.tasks import TASKS
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from conftest import ROOT, leaf_runs, run_cli
 
-from orchestrator.config import discover_recipes
+from orchestrator.config.schema import discover_recipes
 
 # Fewer epochs and sweep points than the recipes ship with; `~sweep +sweep=...` replaces a recipe's sweep.
 REDUCED: dict[str, list[str]] = {

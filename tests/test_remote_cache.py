@@ -16,8 +16,8 @@ import urllib.request
 import pytest
 from conftest import free_port, run_cli
 
-from orchestrator.cache import open_cache
-from orchestrator.cache_remote import MIRROR_ENV, RemoteCache
+from orchestrator.engine.cache import open_cache
+from orchestrator.engine.cache_remote import MIRROR_ENV, RemoteCache
 
 
 @pytest.fixture(scope="module")

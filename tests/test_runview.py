@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from conftest import compose
 
-from orchestrator import runview
-from orchestrator.plan import plan
+from orchestrator.engine.plan import plan
 from orchestrator.stages import REGISTRY
 from orchestrator.tasks import TASKS
+from orchestrator.tracking import runview
 
 
 def test_names_put_the_swept_values_first_and_read_as_steps():

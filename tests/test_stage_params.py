@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import compose
 
+from orchestrator.engine.plan import plan
 from orchestrator.errors import ConfigError
-from orchestrator.plan import plan
 from orchestrator.stages import REGISTRY
 from orchestrator.tasks import TASKS
 

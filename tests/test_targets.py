@@ -16,10 +16,10 @@ import pytest
 from conftest import run_cli
 from mlflow.tracking import MlflowClient
 
-from orchestrator.evaluate import EvalSettings
-from orchestrator.targets.base import TargetError
-from orchestrator.targets.browser import ORT_WEB, BrowserTarget, _Session
-from orchestrator.targets.node import ORT_NODE, NodeTarget
+from orchestrator.measure.evaluate import EvalSettings
+from orchestrator.measure.targets.base import TargetError
+from orchestrator.measure.targets.browser import ORT_WEB, BrowserTarget, _Session
+from orchestrator.measure.targets.node import ORT_NODE, NodeTarget
 
 needs_browser = pytest.mark.skipif(not shutil.which("chromium") or not ORT_WEB.exists(),
                                    reason="Chromium and onnxruntime-web are installed by .ci/run")
@@ -108,7 +108,7 @@ def test_killing_the_browser_fails_that_measurement_only(digits, digits_onnx):
 
 @needs_browser
 def test_static_server_headers_encodings_and_nothing_else(tmp_path):
-    from orchestrator.targets.server import StaticServer
+    from orchestrator.measure.targets.server import StaticServer
 
     (tmp_path / "a.wasm").write_bytes(b"\0asm" + b"x" * 5000)
     server = StaticServer()
@@ -162,7 +162,7 @@ def test_every_node_run_has_browser_and_node_metrics(store):
 def test_a_split_model_loads_in_the_browser_from_its_shards(digits, digits_onnx, tmp_path):
     import onnx
 
-    from orchestrator.onnx_utils import model_files
+    from orchestrator.artifacts.onnx_utils import model_files
     from orchestrator.stages.base import StageContext
     from orchestrator.stages.split import Split, SplitParams
 

@@ -28,7 +28,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def task(files: dict[str, str]) -> Any:
-    from orchestrator.tasks.hf import HFClassification, HFParams
+    from orchestrator.tasks.hf.task import HFClassification, HFParams
 
     return HFClassification(HFParams(**tiny_params(files)), seed=0)
 
@@ -51,7 +51,7 @@ def all_logits(task: Any, model: Any, ids: np.ndarray | None = None) -> np.ndarr
 
 def test_trim_keeps_logits_on_kept_texts_and_maps_the_rest_to_unk(task: Any, baseline: Any,
                                                                    tmp_path: Path) -> None:
-    from orchestrator import torch_io
+    from orchestrator.artifacts import torch_io
 
     out = run_stage("trim", ctx_for(task, tmp_path / "t", baseline), copy.deepcopy(baseline), top_k=21)
     m, model = out.metrics, out.model
@@ -188,7 +188,7 @@ def test_distill_on_a_transfer_set_of_unlabelled_texts(files: dict[str, str], tm
     import torch
 
     from orchestrator.stages.distill import kd_loss
-    from orchestrator.tasks.hf import HFClassification, HFParams
+    from orchestrator.tasks.hf.task import HFClassification, HFParams
 
     task = HFClassification(HFParams(**tiny_params(files, train_size=100)), seed=0)
     teacher = task.build_baseline()

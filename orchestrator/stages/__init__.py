@@ -15,7 +15,7 @@ from orchestrator.stages.trim import Trim
 
 REGISTRY: dict[str, type[Stage]] = {cls.name: cls for cls in (Prune, Distill, Export, Quantize, FakeQuant, Graph,
                                                              KVCache, Split, Trim)}
-# plugin stages are added by orchestrator.plugins.install() (see orchestrator/tasks/__init__.py for why)
+# plugin stages are added by orchestrator.config.plugins.install() (see orchestrator/tasks/__init__.py for why)
 
 __all__ = ["ONNX", "TORCH", "REGISTRY", "Earlier", "Stage", "StageContext", "StageOutput", "get_stage",
            "written_name"]

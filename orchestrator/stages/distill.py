@@ -151,8 +151,8 @@ class Distill(Stage):
     def run(self, ctx: StageContext, model: Any) -> StageOutput:
         import torch
 
-        from orchestrator.stages import simquant
-        from orchestrator.training import fit
+        from orchestrator.artifacts import simquant
+        from orchestrator.artifacts.training import fit
 
         p = self.params
         if p.keep_layers:

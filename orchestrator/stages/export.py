@@ -50,7 +50,7 @@ def export_diff(task: Any, model: Any, path: Path, examples: int = CHECK_EXAMPLE
     import numpy as np
     import torch
 
-    from orchestrator.probe import session
+    from orchestrator.measure.probe import session
 
     examples = min(examples, task.check_examples)
     inputs, _ = next(task.batches("test", examples))
@@ -81,7 +81,7 @@ class Export(Stage):
     libraries = ("torch", "onnx", "onnxscript", "onnxruntime", "optimum", "optimum-onnx")
 
     def run(self, ctx: StageContext, model: Any) -> StageOutput:
-        from orchestrator.stages import simquant
+        from orchestrator.artifacts import simquant
 
         path = ctx.work_dir / "model.onnx"
         plain, mode = simquant.lower(model) if simquant.mode_of(model) else (model, None)
@@ -96,8 +96,8 @@ def realize(path: Path, mode: str) -> dict[str, float]:
     """Rewrite the fp32 export at `path` (weights on the `mode` grid) into that precision, in place."""
     import onnx
 
-    from orchestrator.onnx_utils import quantization_report
-    from orchestrator.qdq import weight_only_qdq
+    from orchestrator.artifacts.onnx_utils import quantization_report
+    from orchestrator.artifacts.qdq import weight_only_qdq
 
     fp32 = path.with_name("fp32.onnx.tmp")
     path.rename(fp32)
@@ -127,7 +127,7 @@ def grid_tables(proto: Any, bits: int) -> int:
     import onnx
     from onnx import numpy_helper
 
-    from orchestrator.qdq import dequantized
+    from orchestrator.artifacts.qdq import dequantized
 
     inits, qmax, nodes = {i.name: i for i in proto.graph.initializer}, (127 if bits == 8 else 7), []
     for node in proto.graph.node:

@@ -64,8 +64,8 @@ class FakeQuant(Stage):
         return {**own, "mode": mode}
 
     def run(self, ctx: StageContext, model: Any) -> StageOutput:
-        from orchestrator.stages import simquant
-        from orchestrator.training import fit
+        from orchestrator.artifacts import simquant
+        from orchestrator.artifacts.training import fit
 
         p = self.params
         if simquant.mode_of(model) not in (None, p.mode):

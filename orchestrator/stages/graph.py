@@ -47,7 +47,7 @@ class Graph(Stage):
     def run(self, ctx: StageContext, model: Any) -> StageOutput:
         import onnx
 
-        from orchestrator.onnx_utils import node_count
+        from orchestrator.artifacts.onnx_utils import node_count
 
         src, out = Path(model), ctx.work_dir / "model.onnx"
         before = node_count(src)

@@ -65,8 +65,8 @@ class KVCache(Stage):
     def run(self, ctx: StageContext, model: Any) -> StageOutput:
         import onnx
 
-        from orchestrator.probe import session
-        from orchestrator.tasks import lm_measure
+        from orchestrator.measure.probe import session
+        from orchestrator.tasks.lm import measure as lm_measure
 
         src, out = Path(model), ctx.work_dir / "model.onnx"
         graph = onnx.load(str(src))

@@ -102,7 +102,8 @@ class Prune(Stage):
     def run(self, ctx: StageContext, model: Any) -> StageOutput:
         import torch
 
-        from orchestrator.stages import simquant, sparsity
+        from orchestrator.artifacts import simquant
+        from orchestrator.stages import sparsity
 
         torch.manual_seed(ctx.seed)
         if ctx.task.structured_pruning and self.params.method == "structured":
@@ -121,7 +122,7 @@ class Prune(Stage):
 
     def _own(self, ctx: StageContext, model: Any) -> StageOutput:
         """The task's own structured pruning (LMs: FFN neurons and KV groups), in steps, each fine-tuned."""
-        from orchestrator.stages import simquant
+        from orchestrator.artifacts import simquant
 
         p, before = self.params, float(sum(t.numel() for t in model.parameters()))
         metrics: dict[str, float] = {}
@@ -141,7 +142,7 @@ class Prune(Stage):
         """(MACs, params) as torch-pruning counts them (it matches exact module types, hence plain_classes)."""
         import torch_pruning as tp
 
-        from orchestrator.stages import simquant
+        from orchestrator.artifacts import simquant
 
         with simquant.plain_classes(model):
             macs, params = tp.utils.count_ops_and_params(model, ctx.task.example_inputs())
@@ -150,7 +151,7 @@ class Prune(Stage):
     def _structured(self, ctx: StageContext, model: Any) -> Any:
         import torch_pruning as tp
 
-        from orchestrator.stages import simquant
+        from orchestrator.artifacts import simquant
 
         p = self.params
         with simquant.plain_classes(model):
@@ -180,7 +181,7 @@ class Prune(Stage):
 
     def _finetune(self, ctx: StageContext, model: Any, epochs: int, tokens: int = 0) -> None:
         if epochs or tokens:
-            from orchestrator.training import fit
+            from orchestrator.artifacts.training import fit
 
             fit(ctx.task, model, epochs, self.params.lr, self.params.batch_size, seed=ctx.seed, tokens=tokens)
 

@@ -111,7 +111,7 @@ class Quantize(Stage):
     def run(self, ctx: StageContext, model: Any) -> StageOutput:
         import logging
 
-        from orchestrator.onnx_utils import precision_by_op, quantization_report
+        from orchestrator.artifacts.onnx_utils import precision_by_op, quantization_report
 
         # ORT logs a "consider pre-processing" hint at WARNING on every call; it is not actionable here.
         logging.getLogger().setLevel(logging.ERROR)
@@ -141,7 +141,7 @@ def _int4_int8(src: Path, dst: Path, p: QuantizeParams, work: Path) -> int:
     """Embedding tables int4; MatMul weights int4 (`int4_matmul`) or int8 dynamic; returns Gemms rewritten."""
     import shutil
 
-    from orchestrator.onnx_utils import precision_by_op
+    from orchestrator.artifacts.onnx_utils import precision_by_op
 
     mid = work / "int4.onnx.tmp"
     if p.int4_matmul:
@@ -164,7 +164,7 @@ def _dynamic_int8(src: Path, dst: Path, per_channel: bool, symmetric: bool, work
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from orchestrator.qdq import gemm_to_matmul
+    from orchestrator.artifacts.qdq import gemm_to_matmul
 
     proto = onnx.load(str(src))
     rewritten = gemm_to_matmul(proto) if rewrite_gemm else 0
@@ -257,7 +257,7 @@ def _int4(src: Path, dst: Path, block_size: int, symmetric: bool, bits: int = 4,
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    from orchestrator.qdq import gemm_to_matmul
+    from orchestrator.artifacts.qdq import gemm_to_matmul
 
     proto = onnx.load(str(src))
     rewritten = gemm_to_matmul(proto)

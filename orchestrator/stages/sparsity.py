@@ -68,7 +68,7 @@ def sparsity(model: nn.Module) -> float:
 
 def gzip_mb(task: Any, model: nn.Module, opset: int = 17) -> float:
     """Megabytes of the model's ONNX export after gzip (zeros compress; a dense file does not shrink)."""
-    from orchestrator.onnx_utils import gzip_size_bytes
+    from orchestrator.artifacts.onnx_utils import gzip_size_bytes
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"

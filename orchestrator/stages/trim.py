@@ -3,7 +3,7 @@
 Counts the tokens of the task's training split and keeps the special tokens plus the tokens that occur
 there: all of them (`min_count` times or more), the `top_k` most frequent, or the most frequent ones that
 cover `coverage` of all token occurrences. The embedding table is cut to those rows; every other token
-reads the `[UNK]` row. The id map is part of the model (see orchestrator/tasks/hf_vocab.py), so later
+reads the `[UNK]` row. The id map is part of the model (see orchestrator/tasks/hf/vocab.py), so later
 stages, the export and every measurement keep using the task's tokenizer and can never feed old ids to
 the trimmed table. Only the training split decides what is kept; the test split measures the cost:
 
@@ -81,7 +81,7 @@ class Trim(Stage):
     def run(self, ctx: StageContext, model: Any) -> StageOutput:
         import numpy as np
 
-        from orchestrator.tasks.hf_vocab import id_map
+        from orchestrator.tasks.hf.vocab import id_map
 
         p, task = self.params, ctx.task
         ids, counts = np.unique(np.concatenate(task.token_ids(p.corpus)), return_counts=True)

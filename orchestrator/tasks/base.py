@@ -71,18 +71,19 @@ class Task:
         return sess.run(None, feeds)[0]
 
     def measure_onnx(self, path: Path, settings: Any, reference: Path | None) -> dict[str, float]:
-        """Every `ort` metric of the ONNX file at `path` (see orchestrator.evaluate); LMs measure their own way."""
-        from orchestrator.evaluate import measure_classifier
+        """Every `ort` metric of the ONNX file at `path` (see orchestrator.measure.evaluate); LMs measure their
+        own way."""
+        from orchestrator.measure.evaluate import measure_classifier
 
         return measure_classifier(self, path, settings, reference)
 
     def score(self, logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         """Quality metrics of predictions (at least `accuracy`, in 0..1).
 
-        Classification by default: `accuracy` and macro `f1` (always, see orchestrator.metrics), through
+        Classification by default: `accuracy` and macro `f1` (always, see orchestrator.measure.metrics), through
         the `evaluate` modules shipped in the package, so it works offline.
         """
-        from orchestrator.metrics import classification
+        from orchestrator.measure.metrics import classification
 
         return classification(logits.argmax(-1), labels)
 
@@ -136,7 +137,7 @@ class Task:
     def architecture_spec(self, model: Any) -> dict[str, Any]:
         """Plain data (JSON) that `architecture` needs to rebuild `model`'s architecture (default: none).
 
-        Torch artifacts are stored without pickle (see orchestrator.torch_io): the weights as safetensors,
+        Torch artifacts are stored without pickle (see orchestrator.artifacts.torch_io): the weights as safetensors,
         the structure as JSON, and the model is rebuilt from this spec on load.
         """
         return {}
@@ -147,11 +148,11 @@ class Task:
         Loading then resizes it to the stored shapes (what pruning changed) and loads the weights.
         """
         raise NotImplementedError(f"task {self.name!r} must define architecture(spec) to store torch models "
-                                  "(see orchestrator.torch_io)")
+                                  "(see orchestrator.artifacts.torch_io)")
 
     def export(self, model: Any, path: Path, opset: int, exporter: str) -> None:
         """Write `model` as ONNX to `path` with a dynamic batch axis."""
-        from orchestrator.onnx_utils import torch_export
+        from orchestrator.artifacts.onnx_utils import torch_export
 
         torch_export(model, self.example_inputs(), path, self.input_names, self.output_names, opset, exporter)
 

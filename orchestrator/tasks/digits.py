@@ -82,7 +82,7 @@ class Digits(Task):
     def build_baseline(self) -> Any:
         import torch
 
-        from orchestrator.training import fit
+        from orchestrator.artifacts.training import fit
 
         torch.manual_seed(self.seed)
         model = build_cnn(self.params.width, self.params.hidden)

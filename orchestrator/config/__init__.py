@@ -1,0 +1,1 @@
+"""Configuration: the schemas, typed building, recipe discovery and validation, the CLI, plugins."""

@@ -1,0 +1,278 @@
+"""Config schemas, ConfigStore registration, recipe discovery and validation before any compute.
+
+The root schema is a dataclass whose `stages` field is built from the stage registry, so Hydra itself
+rejects an unknown key or a wrongly typed value at compose time, naming the full key. Range and choice
+checks live in each Params' `__post_init__`; `validate` runs them and names the key, the value and
+what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, make_dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from orchestrator.config.executor import ExecutorConfig, Resources, baseline_schema, split_resources, with_resources
+from orchestrator.config.typed import build
+from orchestrator.errors import ConfigError, check_choice, check_range
+from orchestrator.measure.targets.settings import TARGET_NAMES, BrowserConfig, NodeConfig, SpeculativeConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+CONF_DIR = ROOT / "conf"
+RECIPE_DIRS_ENV = "ORCHESTRATOR_RECIPES"  # extra recipe folders, os.pathsep-separated
+
+
+@dataclass
+class CacheConfig:
+    """dir: the content-addressed artifact store (shared by every recipe and rerun)."""
+
+    dir: str = ".cache/orchestrator"
+
+
+@dataclass
+class TrackingConfig:
+    """MLflow: `uri` is the tracking store; `experiment` defaults to the recipe name."""
+
+    enabled: bool = True
+    uri: str = "sqlite:///mlruns/mlflow.db"
+    artifact_root: str = "mlruns/artifacts"
+    experiment: str | None = None
+    log_models: bool = True
+
+PAD_TO = ("max_length", "longest")  # eval.pad_to: the first is the default (static shapes)
+
+@dataclass
+class EvalConfig:
+    """How every artifact is measured: ONNX Runtime threads, warm-up and timed repeats at batch 1.
+
+    targets: where each artifact is measured (ort always; browser, node on request); samples: the test
+    examples the browser and node targets score (their accuracy and max_abs_diff vs ONNX Runtime in Python).
+    pad_to (text tasks): max_length = every input padded to task.max_length (a static-shape deployment;
+    latency on one test text); longest = each batch padded to its longest text, the way a service runs
+    (batch-1 latency cycles through a seeded sample of `repeats` real test texts, so it follows their
+    length distribution; `latency_seq_len` says how many tokens the timed inputs had on average).
+    """
+
+    threads: int = 1
+    warmup: int = 20
+    repeats: int = 200
+    batch_size: int = 256  # batch used to score accuracy (not timed)
+    throughput_batch: int = 64  # batch of the throughput measurement
+    throughput_repeats: int = 20
+    targets: list[str] = field(default_factory=lambda: ["ort"])
+    samples: int = 200
+    browser: BrowserConfig = field(default_factory=BrowserConfig)
+    node: NodeConfig = field(default_factory=NodeConfig)
+    speculative: SpeculativeConfig = field(default_factory=SpeculativeConfig)  # LMs: nodes draft for a target
+    pad_to: str = "max_length"
+
+    def __post_init__(self) -> None:
+        for i, name in enumerate(self.targets):
+            check_choice(f"targets[{i}]", name, list(TARGET_NAMES))
+        check_range("samples", self.samples, 1, 100000)
+        check_choice("pad_to", self.pad_to, list(PAD_TO))
+        if isinstance(self.browser, dict):
+            self.browser = build("browser", BrowserConfig, self.browser)
+        if isinstance(self.node, dict):
+            self.node = build("node", NodeConfig, self.node)
+        if isinstance(self.speculative, dict):  # (every nested block arrives as a dict)
+            self.speculative = build("speculative", SpeculativeConfig, self.speculative)
+        check_range("threads", self.threads, 1, 256)
+        check_range("warmup", self.warmup, 0, 100000)
+        check_range("repeats", self.repeats, 1, 1000000)
+        check_range("batch_size", self.batch_size, 1, 65536)
+        check_range("throughput_batch", self.throughput_batch, 1, 65536)
+        check_range("throughput_repeats", self.throughput_repeats, 1, 1000000)
+
+
+@dataclass
+class ReportConfig:
+    """Constraints that pick the recommended variant (None = unconstrained).
+
+    max_accuracy_drop: baseline accuracy minus the variant's, in accuracy units (0.01 = one point);
+    max_latency_ms: on latency_p50_ms at batch 1; max_size_mb: on model_size_mb.
+    max_perplexity_ratio: language models: the variant's perplexity / the baseline's (1.1 = 10% worse).
+    """
+
+    max_accuracy_drop: float | None = None
+    max_perplexity_ratio: float | None = None
+    max_latency_ms: float | None = None
+    max_size_mb: float | None = None
+    max_download_mb: float | None = None  # on browser_download_mb
+    target: str = "ort"  # whose numbers the fronts, max_latency_ms and the recommendation use
+    register: str | None = None  # register the recommended variant under this name in the MLflow Model Registry
+
+    def __post_init__(self) -> None:
+        if self.register is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,200}", self.register):
+            raise ConfigError("register", self.register, "must be a model name of letters, digits, '_', '.', '-'")
+        check_choice("target", self.target, list(TARGET_NAMES))
+        if self.max_download_mb is not None:
+            check_range("max_download_mb", self.max_download_mb, 0.0, None, lo_open=True)
+        if self.max_accuracy_drop is not None:
+            check_range("max_accuracy_drop", self.max_accuracy_drop, 0.0, 1.0)
+        if self.max_perplexity_ratio is not None:
+            check_range("max_perplexity_ratio", self.max_perplexity_ratio, 1.0, None)
+        if self.max_latency_ms is not None:
+            check_range("max_latency_ms", self.max_latency_ms, 0.0, None, lo_open=True)
+        if self.max_size_mb is not None:
+            check_range("max_size_mb", self.max_size_mb, 0.0, None, lo_open=True)
+
+
+@dataclass
+class GateConfig:
+    """max_accuracy_drop: a node whose accuracy falls more than this below its baseline stops its subtree.
+
+    max_perplexity_ratio: the same for language models: perplexity above this multiple of the baseline's.
+    """
+
+    max_accuracy_drop: float | None = None
+    max_perplexity_ratio: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_accuracy_drop is not None:
+            check_range("max_accuracy_drop", self.max_accuracy_drop, 0.0, 1.0)
+        if self.max_perplexity_ratio is not None:
+            check_range("max_perplexity_ratio", self.max_perplexity_ratio, 1.0, None)
+
+
+def stages_schema(registry: dict[str, type]) -> type:
+    """A dataclass with one field per registered stage, typed by that stage's Params (+ its resources)."""
+    typed_ = {"baseline": baseline_schema(),  # its resources only: the root is no registered stage
+              **{name: with_resources(name, cls.Params) for name, cls in registry.items()}}
+    return make_dataclass("StagesConfig", [
+        (name, typed_[name], field(default_factory=typed_[name])) for name in sorted(typed_)])
+
+
+def root_schema(registry: dict[str, type]) -> type:
+    """The root config dataclass for a given stage registry."""
+    stages = stages_schema(registry)
+    return make_dataclass("Config", [
+        ("description", str, field(default="")),
+        ("pipeline", list[str], field(default_factory=list)),
+        ("orderings", list[list[str]], field(default_factory=list)),
+        ("stages", stages, field(default_factory=stages)),
+        ("sweep", dict[str, list[Any]], field(default_factory=dict)),
+        ("task", Any, field(default=None)),
+        ("seed", int, field(default=0)),
+        ("dry_run", bool, field(default=False)),
+        ("cache", CacheConfig, field(default_factory=CacheConfig)),
+        ("tracking", TrackingConfig, field(default_factory=TrackingConfig)),
+        ("eval", EvalConfig, field(default_factory=EvalConfig)),
+        ("executor", ExecutorConfig, field(default_factory=ExecutorConfig)),
+        ("report", ReportConfig, field(default_factory=ReportConfig)),
+        ("gate", GateConfig, field(default_factory=GateConfig)),
+    ])
+
+
+def recipe_dirs() -> list[Path]:
+    """recipes/ of the project, then any folders named in $ORCHESTRATOR_RECIPES."""
+    extra = [Path(p) for p in os.environ.get(RECIPE_DIRS_ENV, "").split(os.pathsep) if p]
+    return [ROOT / "recipes", *extra]
+
+
+def discover_recipes() -> dict[str, Path]:
+    """Recipe name (file stem) -> YAML path; later folders override earlier ones."""
+    found: dict[str, Path] = {}
+    for folder in recipe_dirs():
+        for path in sorted(folder.glob("*.yaml")):
+            found[path.stem] = path
+    return found
+
+
+BROKEN: dict[str, str] = {}  # recipe name -> why its file could not be read
+
+
+def register() -> None:
+    """Register the root schema and every recipe (group `recipe`, merged at the top level) with Hydra.
+
+    A recipe file that is not valid YAML is left out (and remembered in BROKEN), so one bad file
+    only stops the runs that select it.
+    """
+    from hydra.core.config_store import ConfigStore
+
+    from orchestrator.config.plugins import install
+    from orchestrator.stages import REGISTRY
+
+    install()  # plugin stages are part of the schema, validated like built-in ones
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=root_schema(REGISTRY))
+    for name, path in discover_recipes().items():
+        try:
+            node = OmegaConf.load(path)
+        except Exception as err:  # yaml.YAMLError and friends: report it when the recipe is selected
+            BROKEN[name] = f"recipe {name!r} ({path}) is not valid YAML: {err}"
+            continue
+        if not isinstance(node, DictConfig):
+            BROKEN[name] = f"recipe {name!r} ({path}) must be a mapping of config keys, got {type(node).__name__}"
+            continue
+        cs.store(group="recipe", name=name, node=node, package="_global_")
+
+
+def broken_recipe(argv: list[str]) -> str | None:
+    """The error of a selected recipe whose file could not be read (`+recipe=NAME` in argv), if any."""
+    for arg in argv:
+        key, _, value = arg.lstrip("+").partition("=")
+        if key == "recipe" and value in BROKEN:
+            return BROKEN[value]
+    return None
+
+
+def validate_task(task: Any, tasks: dict[str, type]) -> Any:
+    """The task's Params, or a ConfigError naming the bad key."""
+    if not isinstance(task, dict) or "name" not in task:
+        raise ConfigError("task", task, "select a task, e.g. task=digits (known: " + ", ".join(tasks) + ")")
+    if not isinstance(task["name"], str) or task["name"] not in tasks:
+        raise ConfigError("task.name", task["name"], "must be one of " + ", ".join(sorted(tasks)))
+    return build("task", tasks[task["name"]].Params, task)
+
+
+def validate_stages(stages: dict[str, Any], registry: dict[str, type]) -> dict[str, Any]:
+    """Every stage's Params instance, range-checked (its `resources` checked apart: they key nothing)."""
+    return {name: build(f"stages.{name}", registry[name].Params, split_resources(name, values)[0])
+            for name, values in stages.items() if name in registry}
+
+
+def stage_resources(stages: dict[str, Any]) -> dict[str, Resources]:
+    """Each configured stage's worker resources (`stages.<name>.resources`), validated."""
+    return {name: split_resources(name, values)[1] for name, values in stages.items() if isinstance(values, dict)}
+
+
+def validate_settings(cfg: dict[str, Any]) -> None:
+    """Eval, executor, report and gate settings (their schemas are typed by Hydra; ranges are checked here)."""
+    evals = build("eval", EvalConfig, cfg.get("eval", {}))
+    build("executor", ExecutorConfig, cfg.get("executor", {}))
+    stage_resources(cfg.get("stages") or {})
+    report = build("report", ReportConfig, cfg.get("report", {}))
+    if report.target not in ("ort", *evals.targets):
+        raise ConfigError("report.target", report.target, f"must be a measured target: add it to eval.targets "
+                          f"(now {evals.targets})")
+    build("gate", GateConfig, cfg.get("gate", {}))
+    tracking = cfg.get("tracking") or {}
+    if report.register and not (tracking.get("enabled", True) and tracking.get("log_models", True)):
+        raise ConfigError("report.register", report.register, "needs the models in MLflow: tracking.enabled=true "
+                          "and tracking.log_models=true")
+
+
+def validate_for_task(cfg: dict[str, Any], task_cls: type) -> None:
+    """The browser and node harnesses feed plain examples; a KV-cache LM graph needs more inputs.
+    Speculative decoding needs a model that generates."""
+    evals = cfg.get("eval") or {}
+    extra = [t for t in evals.get("targets", []) if t != "ort"]
+    if extra and task_cls.kv_cache:
+        raise ConfigError("eval.targets", extra, f"task {task_cls.name!r} is a language model, measured on ort "
+                          "only; use eval.targets=[ort]")
+    if evals.get("pad_to", PAD_TO[0]) != PAD_TO[0] and not task_cls.variable_length:
+        raise ConfigError("eval.pad_to", evals["pad_to"], f"task {task_cls.name!r} has fixed-size inputs: only "
+                          f"{PAD_TO[0]} applies (longest pads texts: hf, tweets)")
+    if (evals.get("speculative") or {}).get("target") and not task_cls.kv_cache:
+        raise ConfigError("eval.speculative", evals["speculative"], f"task {task_cls.name!r} does not generate "
+                          "text: speculative decoding is measured on language models (task=lm, tinylm, smollm2)")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A resolved plain-dict copy of an OmegaConf config (the planner works on plain data)."""
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[return-value]

@@ -1,0 +1,1 @@
+"""The engine: the pure planner, the executors that walk the DAG, the content-addressed cache."""

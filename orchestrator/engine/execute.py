@@ -1,0 +1,305 @@
+"""Walking the DAG: reuse cached nodes, compute the rest, isolate failures to their subtree.
+
+`compute` builds and measures one node entirely through the cache, so it runs the same in this process
+or in a worker process. `execute` hands the DAG to an executor (orchestrator/engine/executors/), which schedules
+nodes parent-first and reports each result as it lands; `release` is the skip rule they all share.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import json
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator import faults
+from orchestrator.artifacts import torch_io
+from orchestrator.config.executor import Resources
+from orchestrator.engine.cache import Cache, open_cache
+from orchestrator.engine.plan import BASELINE, Node, Plan
+from orchestrator.measure.evaluate import EvalSettings, eval_hash, onnx_for
+from orchestrator.measure.targets.ort import OrtTarget
+
+DONE, CACHED, FAILED, SKIPPED = "done", "cached", "failed", "skipped"
+GATED = "gated"  # measured and logged, but below the accuracy gate: its subtree is skipped (not a failure)
+BLOCKING = (FAILED, SKIPPED, GATED)  # a node in one of these states does not feed its children
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a (possibly remote) worker needs to produce one node."""
+
+    node: Node
+    root_key: str
+    task: dict[str, Any]
+    seed: int
+    cache_dir: str
+    settings: EvalSettings
+    export: dict[str, Any]
+    gate: dict[str, Any] = field(default_factory=dict)  # gate.* limits vs the root baseline (None = off)
+    torch_threads: int = 1
+    resources: Resources = field(default_factory=Resources)  # what the node asks of a worker (Ray)
+
+
+@dataclass
+class NodeResult:
+    """How a node ended, its metrics, and where its measured ONNX model lies."""
+
+    key: str
+    status: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    error: str | None = None
+    onnx_path: str | None = None
+    executed: bool = False  # the stage itself ran in this invocation (not a cache hit)
+    target_errors: dict[str, str] = field(default_factory=dict)  # target -> why its measurement failed
+    worker: str = ""  # where it was computed, when the executor knows (Ray: node address and id, pid)
+
+
+@functools.lru_cache(maxsize=4)
+def _task(task_json: str, seed: int) -> Any:
+    """One task object per process and config (datasets and tokenizers load once)."""
+    from orchestrator.tasks import TASKS
+
+    params = json.loads(task_json)
+    cls = TASKS[params["name"]]
+    return cls(cls.Params(**params), seed)
+
+
+def _torch_threads(n: int) -> None:
+    """Set torch's intra-op thread count for this process (executor.torch_threads)."""
+    import torch
+
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+def _load(cache: Cache, key: str, task: Any) -> Any:
+    """A cached node's model: a torch module (rebuilt from safetensors + JSON, never unpickled), or its ONNX path."""
+    path = cache.model_path(key)
+    if path.suffix == ".safetensors":
+        from orchestrator.artifacts import torch_io
+
+        return torch_io.load(path, task)
+    return path
+
+
+def _save(model: Any, folder: Path, task: Any) -> str:
+    """Store a stage's output model in the staging folder; returns its file name there."""
+    if isinstance(model, (str, Path)):
+        src = Path(model)
+        if src.parent.resolve() != folder.resolve():
+            shutil.copy(src, folder / "model.onnx")
+            return "model.onnx"
+        return src.name
+    from orchestrator.artifacts import torch_io
+
+    return torch_io.save(model, folder, task)
+
+
+def _load_ancestor(cache: Cache, key: str | None, task: Any, name: str) -> Any:
+    """The model of the nearest node from `key` up whose stage is written `name` (`baseline`: the root)."""
+    from orchestrator.stages import written_name
+
+    while key:
+        meta = cache.meta(key)
+        if name in (meta["stage"], written_name(meta["stage"])):
+            return _load(cache, key, task)
+        key = meta["parent"]
+    raise LookupError(f"no earlier step {name!r} in this node's chain")
+
+
+def _run_stage(job: Job, cache: Cache, task: Any, folder: Path) -> tuple[Any, dict[str, float]]:
+    """Produce the node's model: train the baseline, or apply its stage to the parent's model."""
+    if job.node.stage == BASELINE:
+        return task.build_baseline(), {}
+    from orchestrator.stages import REGISTRY, StageContext
+
+    cls = REGISTRY[job.node.stage]
+    teacher = functools.cache(lambda: _load(cache, job.root_key, task))
+    ctx = StageContext(task=task, work_dir=folder, seed=job.seed, teacher=teacher,
+                       load=functools.partial(_load_ancestor, cache, job.node.parent, task))
+    out = cls(cls.Params(**job.node.params)).run(ctx, _load(cache, job.node.parent, task))
+    return out.model, dict(out.metrics)
+
+
+def _measure(job: Job, cache: Cache, task: Any, folder: Path, model_file: str) -> dict[str, float]:
+    """Measure the model in `folder`; torch models are exported first (kept as measured.onnx).
+
+    Agreement is against the root baseline's measured ONNX (measured first: parents run before children).
+    """
+    path = folder / model_file
+    domain = "torch" if path.suffix == ".safetensors" else "onnx"
+    reference = None if job.node.key == job.root_key else _measured_path(cache, job.root_key)
+    metrics = OrtTarget().measure(onnx_for(task, domain, path, folder, job.export), task, job.settings, reference)
+    if domain == "torch":
+        metrics["params"] = float(torch_io.param_count(path))
+    return metrics
+
+
+def _build(job: Job, cache: Cache, task: Any) -> None:
+    """Compute, measure and commit one node atomically."""
+    staged = cache.staging(job.node.key)
+    try:
+        start = time.perf_counter()
+        faults.point("build:start")
+        model, stage_metrics = _run_stage(job, cache, task, staged)
+        model_file = _save(model, staged, task)
+        faults.point("build:saved")
+        seconds, start = time.perf_counter() - start, time.perf_counter()
+        cache.put_eval(job.node.key, eval_hash(job.settings), _measure(job, cache, task, staged, model_file), staged)
+        cache.commit(job.node.key, staged, {  # the timings feed later sweeps' estimates (orchestrator.report.progress)
+            "key": job.node.key, "stage": job.node.stage, "params": job.node.params,
+            "parent": job.node.parent, "steps": list(job.node.steps), "model_file": model_file,
+            "stage_metrics": stage_metrics, "stage_seconds": seconds,
+            "measure_seconds": time.perf_counter() - start, "created": time.time()})
+    except BaseException:
+        cache.discard(staged)
+        raise
+
+
+def _measured_path(cache: Cache, key: str) -> Path:
+    folder = cache.path(key)
+    measured = folder / "measured.onnx"
+    return measured if measured.exists() else cache.model_path(key)
+
+
+def compute(job: Job) -> NodeResult:
+    """Make sure node `job.node` is in the cache and measured; never raises for a stage failure."""
+    start = time.perf_counter()
+    key = job.node.key
+    try:
+        from orchestrator.config.plugins import install
+
+        install()  # a pool worker finds the user's tasks and stages the way the CLI did
+        cache = open_cache(job.cache_dir, sweep=False)
+        task = _task(json.dumps(job.task, sort_keys=True), job.seed)
+        executed = False
+        if not cache.has(key):
+            _refused(cache, key)
+            with cache.lock(key):
+                if not cache.has(key):
+                    _torch_threads(job.torch_threads)  # only when computing: a cache hit never imports torch
+                    _build(job, cache, task)
+                    executed = True
+                    faults.point("commit:done")
+        ehash = eval_hash(job.settings)
+        metrics = cache.eval_metrics(key, ehash)
+        if metrics is None:  # cached artifact, new measurement settings: re-measure only
+            with cache.lock(key):
+                metrics = _measure(job, cache, task, cache.path(key), cache.meta(key)["model_file"])
+                cache.put_eval(key, ehash, metrics)
+        metrics = {**cache.meta(key)["stage_metrics"], **metrics}
+        gated = _gated(job, cache, ehash, metrics)
+        more, target_errors = _other_targets(job, cache, task)
+        _speculative(job, cache, task, more, target_errors)
+        return NodeResult(key, GATED if gated else DONE if executed else CACHED, {**metrics, **more},
+                          time.perf_counter() - start, error=gated, onnx_path=str(_measured_path(cache, key)),
+                          executed=executed, target_errors=target_errors)
+    except Exception as err:
+        return NodeResult(key, FAILED, seconds=time.perf_counter() - start,
+                          error=_why_failed(job, err) + traceback.format_exc())
+
+
+OOM_TEXT = ("can't allocate memory", "not enough memory", "out of memory", "Cannot allocate memory")
+
+
+def _why_failed(job: Job, err: Exception) -> str:
+    """A first line that names the kind of failure a person can act on (memory, disk), else nothing."""
+    if isinstance(err, MemoryError) or (isinstance(err, RuntimeError) and any(t in str(err) for t in OOM_TEXT)):
+        return (f"out of memory in {job.node.stage}: this node failed, its siblings go on (lower the stage's "
+                "batch_size, or free memory)\n")
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return (f"no space left on the device of cache.dir={job.cache_dir} while computing {job.node.stage}: "
+                "free space and rerun (finished nodes are kept)\n")
+    return ""
+
+
+def _other_targets(job: Job, cache: Cache, task: Any) -> tuple[dict[str, float], dict[str, str]]:
+    """Measurements on eval.targets besides ort (cached per target); a target's failure is reported, not fatal."""
+    if all(t == "ort" for t in job.settings.targets):
+        return {}, {}
+    from orchestrator.measure import targets
+
+    with cache.lock(job.node.key):
+        return targets.measure_extra(cache, job.node.key, _measured_path(cache, job.node.key), task, job.settings)
+
+
+def _speculative(job: Job, cache: Cache, task: Any, metrics: dict[str, float], errors: dict[str, str]) -> None:
+    """eval.speculative: this node drafting for the root baseline (into `metrics`; a failure into `errors`)."""
+    if not job.settings.speculative.get("target") or job.node.key == job.root_key or not task.kv_cache:
+        return
+    from orchestrator.tasks.lm import spec as lm_spec
+
+    try:
+        metrics.update(lm_spec.measure_cached(cache, job.node.key, _measured_path(cache, job.node.key), job.root_key,
+                                              _measured_path(cache, job.root_key), task, job.settings))
+    except Exception as err:  # like a target's: reported, the node's other measurements stand
+        errors["speculative"] = f"{type(err).__name__}: {err}"
+
+
+def _refused(cache: Cache, key: str) -> None:
+    """Say so when a folder for `key` exists but is not usable (e.g. a planted pickle): it is rebuilt."""
+    reason = cache.problem(key)
+    if reason not in (None, "absent"):
+        print(f"warning: cache node {key} refused ({reason}); rebuilding it", file=sys.stderr, flush=True)
+
+
+def _gated(job: Job, cache: Cache, ehash: str, metrics: dict[str, float]) -> str | None:
+    """Why the node falls below the quality gate (vs its root baseline), or None if it passes.
+
+    gate.max_accuracy_drop: baseline accuracy minus the node's; gate.max_perplexity_ratio (LMs): the node's
+    perplexity over the baseline's.
+    """
+    if job.node.key == job.root_key or not any(v is not None for v in job.gate.values()):
+        return None
+    base = cache.eval_metrics(job.root_key, ehash) or {}
+    drop_limit, ratio_limit = job.gate.get("max_accuracy_drop"), job.gate.get("max_perplexity_ratio")
+    if drop_limit is not None and "accuracy" in base and "accuracy" in metrics:
+        drop = base["accuracy"] - metrics["accuracy"]
+        if drop > drop_limit + 1e-9:  # float slack, so that a drop of exactly the gate passes
+            return (f"gated: accuracy {metrics['accuracy']:.4f} is {drop:.4f} below the baseline's "
+                    f"{base['accuracy']:.4f}, more than gate.max_accuracy_drop={drop_limit:g}; "
+                    "its descendants are skipped")
+    if ratio_limit is not None and base.get("perplexity") and "perplexity" in metrics:
+        ratio = metrics["perplexity"] / base["perplexity"]
+        if ratio > ratio_limit + 1e-9:
+            return (f"gated: perplexity {metrics['perplexity']:.4g} is {ratio:.3f}x the baseline's "
+                    f"{base['perplexity']:.4g}, more than gate.max_perplexity_ratio={ratio_limit:g}; "
+                    "its descendants are skipped")
+    return None
+
+
+def execute(plan: Plan, make_job: Callable[[Node], Job], on_start: Callable[..., None],
+            on_result: Callable[[Node, NodeResult], None], workers: int = 1,
+            compute_fn: Callable[[Job], NodeResult] = compute, executor: Any = None) -> dict[str, NodeResult]:
+    """Run every node of `plan`; a failed or gated node's descendants are reported SKIPPED, the rest go on.
+
+    `executor` schedules the nodes (orchestrator.engine.executors); None = local, or the pool for `workers` > 1.
+    `compute_fn` is the per-node work (tests swap it to exercise scheduling alone).
+    """
+    from orchestrator.engine.executors import executor_for
+
+    chosen = executor or executor_for(workers)
+    return chosen.run(plan, make_job, on_start, on_result, compute_fn)
+
+
+def release(plan: Plan, node: Node, results: dict[str, NodeResult],
+            on_result: Callable[[Node, NodeResult], None]) -> list[Node]:
+    """Children that may start now; the subtree of a failed or gated node is marked skipped instead.
+
+    The one place this rule lives: every executor calls it when a node's result lands.
+    """
+    if results[node.key].status not in BLOCKING:
+        return plan.children(node.key)
+    for child in plan.descendants(node.key):
+        results[child.key] = NodeResult(child.key, SKIPPED, error=f"ancestor {node.key} {results[node.key].status}")
+        on_result(child, results[child.key])
+    return []

@@ -1,0 +1,1 @@
+"""The report: Pareto fronts, the recommendation, tables, plots, and the live progress line."""

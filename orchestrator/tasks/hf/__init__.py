@@ -1,0 +1,1 @@
+"""Hugging Face encoder classification tasks (`hf`, `tweets`): data, model, export, vocabulary."""
