@@ -11,7 +11,7 @@ import yaml
 
 from orchestrator import faults
 from orchestrator.config.executor import Resources, split_resources
-from orchestrator.config.schema import discover_recipes, stage_resources
+from orchestrator.config.schema import discover_recipes, max_loss, stage_resources
 from orchestrator.engine import preflight
 from orchestrator.engine.cache import Cache, open_cache
 from orchestrator.engine.cache_remote import is_url, mirror_dir
@@ -154,14 +154,19 @@ def _prepared(data: dict[str, Any], recipe: str | None, the_plan: Plan, keying: 
 
 def _execute(data: dict[str, Any], the_plan: Plan, cache: Cache, recipe: str | None, book: Logbook,
              executor: Executor) -> int:
+    from orchestrator.tasks import TASKS
+
     tracker = book.tracker
     start = time.perf_counter()
     settings = EvalSettings(**data["eval"])
+    task_cls = TASKS[data["task"]["name"]]  # its quality contract: the gate, the run view and the report read it
+    gate = {"max_loss": max_loss(data["gate"], task_cls.quality)}
     # where and how the numbers were taken: on the parent and on every node run
     env = {"orchestrator.env.threads": str(settings.threads),
            **{f"orchestrator.env.{k}": v for k, v in environment().items()}, **targets.tags(settings)}
     if tracker:
         config_yaml = yaml.safe_dump(data, sort_keys=False)
+        tracker.quality = task_cls.quality
         book.call("the sweep's parent run", tracker.start_sweep, recipe or "adhoc", config_yaml,
                   {"orchestrator.recipe": recipe or "adhoc",
                                                        "orchestrator.task": str(data["task"]["name"]), **env}, env)
@@ -172,7 +177,7 @@ def _execute(data: dict[str, Any], the_plan: Plan, cache: Cache, recipe: str | N
         root = node if node.parent is None else the_plan.ancestors(node.key)[0]
         res = resources.get(node.stage, Resources())
         return Job(node, root.key, root.params, int(data["seed"]), cache.location, settings,
-                   split_resources("export", data["stages"].get("export", {}))[0], dict(data["gate"]),
+                   split_resources("export", data["stages"].get("export", {}))[0], gate,
                    torch_threads=threads_per_worker(data["executor"], res), resources=res)
 
     progress = Progress(the_plan, str(data["task"]["name"]), Estimator(cache),
@@ -189,10 +194,9 @@ def _execute(data: dict[str, Any], the_plan: Plan, cache: Cache, recipe: str | N
         execute(the_plan, make_job, progress.started, on_result, executor=executor)
     finally:
         progress.close()
-    report = build(rows_from_results(the_plan, results), Constraints.from_dict(data["report"]))
-    from orchestrator.tasks import TASKS
-
-    report.notes = list(TASKS[data["task"]["name"]].report_notes)
+    report = build(rows_from_results(the_plan, results), Constraints.from_dict(data["report"], task_cls.quality),
+                   task_cls.columns)
+    report.notes = list(task_cls.report_notes)
     faults.point("report")
     book.call("the report", publish if tracker else None, tracker, report, recipe or "adhoc", env)
     name = data["report"].get("register")

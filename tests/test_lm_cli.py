@@ -169,13 +169,14 @@ def test_bad_lm_input_is_refused_before_any_compute(store: dict[str, str], overr
 def test_the_lm_report_ranks_by_perplexity_and_flags_a_collapse() -> None:
     from orchestrator.report.pareto import Constraints, Row
     from orchestrator.report.tradeoff import build, render
+    from orchestrator.tasks.lm.task import LM_COLUMNS, PERPLEXITY
 
     base = {"perplexity": 10.0, "latency_p50_ms": 2.0, "model_size_mb": 100.0}
     rows = [Row("baseline", "b", "done", base, base, True),
             Row("int4", "q", "done", {"perplexity": 11.0, "latency_p50_ms": 1.0, "model_size_mb": 20.0}, base),
             Row("int8 dynamic", "d", "done", {"perplexity": 19.0, "latency_p50_ms": 0.9, "model_size_mb": 30.0},
                 base)]
-    report = build(rows, Constraints.from_dict({"max_perplexity_ratio": 1.2}))
+    report = build(rows, Constraints.from_dict({"max_perplexity_ratio": 1.2}, PERPLEXITY), LM_COLUMNS)
     assert report.rec.row.label == "int4"  # the faster int8 breaks the perplexity limit
     text = render(report)
     assert "Perplexity collapse" in text and "int8 dynamic (1.90x)" in text
@@ -196,6 +197,7 @@ def test_smollm2_plans_from_its_bundled_gguf_offline(store: dict[str, str]) -> N
 def test_the_drafts_view_ranks_by_measured_speed_up_and_flags_a_different_text() -> None:
     from orchestrator.report.pareto import Constraints, Row
     from orchestrator.report.tradeoff import build, markdown, render
+    from orchestrator.tasks.lm.task import LM_COLUMNS, PERPLEXITY
 
     base = {"perplexity": 10.0, "latency_p50_ms": 2.0, "model_size_mb": 100.0}
 
@@ -204,9 +206,9 @@ def test_the_drafts_view_ranks_by_measured_speed_up_and_flags_a_different_text()
 
     rows = [Row("baseline", "b", "done", base, base, True), Row("slow", "s", "done", draft(0.8, 1.0), base),
             Row("fast", "f", "done", draft(1.6, 1.0), base), Row("broken", "x", "done", draft(1.2, 0.0), base)]
-    text = render(build(rows, Constraints.from_dict({})))
+    text = render(build(rows, Constraints.from_dict({}, PERPLEXITY), LM_COLUMNS))
     view = text[text.index("Drafts for speculative decoding"):].splitlines()
     assert [line.split()[0] for line in view[3:6]] == ["fast", "broken", "slow"]
     assert "1.60x" in view[3] and view[4].rstrip().endswith("NO")
     assert view[6] == ""  # three drafts: the baseline does not draft for itself
-    assert "| fast | 1.60x |" in markdown(build(rows, Constraints.from_dict({})), "t", {})
+    assert "| fast | 1.60x |" in markdown(build(rows, Constraints.from_dict({}, PERPLEXITY), LM_COLUMNS), "t", {})

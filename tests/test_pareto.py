@@ -50,7 +50,7 @@ def test_no_constraints_recommends_the_fastest(rows: list[Row]) -> None:
 
 
 def test_recommends_the_fastest_that_meets_every_constraint(rows: list[Row]) -> None:
-    rec = recommend(rows, Constraints(max_accuracy_drop=0.02, max_size_mb=50))
+    rec = recommend(rows, Constraints(max_loss=0.02, max_size_mb=50))
     assert rec.row.key == "mid"  # fast loses 0.05; base is 100 MB; slow (drop exactly 0.02) meets both but is slower
     assert "2 of 5 measured variants" in rec.text and "accuracy drop <= 0.02" in rec.text
 
@@ -61,19 +61,19 @@ def test_ties_in_latency_go_to_the_more_accurate() -> None:
 
 
 def test_nothing_meets_names_the_binding_constraint(rows: list[Row]) -> None:
-    rec = recommend(rows, Constraints(max_accuracy_drop=0.005, max_latency_ms=6.0))
+    rec = recommend(rows, Constraints(max_loss=0.005, max_latency_ms=6.0))
     assert rec.row is None
     assert rec.lines[0].startswith("No variant meets every constraint")
     # Only base meets the accuracy limit (it is 10 ms); relaxing latency to 10 admits it. Relaxing accuracy
     # alone admits fast and mid (both <= 6 ms), and mid needs the smaller relaxation (0.01).
     text = rec.text
     assert "report.max_latency_ms=6 rejects 3 of 5; relaxing it alone to 10 admits base" in text
-    assert "report.max_accuracy_drop=0.005 rejects 4 of 5; relaxing it alone to 0.01 admits mid" in text
+    assert "report.max_loss=0.005 rejects 4 of 5; relaxing it alone to 0.01 admits mid" in text
 
 
 def test_nothing_meets_and_no_single_constraint_binds() -> None:
     rs = [row("a", 0.80, 1.0, 90.0), row("b", 0.90, 50.0, 90.0)]
-    rec = recommend(rs, Constraints(max_accuracy_drop=0.01, max_latency_ms=5.0, max_size_mb=10.0))
+    rec = recommend(rs, Constraints(max_loss=0.01, max_latency_ms=5.0, max_size_mb=10.0))
     assert rec.row is None
     assert "No single constraint binds alone" in rec.text
     assert "report.max_size_mb=10 rejects 2" in rec.text
@@ -81,7 +81,7 @@ def test_nothing_meets_and_no_single_constraint_binds() -> None:
 
 def test_unknown_baseline_accuracy_breaks_the_accuracy_constraint() -> None:
     orphan = Row("x", "x", "done", {"accuracy": 0.9, "latency_p50_ms": 1.0, "model_size_mb": 1.0}, {})
-    assert recommend([orphan], Constraints(max_accuracy_drop=0.5)).row is None
+    assert recommend([orphan], Constraints(max_loss=0.5)).row is None
     assert recommend([orphan], Constraints()).row is orphan
 
 
@@ -90,7 +90,7 @@ def test_no_measured_row() -> None:
 
 
 def test_report_sorts_by_the_latency_front_and_marks_the_pick(rows: list[Row]) -> None:
-    report = build(rows, Constraints(max_accuracy_drop=0.02))
+    report = build(rows, Constraints(max_loss=0.02))
     assert keys(report.rows) == ["fast", "mid", "base", "slow", "tiny", "gated", "broken"]
     assert report.fronts["mid"] == "L+S" and report.fronts["fast"] == "L" and report.fronts["slow"] == "S"
     lines = render(report).splitlines()
@@ -110,3 +110,16 @@ def test_report_and_gate_settings_are_range_checked(key: str, value: dict) -> No
     with pytest.raises(ConfigError) as err:
         validate_settings({key: value})
     assert err.value.key == f"{key}.{next(iter(value))}"
+
+
+def test_a_collapsed_variant_is_not_recommended_unless_a_quality_bound_is_set() -> None:
+    """With no constraint the fastest model wins, unless it no longer works: more than five points lost."""
+    base = {"accuracy": 0.90, "latency_p50_ms": 10.0, "model_size_mb": 100.0}
+    rows = [Row("base", "b", "done", base, base, True),
+            Row("wrecked", "w", "done", {"accuracy": 0.40, "latency_p50_ms": 1.0, "model_size_mb": 5.0}, base),
+            Row("good", "g", "done", {"accuracy": 0.89, "latency_p50_ms": 4.0, "model_size_mb": 30.0}, base)]
+    rec = recommend(rows, Constraints())
+    assert rec.row.key == "g"
+    assert "Not eligible, collapsed" in rec.text and "wrecked (50.00 points below the baseline's)" in rec.text
+    assert "report.max_loss" in rec.text
+    assert recommend(rows, Constraints(max_loss=0.6)).row.key == "w"  # an explicit bound overrides

@@ -69,7 +69,7 @@ def test_pkdq_logs_the_report_and_tags_the_pareto_front_and_the_pick(pkdq: Any, 
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
     for tag in ("orchestrator.env.threads", "orchestrator.env.onnxruntime", "orchestrator.env.cpu"):
         assert parent.data.tags[tag]
-    assert parent.data.params["report.max_accuracy_drop"] == "0.03"
+    assert parent.data.params["report.max_loss"] == "0.03"
 
     leaves = [r for r in children if r.data.tags["orchestrator.leaf"] == "true"]
     base = next(r for r in children if r.data.tags["orchestrator.stage"] == "baseline")

@@ -31,7 +31,10 @@ def test_ratios_against_the_baseline():
     r = runview.ratios(own, base)
     assert r["speedup"] == 4.0 and r["size_ratio"] == 0.25 and abs(r["accuracy_drop"] - 0.02) < 1e-12
     assert r["browser_speedup"] == 2.0
-    lm = runview.ratios({"perplexity": 15.0, "latency_p50_ms": 1.0}, {"perplexity": 12.0, "latency_p50_ms": 1.0})
+    from orchestrator.tasks.lm.task import PERPLEXITY
+
+    lm = runview.ratios({"perplexity": 15.0, "latency_p50_ms": 1.0}, {"perplexity": 12.0, "latency_p50_ms": 1.0},
+                        PERPLEXITY)
     assert lm["perplexity_ratio"] == 1.25 and "accuracy_drop" not in lm
 
 

@@ -93,11 +93,14 @@ class EvalConfig:
 class ReportConfig:
     """Constraints that pick the recommended variant (None = unconstrained).
 
-    max_accuracy_drop: baseline accuracy minus the variant's, in accuracy units (0.01 = one point);
-    max_latency_ms: on latency_p50_ms at batch 1; max_size_mb: on model_size_mb.
-    max_perplexity_ratio: language models: the variant's perplexity / the baseline's (1.1 = 10% worse).
+    max_loss: the task's quality loss against the baseline, as the task declares it (orchestrator.tasks.quality):
+    points of drop for classifiers (0.01 = one point of accuracy), a ratio for language models (1.1 = a
+    perplexity 10% above the baseline's). max_accuracy_drop / max_perplexity_ratio: the same bound under the
+    task-named key (accepted where it names the task's own loss). max_latency_ms: on latency_p50_ms at batch 1;
+    max_size_mb: on model_size_mb.
     """
 
+    max_loss: float | None = None
     max_accuracy_drop: float | None = None
     max_perplexity_ratio: float | None = None
     max_latency_ms: float | None = None
@@ -112,6 +115,8 @@ class ReportConfig:
         check_choice("target", self.target, list(TARGET_NAMES))
         if self.max_download_mb is not None:
             check_range("max_download_mb", self.max_download_mb, 0.0, None, lo_open=True)
+        if self.max_loss is not None:
+            check_range("max_loss", self.max_loss, 0.0, None)
         if self.max_accuracy_drop is not None:
             check_range("max_accuracy_drop", self.max_accuracy_drop, 0.0, 1.0)
         if self.max_perplexity_ratio is not None:
@@ -124,15 +129,17 @@ class ReportConfig:
 
 @dataclass
 class GateConfig:
-    """max_accuracy_drop: a node whose accuracy falls more than this below its baseline stops its subtree.
-
-    max_perplexity_ratio: the same for language models: perplexity above this multiple of the baseline's.
+    """max_loss: a node whose quality loss against its baseline exceeds this (in the task's terms, see
+    ReportConfig) stops its subtree. max_accuracy_drop / max_perplexity_ratio: the task-named forms.
     """
 
+    max_loss: float | None = None
     max_accuracy_drop: float | None = None
     max_perplexity_ratio: float | None = None
 
     def __post_init__(self) -> None:
+        if self.max_loss is not None:
+            check_range("max_loss", self.max_loss, 0.0, None)
         if self.max_accuracy_drop is not None:
             check_range("max_accuracy_drop", self.max_accuracy_drop, 0.0, 1.0)
         if self.max_perplexity_ratio is not None:
@@ -257,9 +264,40 @@ def validate_settings(cfg: dict[str, Any]) -> None:
                           "and tracking.log_models=true")
 
 
+LEGACY_LOSS = ("max_accuracy_drop", "max_perplexity_ratio")  # task-named forms of max_loss
+
+
+def max_loss(block: dict[str, Any], quality: Any) -> float | None:
+    """The `max_loss` of a gate or report block: its own, or the task-named key that means it for this task."""
+    value = block.get("max_loss")
+    return value if value is not None else block.get(quality.legacy_key)
+
+
+def validate_loss(cfg: dict[str, Any], task_cls: type) -> None:
+    """gate.* and report.* quality bounds in the task's own terms: a task-named key of another task's loss
+    (max_perplexity_ratio on a classifier) can never take effect, so it is refused, naming max_loss."""
+    quality = task_cls.quality
+    for block in ("gate", "report"):
+        values = cfg.get(block) or {}
+        for key in LEGACY_LOSS:
+            if values.get(key) is not None and key != quality.legacy_key:
+                raise ConfigError(f"{block}.{key}", values[key], f"task {task_cls.name!r} measures "
+                                  f"{quality.limit_words()}, not this: bound it with {block}.max_loss")
+        own, named = values.get("max_loss"), values.get(quality.legacy_key)
+        if own is not None and named is not None and own != named:
+            raise ConfigError(f"{block}.{quality.legacy_key}", named, f"means {block}.max_loss, which is set to "
+                              f"{own}: set one of them")
+        limit = max_loss(values, quality)
+        if limit is not None and quality.loss == "ratio" and limit < 1.0:
+            key = f"{block}.max_loss" if own is not None else f"{block}.{quality.legacy_key}"
+            raise ConfigError(key, limit, f"is a ratio of {quality.metric} to the baseline's: must be >= 1 "
+                              "(1.1 = 10% worse)")
+
+
 def validate_for_task(cfg: dict[str, Any], task_cls: type) -> None:
     """The browser and node harnesses feed plain examples; a KV-cache LM graph needs more inputs.
-    Speculative decoding needs a model that generates."""
+    Speculative decoding needs a model that generates. Quality bounds speak the task's loss."""
+    validate_loss(cfg, task_cls)
     evals = cfg.get("eval") or {}
     extra = [t for t in evals.get("targets", []) if t != "ort"]
     if extra and task_cls.kv_cache:

@@ -28,7 +28,7 @@ from orchestrator.measure.evaluate import EvalSettings, eval_hash, onnx_for
 from orchestrator.measure.targets.ort import OrtTarget
 
 DONE, CACHED, FAILED, SKIPPED = "done", "cached", "failed", "skipped"
-GATED = "gated"  # measured and logged, but below the accuracy gate: its subtree is skipped (not a failure)
+GATED = "gated"  # measured and logged, but below the quality gate: its subtree is skipped (not a failure)
 BLOCKING = (FAILED, SKIPPED, GATED)  # a node in one of these states does not feed its children
 
 
@@ -197,7 +197,7 @@ def compute(job: Job) -> NodeResult:
                 metrics = _measure(job, cache, task, cache.path(key), cache.meta(key)["model_file"])
                 cache.put_eval(key, ehash, metrics)
         metrics = {**cache.meta(key)["stage_metrics"], **metrics}
-        gated = _gated(job, cache, ehash, metrics)
+        gated = _gated(job, cache, ehash, metrics, task)
         more, target_errors = _other_targets(job, cache, task)
         _speculative(job, cache, task, more, target_errors)
         return NodeResult(key, GATED if gated else DONE if executed else CACHED, {**metrics, **more},
@@ -252,29 +252,22 @@ def _refused(cache: Cache, key: str) -> None:
         print(f"warning: cache node {key} refused ({reason}); rebuilding it", file=sys.stderr, flush=True)
 
 
-def _gated(job: Job, cache: Cache, ehash: str, metrics: dict[str, float]) -> str | None:
+def _gated(job: Job, cache: Cache, ehash: str, metrics: dict[str, float], task: Any) -> str | None:
     """Why the node falls below the quality gate (vs its root baseline), or None if it passes.
 
-    gate.max_accuracy_drop: baseline accuracy minus the node's; gate.max_perplexity_ratio (LMs): the node's
-    perplexity over the baseline's.
+    gate.max_loss bounds the task's loss against the baseline (its Quality: points of drop, or a ratio).
     """
-    if job.node.key == job.root_key or not any(v is not None for v in job.gate.values()):
+    limit = job.gate.get("max_loss")
+    if job.node.key == job.root_key or limit is None:
         return None
+    quality = task.quality
     base = cache.eval_metrics(job.root_key, ehash) or {}
-    drop_limit, ratio_limit = job.gate.get("max_accuracy_drop"), job.gate.get("max_perplexity_ratio")
-    if drop_limit is not None and "accuracy" in base and "accuracy" in metrics:
-        drop = base["accuracy"] - metrics["accuracy"]
-        if drop > drop_limit + 1e-9:  # float slack, so that a drop of exactly the gate passes
-            return (f"gated: accuracy {metrics['accuracy']:.4f} is {drop:.4f} below the baseline's "
-                    f"{base['accuracy']:.4f}, more than gate.max_accuracy_drop={drop_limit:g}; "
-                    "its descendants are skipped")
-    if ratio_limit is not None and base.get("perplexity") and "perplexity" in metrics:
-        ratio = metrics["perplexity"] / base["perplexity"]
-        if ratio > ratio_limit + 1e-9:
-            return (f"gated: perplexity {metrics['perplexity']:.4g} is {ratio:.3f}x the baseline's "
-                    f"{base['perplexity']:.4g}, more than gate.max_perplexity_ratio={ratio_limit:g}; "
-                    "its descendants are skipped")
-    return None
+    loss = quality.loss_of(metrics, base)
+    if loss is None or not quality.exceeds(loss, limit):
+        return None
+    return (f"gated: {quality.metric} {quality.fmt.format(metrics[quality.metric])} is {quality.describe_loss(loss)} "
+            f"{quality.fmt.format(base[quality.metric])}, more than gate.max_loss={limit:g} "
+            f"({quality.limit_words()}); its descendants are skipped")
 
 
 def execute(plan: Plan, make_job: Callable[[Node], Job], on_start: Callable[..., None],

@@ -2,6 +2,6 @@
 
 import sys
 
-from orchestrator.report.tradeoff import main
+from orchestrator.report.rebuild import main
 
 sys.exit(main())

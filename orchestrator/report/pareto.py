@@ -1,7 +1,8 @@
 """Trade-off logic, pure: Pareto fronts over (quality up, cost down) and the constrained recommendation.
 
-Quality is accuracy (higher is better) or, for language models, perplexity (lower is better): `Row.q`
-orients either so that higher is better, and every comparison goes through it.
+Quality is whatever the task declares (orchestrator.tasks.quality): `Row.q` orients its metric so that
+higher is better and `Row.loss` says how much worse than the baseline a row is; every comparison goes
+through them, so this module never names a metric of quality.
 
 No MLflow, no plotting: rows come from a sweep's results or from MLflow alike, so the report printed at
 the end of a sweep and the one rebuilt later are computed by the same code from the same numbers.
@@ -12,8 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-ACCURACY, PERPLEXITY, LATENCY, SIZE = "accuracy", "perplexity", "latency_p50_ms", "model_size_mb"
+from orchestrator.tasks.quality import ACCURACY, Quality
+
+LATENCY, SIZE = "latency_p50_ms", "model_size_mb"
 DOWNLOAD = "browser_download_mb"
+LOSS = "max_loss"  # the quality constraint: the task's loss against the baseline (points of drop, or a ratio)
 
 
 @dataclass(frozen=True)
@@ -25,7 +29,7 @@ class Axes:
     """
 
     target: str = "ort"
-    quality: str = ACCURACY  # or PERPLEXITY (language models; lower is better)
+    quality: Quality = ACCURACY  # the task's contract: which metric, which way is better
 
     @property
     def latency(self) -> str:
@@ -58,27 +62,28 @@ class Row:
     @property
     def candidate(self) -> bool:
         """Measured, not gated, with every metric the fronts and constraints need."""
-        return self.status in MEASURED and all(k in self.metrics for k in (self.axes.quality, self.axes.latency,
-                                                                          self.axes.size))
+        return self.status in MEASURED and all(k in self.metrics for k in (self.axes.quality.metric,
+                                                                          self.axes.latency, self.axes.size))
+
+    @property
+    def quality(self) -> float | None:
+        """The task's quality metric of this row, as measured."""
+        return self.metrics.get(self.axes.quality.metric)
 
     @property
     def q(self) -> float:
-        """The quality metric, oriented so that higher is better (perplexity negated)."""
-        value = self.metrics[self.axes.quality]
-        return -value if self.axes.quality == PERPLEXITY else value
+        """The quality metric, oriented so that higher is better."""
+        return self.axes.quality.oriented(self.metrics[self.axes.quality.metric])
 
     @property
-    def drop(self) -> float | None:
-        """Accuracy lost against its own baseline (negative: it gained), None if either is unknown."""
-        if ACCURACY not in self.metrics or ACCURACY not in self.base:
-            return None
-        return self.base[ACCURACY] - self.metrics[ACCURACY]
+    def loss(self) -> float | None:
+        """How much worse than its own baseline (a drop in points, or a ratio; see Quality), None if unknown."""
+        return self.axes.quality.loss_of(self.metrics, self.base)
 
     @property
-    def ppl_ratio(self) -> float | None:
-        """Perplexity over its baseline's (1.0 = unchanged, 2.0 = twice as perplexed), None if unknown."""
-        own, base = self.metrics.get(PERPLEXITY), self.base.get(PERPLEXITY)
-        return own / base if own is not None and base else None
+    def collapsed(self) -> bool:
+        """Its loss passes the task's collapse threshold (five points of accuracy, 1.5x perplexity)."""
+        return self.axes.quality.collapsed(self.loss)
 
     def ratio(self, metric: str) -> float | None:
         """baseline / own value of `metric` (e.g. 2.0 = twice as fast or half the size)."""
@@ -88,22 +93,24 @@ class Row:
 
 @dataclass
 class Constraints:
-    """report.max_* from the config; None = unconstrained."""
+    """report.max_* from the config; None = unconstrained. `max_loss` is in the task's loss (Quality)."""
 
-    max_accuracy_drop: float | None = None
-    max_perplexity_ratio: float | None = None
+    max_loss: float | None = None
     max_latency_ms: float | None = None
     max_size_mb: float | None = None
     max_download_mb: float | None = None
     target: str = "ort"
-    quality: str = ACCURACY
+    quality: Quality = ACCURACY
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> Constraints:
-        """From the `report` config block (unknown keys ignored, None kept)."""
+    def from_dict(cls, values: dict[str, Any], quality: Quality = ACCURACY) -> Constraints:
+        """From the `report` config block (unknown keys ignored, None kept); the task-named key of the loss
+        (`max_accuracy_drop`, `max_perplexity_ratio`) stands for `max_loss` (validation refuses the others)."""
         limits = {k: (None if values.get(k) is None else float(values[k])) for k in cls.__dataclass_fields__
                   if k not in ("target", "quality")}
-        return cls(**limits, target=str(values.get("target") or "ort"), quality=str(values.get("quality") or ACCURACY))
+        if limits[LOSS] is None and values.get(quality.legacy_key) is not None:
+            limits[LOSS] = float(values[quality.legacy_key])
+        return cls(**limits, target=str(values.get("target") or "ort"), quality=quality)
 
     @property
     def axes(self) -> Axes:
@@ -116,8 +123,7 @@ class Constraints:
 
     def value(self, name: str, row: Row) -> float | None:
         """The row's number that constraint `name` limits (max_latency_ms: on report.target's latency)."""
-        return {"max_accuracy_drop": row.drop, "max_perplexity_ratio": row.ppl_ratio,
-                "max_latency_ms": row.metrics.get(self.axes.latency),
+        return {LOSS: row.loss, "max_latency_ms": row.metrics.get(self.axes.latency),
                 "max_size_mb": row.metrics.get(SIZE), "max_download_mb": row.metrics.get(DOWNLOAD)}[name]
 
     def violated(self, row: Row, skip: str | None = None) -> list[str]:
@@ -168,22 +174,37 @@ class Recommendation:
 
 
 def recommend(rows: list[Row], limits: Constraints) -> Recommendation:
-    """The fastest (p50) candidate meeting every constraint, ties to better quality then smaller size."""
+    """The fastest (p50) candidate meeting every constraint, ties to better quality then smaller size.
+
+    With no quality constraint, collapsed variants (Quality.collapse) are not eligible: the fastest model
+    is often one that no longer works, and nobody asked for it; an explicit report.max_loss overrides.
+    """
     cands = [r for r in rows if r.candidate]
     if not cands:
         return Recommendation(None, ["No measured variant: nothing to recommend."])
-    ok = [r for r in cands if not limits.violated(r)]
+    excluded = [r for r in cands if r.collapsed] if limits.max_loss is None else []
+    eligible = [r for r in cands if r not in excluded]
+    note = [excluded_line(excluded, limits)] if excluded else []
+    ok = [r for r in eligible if not limits.violated(r)]
     if not ok:
         return Recommendation(None, [f"No variant meets every constraint ({describe(limits)}).",
-                                     *binding(cands, limits)])
+                                     *binding(eligible, limits), *note])
     best = min(ok, key=_speed_key)
     lat = limits.axes.latency
     why = (f"the fastest ({lat}) of the {len(ok)} of {_n(len(cands))} that meet every constraint "
            f"({describe(limits)})" if limits.active() else
-           f"the fastest ({lat}) of {_n(len(cands))}; no constraint is set "
-           "(report.max_accuracy_drop, report.max_perplexity_ratio, report.max_latency_ms, report.max_size_mb, "
-           "report.max_download_mb)")
-    return Recommendation(best, [f"Recommended: {best.label}: {summary(best)}.", f"Why: {why}."])
+           f"the fastest ({lat}) of {_n(len(cands))}; no constraint is set (report.max_loss, "
+           "report.max_latency_ms, report.max_size_mb, report.max_download_mb)")
+    return Recommendation(best, [f"Recommended: {best.label}: {summary(best)}.", f"Why: {why}.", *note])
+
+
+def excluded_line(rows: list[Row], limits: Constraints) -> str:
+    """The sentence that names the collapsed variants left out of the recommendation, and how to include them."""
+    quality = limits.quality
+    names = ", ".join(f"{r.label} ({quality.describe_loss(r.loss)})" for r in rows if r.loss is not None)
+    bound = quality.loss_fmt.format(quality.collapse).lstrip("+")
+    return (f"Not eligible, collapsed ({quality.limit_words()} past {bound}, no report.max_loss set): {names}; "
+            f"set report.max_loss (e.g. report.max_loss={bound}) to rank them too.")
 
 
 def binding(cands: list[Row], limits: Constraints) -> list[str]:
@@ -205,24 +226,20 @@ def binding(cands: list[Row], limits: Constraints) -> list[str]:
 
 def describe(limits: Constraints) -> str:
     """The active constraints in words."""
-    words = {"max_accuracy_drop": "accuracy drop <= {:g}", "max_perplexity_ratio": "perplexity ratio <= {:g}",
-             "max_latency_ms": limits.axes.latency + " <= {:g}",
+    words = {LOSS: limits.quality.limit_words() + " <= {:g}", "max_latency_ms": limits.axes.latency + " <= {:g}",
              "max_size_mb": "model_size_mb <= {:g}", "max_download_mb": DOWNLOAD + " <= {:g}"}
     active = limits.active()
     return ", ".join(words[k].format(v) for k, v in active.items()) if active else "none set"
 
 
 def summary(row: Row) -> str:
-    """quality (accuracy and its drop, or perplexity and its ratio), p50 latency and size of a row, in one phrase."""
-    m, drop, ax = row.metrics, row.drop, row.axes
+    """The quality and its loss, p50 latency and size of a row, in one phrase."""
+    m, loss, ax = row.metrics, row.loss, row.axes
     where = "" if ax.target == "ort" else f" in {ax.target}"
     size = "download" if ax.size == DOWNLOAD else "size"
-    if ax.quality == PERPLEXITY:
-        ratio = row.ppl_ratio
-        quality = f"perplexity {m[PERPLEXITY]:.4g}" + (f" ({ratio:.3f}x the baseline's)" if ratio else "")
-        return f"{quality}, p50{where} {m[ax.latency]:.4g} ms per token, {size} {m[ax.size]:.4g} MB"
-    drop_s = f" (drop {drop:.4f})" if drop is not None else ""
-    return f"accuracy {m[ACCURACY]:.4f}{drop_s}, p50{where} {m[ax.latency]:.4g} ms, {size} {m[ax.size]:.4g} MB"
+    said = f" ({ax.quality.describe_loss(loss)})" if loss is not None and not row.is_baseline else ""
+    quality = f"{ax.quality.metric} {ax.quality.fmt.format(m[ax.quality.metric])}{said}"
+    return f"{quality}, p50{where} {m[ax.latency]:.4g} ms, {size} {m[ax.size]:.4g} MB"
 
 
 def _n(count: int) -> str:

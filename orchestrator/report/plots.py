@@ -1,4 +1,5 @@
-"""The trade-off plots: accuracy against latency and against size, the front highlighted, the baseline marked.
+"""The trade-off plots: the task's quality against latency and against size, the front highlighted, the
+baseline marked.
 
 matplotlib with the Agg backend (files only, no display needed). Every measured variant is a numbered
 point, and the key beside the axes names each number's variant (long pipeline labels placed next to
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.report.pareto import ACCURACY, DOWNLOAD, MEASURED, PERPLEXITY, Constraints, Row, front
+from orchestrator.report.pareto import DOWNLOAD, MEASURED, Constraints, Row, front
 
 
 def plots_for(limits: Constraints) -> dict[str, tuple[str, str, str]]:
@@ -33,7 +34,7 @@ def write_plots(rows: list[Row], recommended: str | None, limits: Constraints, o
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, (cost, xlabel, limit) in plots_for(limits).items():
-        pts = [r for r in rows if r.status in (*MEASURED, "gated") and limits.quality in r.metrics
+        pts = [r for r in rows if r.status in (*MEASURED, "gated") and limits.quality.metric in r.metrics
                and cost in r.metrics]
         if pts:
             _plot(pts, cost, xlabel, (limit, getattr(limits, limit)), recommended, limits, out_dir / name, title)
@@ -46,13 +47,14 @@ def _plot(rows: list[Row], cost: str, xlabel: str, limit: tuple[str, float | Non
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(12, 6), dpi=110)
+    metric = limits.quality.metric
     members = front(rows, cost)
     on_front = {r.key for r in members}
     if members:
-        ax.step([r.metrics[cost] for r in members], [r.metrics[limits.quality] for r in members], where="post",
+        ax.step([r.metrics[cost] for r in members], [r.metrics[metric] for r in members], where="post",
                 color="tab:red", lw=1.5, alpha=0.7, label="Pareto front")
     for number, row in enumerate(rows, 1):
-        x, y = row.metrics[cost], row.metrics[limits.quality]
+        x, y = row.metrics[cost], row.metrics[metric]
         style = _style(row, row.key in on_front)
         ax.scatter([x], [y], zorder=3, label=f"{number}  {row.label}{_note(row, row.key in on_front, recommended)}",
                    **style)
@@ -68,11 +70,11 @@ def _plot(rows: list[Row], cost: str, xlabel: str, limit: tuple[str, float | Non
     if ax.get_xscale() == "linear":
         ax.set_xlim(left=0)  # latency and size start at zero: distances to the origin are honest
     ax.set_xlabel(xlabel + "  (lower is better)")
-    better = "lower" if limits.quality == PERPLEXITY else "higher"
-    if limits.quality == PERPLEXITY:
-        ax.invert_yaxis()  # better stays up, as on the accuracy plots
-    ax.set_ylabel(f"{limits.quality}  ({better} is better)")
-    ax.set_title(f"{title}: {limits.quality} vs {xlabel.split(',')[0].split(' (')[0]}")
+    better = "higher" if limits.quality.higher_is_better else "lower"
+    if not limits.quality.higher_is_better:
+        ax.invert_yaxis()  # better stays up, whatever the metric
+    ax.set_ylabel(f"{metric}  ({better} is better)")
+    ax.set_title(f"{title}: {metric} vs {xlabel.split(',')[0].split(' (')[0]}")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, borderaxespad=0, frameon=False)
     fig.tight_layout()
@@ -98,11 +100,12 @@ def _style(row: Row, on_front: bool) -> dict:
 
 
 def _constraint_lines(ax: object, rows: list[Row], limit: tuple[str, float | None], limits: Constraints) -> None:
-    """Dashed lines at the cost limit (name, value) and at the accuracy floor (when there is one baseline)."""
+    """Dashed lines at the cost limit (name, value) and at the quality bound (when there is one baseline)."""
     if limit[1] is not None:
         ax.axvline(limit[1], ls="--", color="tab:orange", lw=1, label=f"report.{limit[0]} = {limit[1]:g}")
-    bases = {r.base.get(ACCURACY) for r in rows if r.base.get(ACCURACY) is not None}
-    if limits.max_accuracy_drop is not None and len(bases) == 1:
-        floor = bases.pop() - limits.max_accuracy_drop
-        ax.axhline(floor, ls="--", color="tab:orange", lw=1,
-                   label=f"accuracy floor {floor:.4g} (report.max_accuracy_drop = {limits.max_accuracy_drop:g})")
+    q = limits.quality
+    bases = {r.base.get(q.metric) for r in rows if r.base.get(q.metric) is not None}
+    if limits.max_loss is not None and len(bases) == 1:
+        bound = q.bound(bases.pop(), limits.max_loss)
+        ax.axhline(bound, ls="--", color="tab:orange", lw=1,
+                   label=f"{q.metric} bound {bound:.4g} (report.max_loss = {limits.max_loss:g})")

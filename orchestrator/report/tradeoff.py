@@ -2,14 +2,13 @@
 
 At the end of every sweep, and later from MLflow alone (`python -m orchestrator.report <parent run id |
 experiment name>`), the same code turns the variants' numbers into: a compact terminal table and a full
-Markdown table, both sorted by the accuracy/latency Pareto front; two PNG plots (see plots); and the
+Markdown table, both sorted by the quality/latency Pareto front; two PNG plots (see plots); and the
 recommended variant under the `report.max_*` constraints, with the reason, or the binding constraint.
+What quality is, and how a task's own columns show, comes from the task (orchestrator.tasks.quality).
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,14 +16,16 @@ from typing import Any
 
 from orchestrator.engine.plan import BASELINE, Plan
 from orchestrator.report import drafts, tables
-from orchestrator.report.pareto import ACCURACY, PERPLEXITY, Constraints, Recommendation, Row, layers, recommend
+from orchestrator.report.pareto import LOSS, Constraints, Recommendation, Row, layers, recommend
+from orchestrator.tasks.quality import Columns, Quality
 
-# (metric key or a derived name, column title, format); derived: front, drop, speedup, smaller
-TERMINAL = [("front", "front", "{}"), ("accuracy", "acc", "{:.4f}"), ("drop", "drop", "{:+.4f}"),
+# (metric key or a derived name, column title, format); derived: front, quality and loss (the task's, see
+# Quality: their titles and formats come from it), speedup, smaller
+TERMINAL = [("front", "front", "{}"), ("quality", "", ""), ("loss", "", ""),
             ("teacher_agreement", "agree", "{:.3f}"), ("latency_p50_ms", "p50 ms", "{:.4g}"),
             ("latency_cv", "cv", "{:.2f}"), ("speedup", "x faster", "{:.2f}"), ("model_size_mb", "MB", "{:.4g}"),
             ("model_size_gzip_mb", "gz MB", "{:.4g}"), ("peak_rss_mb", "RSS MB", "{:.1f}")]
-MARKDOWN = [("front", "front", "{}"), ("accuracy", "accuracy", "{:.4f}"), ("drop", "acc. drop", "{:+.4f}"),
+MARKDOWN = [("front", "front", "{}"), ("quality", "", ""), ("loss", "", ""),
             ("f1", "macro f1", "{:.4f}"), ("teacher_agreement", "agreement", "{:.4f}"),
             ("latency_p50_ms", "p50 ms", "{:.4g}"), ("latency_p90_ms", "p90 ms", "{:.4g}"),
             ("latency_p95_ms", "p95 ms", "{:.4g}"), ("latency_p99_ms", "p99 ms", "{:.4g}"),
@@ -34,16 +35,8 @@ MARKDOWN = [("front", "front", "{}"), ("accuracy", "accuracy", "{:.4f}"), ("drop
             ("model_size_mb", "size MB", "{:.4g}"), ("model_size_gzip_mb", "gzip MB", "{:.4g}"),
             ("smaller", "x smaller", "{:.2f}"), ("params", "params", "{:.0f}"), ("sparsity", "sparsity", "{:.3f}"),
             ("peak_rss_mb", "peak RSS MB", "{:.1f}"), ("peak_rss_delta_mb", "RSS delta MB", "{:.1f}")]
-LEGEND = ("front: L = on the accuracy/latency front, S = on the accuracy/size front; * = recommended; "
-          "drop = baseline accuracy minus the variant's; x faster = baseline p50 / p50")
-PARAMS = ("max_accuracy_drop", "max_perplexity_ratio", "max_latency_ms", "max_size_mb", "max_download_mb")
-# language models: perplexity replaces accuracy, its ratio the drop, bits per byte the f1; decoding columns join
-LM_SWAP = {"accuracy": ("perplexity", "ppl", "{:.4g}"), "drop": ("ppl_ratio", "x ppl", "{:.3f}"),
-           "f1": ("bits_per_byte", "bits/byte", "{:.4f}"), "latency_p50_ms": ("latency_p50_ms", "ms/token", "{:.4g}"),
-           "latency_cv": ("decode_latency_p90_ms", "p90 ms/token", "{:.4g}")}
-LM_COLUMNS = [("prefill_ms", "prefill ms", "{:.4g}"), ("decode_tokens_per_s", "tok/s", "{:.4g}"),
-              ("kv_cache_mb_per_1k_tokens", "KV MB/1k tok", "{:.4g}"), ("kv_agreement", "KV agree", "{:.3f}")]
-COLLAPSE = 1.5  # a variant this many times the baseline's perplexity is called out under the table
+PARAMS = (LOSS, "max_latency_ms", "max_size_mb", "max_download_mb")
+DERIVED = ("front", "loss", "speedup", "smaller")
 # columns a target adds to the tables where it was measured
 TARGET_COLUMNS = {"browser": [("browser_latency_p50_ms", "web p50 ms", "{:.4g}"),
                               ("browser_first_inference_ms", "web 1st ms", "{:.4g}"),
@@ -62,6 +55,12 @@ class Report:
     rec: Recommendation
     limits: Constraints
     notes: list[str] = field(default_factory=list)  # what the task says about its numbers (e.g. a model's origin)
+    columns: Columns = field(default_factory=Columns)  # the task's own columns and legend
+
+    @property
+    def quality(self) -> Quality:
+        """The task's quality contract the report ranks by."""
+        return self.limits.quality
 
 
 def baseline_label(key: str, roots: int) -> str:
@@ -86,31 +85,11 @@ def rows_from_results(plan: Plan, results: dict[str, Any]) -> list[Row]:
     return rows
 
 
-def rows_from_runs(children: list[dict[str, Any]]) -> list[Row]:
-    """The same rows rebuilt from a sweep's node runs in MLflow (see tracking.fetch_sweep)."""
-    from orchestrator.tracking.tracker import LEAF, NODE_KEY, STATUS, VARIANT
-
-    roots = [c for c in children if c["tags"].get("orchestrator.stage") == BASELINE]
-    rows = []
-    for c in roots:
-        own = {k: v for k, v in c["metrics"].items() if "/" not in k}
-        rows.append(Row(baseline_label(c["tags"][NODE_KEY], len(roots)), c["tags"][NODE_KEY], c["tags"][STATUS],
-                        own, own, True))
-    for c in children:
-        if c["tags"].get(LEAF) == "true" and c["tags"].get("orchestrator.stage") != BASELINE:
-            own = {k: v for k, v in c["metrics"].items() if "/" not in k}
-            base = {k.split("/", 1)[1]: v for k, v in c["metrics"].items() if k.startswith(BASELINE + "/")}
-            rows.append(Row(c["tags"].get(VARIANT, c["name"]), c["tags"][NODE_KEY], c["tags"][STATUS], own, base))
-    return rows
-
-
-def build(rows: list[Row], limits: Constraints) -> Report:
+def build(rows: list[Row], limits: Constraints, columns: Columns | None = None) -> Report:
     """Fronts, the recommendation, and the rows sorted: latency front layers, then gated, then unmeasured.
 
-    Everything is computed on `report.target`'s numbers (limits.axes).
+    Everything is computed on `report.target`'s numbers and the task's quality (limits.axes).
     """
-    if any(PERPLEXITY in r.metrics for r in rows) and not any(ACCURACY in r.metrics for r in rows):
-        limits.quality = PERPLEXITY
     axes = limits.axes
     for r in rows:
         r.axes = axes
@@ -122,12 +101,14 @@ def build(rows: list[Row], limits: Constraints) -> Report:
             return 0, lat[r.key], r.metrics[axes.latency], r.label
         return (1 if r.status == "gated" else 2), 0, r.metrics.get(axes.latency, float("inf")), r.label
 
-    return Report(sorted(rows, key=order), fronts, recommend(rows, limits), limits)
+    return Report(sorted(rows, key=order), fronts, recommend(rows, limits), limits, columns=columns or Columns())
 
 
 def _cell(report: Report, row: Row, key: str, fmt: str) -> str:
-    derived = {"front": report.fronts.get(row.key, ""), "drop": row.drop, "ppl_ratio": row.ppl_ratio,
+    derived = {"front": report.fronts.get(row.key, ""), "loss": None if row.is_baseline else row.loss,
                "speedup": row.ratio(row.axes.latency), "smaller": row.ratio(row.axes.size)}
+    if key == "loss" and row.is_baseline:
+        derived["loss"] = report.quality.no_loss
     value = derived[key] if key in derived else row.metrics.get(key)
     return "-" if value is None or value == "" else fmt.format(value)
 
@@ -137,20 +118,23 @@ def _label(report: Report, row: Row) -> str:
 
 
 def columns(report: Report, base: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
-    """`base` plus the columns of every target some row was measured on."""
+    """`base` with the task's quality and its own columns (each once, only those some row has), plus the
+    columns of every target some row was measured on."""
+    q, own = report.quality, report.columns
+    named = {"quality": (q.metric, q.column, q.fmt), "loss": ("loss", q.loss_title, q.loss_fmt)}
+    swapped = [own.swap.get(k, named.get(k, (k, t, f))) for k, t, f in base] + list(own.extra)
+    base = [c for i, c in enumerate(swapped) if c not in swapped[:i]
+            and (c[0] in DERIVED or any(c[0] in r.metrics for r in report.rows))]
     extra = [c for cols in TARGET_COLUMNS.values() for c in cols if any(c[0] in r.metrics for r in report.rows)]
-    if report.limits.quality == PERPLEXITY:  # LM names, each once, only those some row has
-        swapped = [LM_SWAP.get(k, (k, t, f)) for k, t, f in base] + LM_COLUMNS
-        derived = ("front", "ppl_ratio", "speedup", "smaller")
-        base = [c for i, c in enumerate(swapped) if c not in swapped[:i]
-                and (c[0] in derived or any(c[0] in r.metrics for r in report.rows))]
     return [*base, *extra]
 
 
 def collapses(report: Report) -> list[str]:
-    """One line naming the LM variants whose perplexity blew up (>= COLLAPSE x the baseline's), if any."""
-    bad = [f"{r.label} ({r.ppl_ratio:.2f}x)" for r in report.rows if (r.ppl_ratio or 0) >= COLLAPSE]
-    return [f"Perplexity collapse (>= {COLLAPSE:g}x the baseline's): " + ", ".join(bad)] if bad else []
+    """One line naming the variants whose quality collapsed (the task's Quality.collapse), if any."""
+    q = report.quality
+    bad = [f"{r.label} ({q.short_loss(r.loss)})" for r in report.rows if not r.is_baseline and r.collapsed]
+    said = q.describe_loss(q.collapse)
+    return [f"{q.metric.capitalize()} collapse (>= {said}): " + ", ".join(bad)] if bad else []
 
 
 def terminal_table(report: Report) -> str:
@@ -170,11 +154,10 @@ def render(report: Report) -> str:
 
 
 def _legend(report: Report) -> str:
-    if report.limits.quality != PERPLEXITY:
-        return LEGEND
-    return (LEGEND.replace("accuracy/", "perplexity/").replace("drop = baseline accuracy minus the variant's",
-                                                                "x ppl = perplexity / the baseline's")
-            + "; ms/token = one greedy decoding step at batch 1 with the KV cache")
+    q = report.quality
+    return (f"front: L = on the {q.metric}/latency front, S = on the {q.metric}/size front; * = recommended; "
+            f"{q.legend()}; x faster = baseline p50 / p50" + (f"; {report.columns.legend}" if report.columns.legend
+                                                              else ""))
 
 
 def markdown(report: Report, title: str, env: dict[str, str]) -> str:
@@ -189,7 +172,7 @@ def markdown(report: Report, title: str, env: dict[str, str]) -> str:
                       *report.rec.lines, "", f"Measured with: {envs}", ""])
 
 
-SUMMARY = [("accuracy", "accuracy", "{:.4f}"), ("drop", "drop", "{:+.4f}"), ("latency_p50_ms", "p50 ms", "{:.4g}"),
+SUMMARY = [("quality", "", ""), ("loss", "", ""), ("latency_p50_ms", "p50 ms", "{:.4g}"),
            ("speedup", "x faster", "{:.2f}"), ("model_size_mb", "MB", "{:.4g}"), ("smaller", "x smaller", "{:.2f}")]
 
 
@@ -210,7 +193,8 @@ def summary_markdown(report: Report, title: str) -> str:
     reasons = report.rec.lines[1:] if chosen else report.rec.lines
     return "\n".join([head_line, "", *reasons, "",
                       f"Constraints: {describe(report.limits)}. Ranked on the {target} target's numbers.", "",
-                      *table, "", "* = recommended; L / S = on the accuracy/latency or accuracy/size Pareto front. "
+                      *table, "", f"* = recommended; L / S = on the {report.quality.metric}/latency or "
+                      f"{report.quality.metric}/size Pareto front. "
                       "Full table: `report.md`; plots: `pareto_latency.png`, `pareto_size.png`. "
                       "Filter the runs table to variants with `tags.orchestrator.leaf = 'true'`."])
 
@@ -238,48 +222,5 @@ def publish(tracker: Any, report: Report, title: str, env: dict[str, str]) -> No
                            {"report.md": markdown(report, title, env), "report.txt": render(report) + "\n"},
                            images, node_tags(report),
                            {"orchestrator.recommended_variant": chosen.label if chosen else "none",
+                            **report.quality.as_tags(),
                             "mlflow.note.content": summary_markdown(report, title)})
-
-
-def _limits(params: dict[str, str], args: argparse.Namespace) -> Constraints:
-    """Constraints logged with the sweep, each overridable on the command line."""
-    values = {k: (None if params.get(f"report.{k}") in (None, "", "None") else float(params[f"report.{k}"]))
-              for k in PARAMS}
-    values.update({k: getattr(args, k) for k in PARAMS if getattr(args, k) is not None})
-    values["target"] = args.target or params.get("report.target") or "ort"
-    return Constraints.from_dict(values)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m orchestrator.report REF`: print the report of a past sweep, write its plots and Markdown."""
-    from orchestrator.config.schema import TrackingConfig
-    from orchestrator.report.plots import write_plots
-    from orchestrator.tracking.tracker import fetch_sweep
-
-    ap = argparse.ArgumentParser(prog="python -m orchestrator.report", description=__doc__.splitlines()[0])
-    ap.add_argument("ref", help="a sweep's parent run id, or an experiment name (its latest sweep)")
-    ap.add_argument("--tracking-uri", default=TrackingConfig().uri, help="MLflow store (default: %(default)s)")
-    ap.add_argument("--out", help="folder for report.md and the PNGs (default: .cache/orchestrator/reports/RUN)")
-    for k in PARAMS:
-        ap.add_argument("--" + k.replace("_", "-"), dest=k, type=float, help=f"override report.{k}")
-    ap.add_argument("--target", choices=["ort", "browser", "node"], help="override report.target")
-    args = ap.parse_args(argv)
-    try:
-        sweep = fetch_sweep(args.tracking_uri, args.ref)
-    except LookupError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    report = build(rows_from_runs(sweep["children"]), _limits(sweep["params"], args))
-    title = sweep["tags"].get("orchestrator.recipe", sweep["experiment"])
-    out = Path(args.out or Path(".cache/orchestrator/reports") / sweep["run_id"])
-    env = {k: v for k, v in sweep["tags"].items() if k.startswith("orchestrator.env.")}
-    images = write_plots(report.rows, report.rec.row.key if report.rec.row else None, report.limits, out, title)
-    (out / "report.md").write_text(markdown(report, title, env))
-    print(render(report))
-    print(f"\nSweep {sweep['run_id']} (experiment {sweep['experiment']}); wrote {out / 'report.md'}"
-          + "".join(f", {p.name}" for p in images))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,6 +8,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from orchestrator.tasks.quality import ACCURACY, Columns, Quality
+
 
 class Task:
     """Base class. Subclasses provide data splits, the baseline model and the metric.
@@ -22,8 +24,9 @@ class Task:
     libraries: ClassVar[tuple[str, ...]] = ("torch",)  # distributions whose versions key the baseline
     input_names: ClassVar[list[str]] = ["input"]
     output_names: ClassVar[list[str]] = ["logits"]
-    # the quality metric the gate and the report rank by, and whether higher is better
-    quality: ClassVar[tuple[str, bool]] = ("accuracy", True)
+    # the quality contract: the metric the gate and the report rank by, its direction, how a loss is said
+    quality: ClassVar[Quality] = ACCURACY
+    columns: ClassVar[Columns] = Columns()  # the report columns this task swaps in or adds
     report_notes: ClassVar[tuple[str, ...]] = ()  # printed under the report (e.g. where the model's weights come from)
     kv_cache: ClassVar[bool] = False  # its ONNX graph takes past key/values (onnx_logits completes the feeds)
     check_examples: ClassVar[int] = 8  # test examples an export is checked on (an LM window is 256 of them)

@@ -5,10 +5,10 @@ ancestor metrics it carries. Pure (no MLflow): tracking.py logs what this module
   (`0.5·fp16 · P>KD>Q`); intermediate nodes read as steps (`step: P>KD (0.5)`). The full pipeline stays in
   the `orchestrator.pipeline` tag and the full variant label in `orchestrator.variant`.
 - Ratios against the node's own baseline (same sweep, same measurement settings) so the runs table can
-  sort by them: `speedup` (baseline p50 / p50), `size_ratio` (size / baseline size), `accuracy_drop`
-  (baseline accuracy - accuracy), and per extra target `browser_speedup`, `node_speedup`,
-  `browser_download_ratio`.
-- A leaf carries, of its ancestors, only what explains it: accuracy and size after each step, and the
+  sort by them: `speedup` (baseline p50 / p50), `size_ratio` (size / baseline size), the task's loss
+  (Quality.loss_metric: `accuracy_drop`, `perplexity_ratio`), and per extra target `browser_speedup`,
+  `node_speedup`, `browser_download_ratio`.
+- A leaf carries, of its ancestors, only what explains it: quality and size after each step, and the
   baseline's quality, latency and size (which the report rebuilt from MLflow needs). Every other
   ancestor metric is in the run's `chain_metrics.json` artifact, so the table is not ~100 columns wide.
 """
@@ -17,15 +17,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.tasks.quality import ACCURACY, Quality
+
 if TYPE_CHECKING:
     from orchestrator.engine.plan import Plan
 
 SHORT = {"prune": "P", "distill": "KD", "quantize": "Q", "fakequant": "Q", "graph": "G", "export": "E",
          "trim": "T", "split": "S"}
 NAME_WIDTH = 40
-ANCESTOR_KEEP = ("accuracy", "model_size_mb", "perplexity")
-BASELINE_KEEP = ("accuracy", "f1", "perplexity", "latency_p50_ms", "model_size_mb", "browser_latency_p50_ms",
-                 "browser_download_mb", "node_latency_p50_ms", "decode_tokens_per_s", "kv_cache_mb_per_1k_tokens")
+ANCESTOR_KEEP = ("model_size_mb",)  # and the task's quality metric
+BASELINE_KEEP = ("f1", "latency_p50_ms", "model_size_mb", "browser_latency_p50_ms", "browser_download_mb",
+                 "node_latency_p50_ms", "decode_tokens_per_s", "kv_cache_mb_per_1k_tokens")  # and the quality
 WORDS = {"prune": "pruned", "distill": "distilled", "quantize": "quantized", "fakequant": "fake-quantized",
          "graph": "graph-optimized", "export": "exported", "baseline": "the baseline"}
 
@@ -57,8 +59,8 @@ def step_name(visible: tuple[str, ...], swept: dict[str, Any]) -> str:
     return f"step: {short_chain(visible)}" + (f" ({values})" if values else "")
 
 
-def ratios(own: dict[str, float], base: dict[str, float], lower_is_better: bool = False) -> dict[str, float]:
-    """speedup, size_ratio, accuracy_drop (and per extra target) of `own` against its baseline `base`."""
+def ratios(own: dict[str, float], base: dict[str, float], quality: Quality = ACCURACY) -> dict[str, float]:
+    """speedup, size_ratio, the task's loss (and per extra target) of `own` against its baseline `base`."""
     out: dict[str, float] = {}
 
     def ratio(name: str, num: dict[str, float], num_key: str, den: dict[str, float], den_key: str) -> None:
@@ -70,20 +72,20 @@ def ratios(own: dict[str, float], base: dict[str, float], lower_is_better: bool 
     for target in ("browser", "node"):
         ratio(f"{target}_speedup", base, f"{target}_latency_p50_ms", own, f"{target}_latency_p50_ms")
     ratio("browser_download_ratio", own, "browser_download_mb", base, "browser_download_mb")
-    if "perplexity" in own and base.get("perplexity"):
-        out["perplexity_ratio"] = own["perplexity"] / base["perplexity"]
-    elif "accuracy" in own and "accuracy" in base:
-        out["accuracy_drop"] = base["accuracy"] - own["accuracy"]
+    loss = quality.loss_of(own, base)
+    if loss is not None:
+        out[quality.loss_metric] = loss
     return out
 
 
-def kept_ancestor_metrics(step: str, metrics: dict[str, float]) -> dict[str, float]:
+def kept_ancestor_metrics(step: str, metrics: dict[str, float], quality: Quality = ACCURACY) -> dict[str, float]:
     """The ancestor metrics a node run carries as `<step>/<metric>` (see the module doc)."""
-    keep = BASELINE_KEEP if step == "baseline" else ANCESTOR_KEEP
+    keep = (*(BASELINE_KEEP if step == "baseline" else ANCESTOR_KEEP), quality.metric)
     return {f"{step}/{k}": v for k, v in metrics.items() if k in keep}
 
 
-def describe_leaf(steps: list[tuple[str, dict[str, Any]]], own: dict[str, float], base: dict[str, float]) -> str:
+def describe_leaf(steps: list[tuple[str, dict[str, Any]]], own: dict[str, float], base: dict[str, float],
+                  quality: Quality = ACCURACY) -> str:
     """The leaf's chain in words and how it compares with the baseline (Markdown, for its description)."""
     parts = []
     for stage, params in steps:
@@ -91,7 +93,7 @@ def describe_leaf(steps: list[tuple[str, dict[str, Any]]], own: dict[str, float]
                              if k in ("ratio", "mode", "method", "temperature", "epochs", "level", "shrink")
                              and not (k == "shrink" and v == 1))
         parts.append(f"{WORDS.get(stage, stage)}" + (f" ({settings})" if settings else ""))
-    r = ratios(own, base)
+    r = ratios(own, base, quality)
     lines = ["**" + (", then ".join(parts) or "The baseline") + "**", ""]
     compare = []
     if "speedup" in r:
@@ -102,11 +104,10 @@ def describe_leaf(steps: list[tuple[str, dict[str, Any]]], own: dict[str, float]
         compare.append(f"{1 / r['size_ratio']:.2f}x smaller ({own['model_size_mb']:.4g} MB vs "
                        f"{base['model_size_mb']:.4g} MB)" if r["size_ratio"] <= 1 else
                        f"{r['size_ratio']:.2f}x the baseline's size")
-    if "accuracy_drop" in r:
-        compare.append(f"accuracy {own['accuracy']:.4f}, {abs(r['accuracy_drop']) * 100:.2f} points "
-                       f"{'below' if r['accuracy_drop'] > 0 else 'above'} the baseline's {base['accuracy']:.4f}")
-    if "perplexity_ratio" in r:
-        compare.append(f"perplexity {own['perplexity']:.4g} ({r['perplexity_ratio']:.3f}x the baseline's)")
+    if quality.loss_metric in r:
+        fmt = quality.fmt
+        compare.append(f"{quality.metric} {fmt.format(own[quality.metric])}, "
+                       f"{quality.describe_loss(r[quality.loss_metric])} {fmt.format(base[quality.metric])}")
     if "browser_speedup" in r:
         compare.append(f"in the browser {r['browser_speedup']:.2f}x the baseline's speed "
                        f"(p50 {own['browser_latency_p50_ms']:.4g} ms)")

@@ -21,6 +21,7 @@ from typing import Any
 
 from orchestrator import faults
 from orchestrator.engine.plan import Node, Plan
+from orchestrator.tasks.quality import ACCURACY, Quality
 from orchestrator.tracking import runview
 
 PIPELINE, NODE_KEY, CACHED = "orchestrator.pipeline", "orchestrator.node_key", "orchestrator.cached"
@@ -64,6 +65,7 @@ class Tracker:
         self.node_tags: dict[str, str] = {}  # set on every node run too (e.g. the measuring environment)
         self.runs: dict[str, str] = {}  # node key -> its run in this sweep
         self.models: dict[str, str] = {}  # node key -> its logged model (this sweep's or an earlier copy)
+        self.quality = ACCURACY  # the task's quality contract: its loss metric and what a run keeps of it
 
     def _create_experiment(self, name: str, location: str | None) -> str:
         """Create `name`; a sweep that started at the same moment on a server may have created it first."""
@@ -105,15 +107,15 @@ class Tracker:
             tags["orchestrator.worker"] = result.worker  # where it ran (Ray: node address / id, pid)
         if leaf and own and node.parent is not None:
             steps = [(a.stage, a.params) for a in chain[1:] if not a.auto or a.tail]
-            tags[NOTE] = runview.describe_leaf(steps, own, base)
+            tags[NOTE] = runview.describe_leaf(steps, own, base, self.quality)
         run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
         rid = run.info.run_id
         self.runs[node.key] = rid
         faults.point("log:open")
         params = [Param(k, v[:6000]) for k, v in runview.chain_params(plan, node.key).items()]
-        shown, everything = self._chain_metrics(plan, node, results)
-        if node.parent is not None and own:
-            shown.update({k: round(v, 4) for k, v in runview.ratios(own, base).items()})  # readable in the UI
+        shown, everything = self._chain_metrics(plan, node, results, self.quality)
+        if node.parent is not None and own:  # rounded: readable in the UI
+            shown.update({k: round(v, 4) for k, v in runview.ratios(own, base, self.quality).items()})
         metrics = [Metric(k, float(v), 0, 0) for k, v in shown.items()]
         self.client.log_batch(rid, metrics=metrics, params=params)
         self._log_text(rid, json.dumps({"key": node.key, "pipeline": node.pipeline, "status": result.status,
@@ -209,7 +211,8 @@ class Tracker:
         self.client.set_terminated(self.parent_id, status)
 
     @staticmethod
-    def _chain_metrics(plan: Plan, node: Node, results: dict[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
+    def _chain_metrics(plan: Plan, node: Node, results: dict[str, Any],
+                       quality: Quality) -> tuple[dict[str, float], dict[str, Any]]:
         """(what the run shows: own metrics unprefixed + the kept ancestor metrics as `<stage>/<metric>`,
         every ancestor's metrics by step for the chain_metrics.json artifact)."""
         shown: dict[str, float] = {}
@@ -224,7 +227,7 @@ class Tracker:
             if anc.key == node.key:
                 shown.update(res.metrics)
             else:
-                shown.update(runview.kept_ancestor_metrics(name, res.metrics))
+                shown.update(runview.kept_ancestor_metrics(name, res.metrics, quality))
         return shown, everything
 
     def _log_text(self, run_id: str, text: str, name: str) -> None:

@@ -25,6 +25,7 @@ import numpy as np
 from orchestrator.errors import check_choice, check_range
 from orchestrator.tasks.base import Task
 from orchestrator.tasks.hf.data import check_source
+from orchestrator.tasks.quality import RATIO, Columns, Quality
 
 PAST = "past_key_values."
 # the element types a KV cache is stored in (float32 by the export; see stages/kvcache for the others)
@@ -75,6 +76,17 @@ class LMParams:
             check_source("dataset", self.dataset, "text file, table or folder")
 
 
+# Perplexity, lower is better; a loss is its ratio to the baseline's; 1.5x is a collapsed model.
+PERPLEXITY = Quality("perplexity", False, RATIO, "ppl", "{:.4g}", collapse=1.5)
+# bits per byte beside perplexity, per-token latency, and the decoding columns
+LM_COLUMNS = Columns(
+    swap={"f1": ("bits_per_byte", "bits/byte", "{:.4f}"), "latency_p50_ms": ("latency_p50_ms", "ms/token", "{:.4g}"),
+          "latency_cv": ("decode_latency_p90_ms", "p90 ms/token", "{:.4g}")},
+    extra=(("prefill_ms", "prefill ms", "{:.4g}"), ("decode_tokens_per_s", "tok/s", "{:.4g}"),
+           ("kv_cache_mb_per_1k_tokens", "KV MB/1k tok", "{:.4g}"), ("kv_agreement", "KV agree", "{:.3f}")),
+    legend="ms/token = one greedy decoding step at batch 1 with the KV cache")
+
+
 class LMTask(Task):
     """A causal LM on a text corpus: perplexity, agreement with the baseline, and decoding speed."""
 
@@ -84,7 +96,8 @@ class LMTask(Task):
     libraries = ("torch", "transformers", "tokenizers", "numpy", "gguf")
     input_names = ["input_ids"]
     output_names = ["logits"]
-    quality = ("perplexity", False)
+    quality = PERPLEXITY
+    columns = LM_COLUMNS
     structured_pruning = True
     kv_cache = True
     check_examples = 2
