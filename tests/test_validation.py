@@ -17,6 +17,7 @@ RECIPES = {
     "sweep_not_list": "pipeline: [prune]\nsweep:\n  stages.prune.ratio: 0.3\n",
     "broken_yaml": "pipeline: [prune\nstages: {\n",
     "string_ratio": "pipeline: [prune]\nstages:\n  prune:\n    ratio: half\n",
+    "sweep_unused": "pipeline: [quantize]\nsweep:\n  stages.distill.temperature: [2, 4]\n",
     # recipes are data: anything that would make Hydra instantiate code is refused when selected
     "with_callback": "pipeline: [prune]\nhydra:\n  callbacks:\n    x:\n      _target_: numpy.savetxt\n",
     "with_target": "pipeline: [prune]\nstages:\n  prune:\n    _target_: os.system\n",
@@ -59,6 +60,18 @@ CASES = [  # (arguments, text the message must contain)
     (["+recipe=with_callback"], "recipe='with_callback' is not allowed: recipe "),
     (["+recipe=with_target"], "contains 'stages.prune._target_'"),
     (["+recipe=with_logging_factory"], "contains 'hydra'"),
+    # accepted by the schema, but they could not take effect in this run
+    (["+recipe=pkdq", "pipeline=[quantize]", "stages.prune.ratio=0.3"],
+     "stages.prune.ratio=0.3 is not allowed: no chain of this run has a prune step (chains: quantize)"),
+    (["+recipe=sweep_unused"], "sweep.stages.distill.temperature=[2, 4] is not allowed: no chain of this run has a "
+                               "distill step"),
+    (["+recipe=pkdq", "executor.max_retries=5"], "executor.max_retries=5 is not allowed: is read by the Ray "
+                                                 "executor only"),
+    (["+recipe=pkdq", "report.max_perplexity_ratio=1.2"], "report.max_perplexity_ratio=1.2 is not allowed: task "
+                                                          "'digits' measures accuracy drop, not this: bound it with "
+                                                          "report.max_loss"),
+    (["+recipe=pkdq", "gate.max_loss=0.01", "gate.max_accuracy_drop=0.02"],
+     "gate.max_accuracy_drop=0.02 is not allowed: means gate.max_loss, which is set to 0.01"),
 ]
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
+from orchestrator.config.effect import check_effect
 from orchestrator.config.schema import validate_for_task, validate_settings, validate_stages, validate_task
 from orchestrator.engine.fingerprint import Fingerprints, library_versions
 from orchestrator.errors import ConfigError, PlanError
@@ -227,6 +228,7 @@ def plan(cfg: dict[str, Any], registry: dict[str, type], tasks: dict[str, type],
     where = "orderings" if cfg.get("orderings") else "pipeline"
     chains = [(c, check_chain(c, registry, f"{where}[{i}]" if where == "orderings" else where))
               for i, c in enumerate(orderings(cfg))]
+    check_effect(cfg, [_names(steps, registry) for _, steps in chains], pinned)
     result = Plan()
     for overrides, variant_cfg in expand_sweep(cfg, pinned):
         try:
