@@ -237,7 +237,7 @@ class Tracker:
         """Mark runs left RUNNING by a killed sweep on this host as KILLED, so the UI doesn't show them live."""
         from mlflow.entities import ViewType
 
-        from orchestrator.engine.cache import _pid_alive
+        from orchestrator.engine.cache.local import _pid_alive
 
         runs = self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'",
                                        run_view_type=ViewType.ACTIVE_ONLY, max_results=1000)
