@@ -87,7 +87,7 @@ def rows_from_results(plan: Plan, results: dict[str, Any]) -> list[Row]:
 
 
 def rows_from_runs(children: list[dict[str, Any]]) -> list[Row]:
-    """The same rows rebuilt from a sweep's node runs in MLflow (see tracking.fetch_sweep)."""
+    """The same rows rebuilt from a sweep's node runs in MLflow (see tracking.readback.fetch_sweep)."""
     from orchestrator.tracking.tracker import LEAF, NODE_KEY, STATUS, VARIANT
 
     roots = [c for c in children if c["tags"].get("orchestrator.stage") == BASELINE]
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m orchestrator.report REF`: print the report of a past sweep, write its plots and Markdown."""
     from orchestrator.config.schema import TrackingConfig
     from orchestrator.report.plots import write_plots
-    from orchestrator.tracking.tracker import fetch_sweep
+    from orchestrator.tracking.readback import fetch_sweep
 
     ap = argparse.ArgumentParser(prog="python -m orchestrator.report", description=__doc__.splitlines()[0])
     ap.add_argument("ref", help="a sweep's parent run id, or an experiment name (its latest sweep)")
