@@ -19,7 +19,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from conftest import compose  # noqa: E402
 
 from orchestrator.engine.cache import Cache  # noqa: E402
-from orchestrator.engine.execute import Job, execute  # noqa: E402
+from orchestrator.engine.execute import execute  # noqa: E402
+from orchestrator.engine.executors.base import Job  # noqa: E402
 from orchestrator.engine.plan import Plan, plan  # noqa: E402
 from orchestrator.measure.evaluate import EvalSettings  # noqa: E402
 from orchestrator.stages import REGISTRY  # noqa: E402

@@ -34,7 +34,7 @@ def sweep(overrides: list[str], executor: list[str], cache: str) -> tuple[float,
 
 
 def _nothing(job):
-    from orchestrator.engine.execute import NodeResult
+    from orchestrator.engine.executors.base import NodeResult
 
     return NodeResult(job.node.key, "done")
 
@@ -53,7 +53,7 @@ def overhead(overrides: list[str], cpus: int) -> tuple[int, float, float]:
     the_plan = plan(compose(*overrides), REGISTRY, TASKS)
 
     def job(node):
-        from orchestrator.engine.execute import Job
+        from orchestrator.engine.executors.base import Job
 
         return Job(node, "", {}, 0, "", None, {})  # type: ignore[arg-type]
 

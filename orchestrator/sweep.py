@@ -13,10 +13,10 @@ from orchestrator import faults
 from orchestrator.config.executor import Resources, split_resources
 from orchestrator.config.schema import discover_recipes, max_loss, stage_resources
 from orchestrator.engine import preflight
-from orchestrator.engine.cache import Cache, open_cache
-from orchestrator.engine.cache_remote import is_url, mirror_dir
-from orchestrator.engine.execute import CACHED, FAILED, GATED, SKIPPED, Job, NodeResult, execute
+from orchestrator.engine.cache import Cache, is_url, mirror_dir, open_cache
+from orchestrator.engine.execute import execute
 from orchestrator.engine.executors import Executor, executor_for
+from orchestrator.engine.executors.base import CACHED, FAILED, GATED, SKIPPED, Job, NodeResult
 from orchestrator.engine.fingerprint import Fingerprints
 from orchestrator.engine.plan import Keying, Node, Plan, plan
 from orchestrator.errors import ConfigError, PlanError

@@ -9,7 +9,8 @@ from conftest import compose
 from mlflow.tracking import MlflowClient
 
 from orchestrator import stages
-from orchestrator.engine.execute import FAILED, SKIPPED, NodeResult, execute
+from orchestrator.engine.execute import execute
+from orchestrator.engine.executors.base import FAILED, SKIPPED, NodeResult
 from orchestrator.engine.plan import plan
 from orchestrator.stages.base import TORCH, Stage, StageOutput
 from orchestrator.sweep import run_sweep

@@ -219,7 +219,7 @@ def test_hidden_state_distillation_trains(task: Any, baseline: Any, tmp_path: Pa
 def test_a_wrong_export_fails_the_node(task: Any, baseline: Any, tmp_path: Path, monkeypatch: Any) -> None:
     import torch
 
-    from orchestrator.stages.export import ExportMismatch
+    from orchestrator.artifacts.export_check import ExportMismatch
 
     real_export = type(task).export
 

@@ -62,8 +62,8 @@ def test_onnx_perplexity_equals_an_independent_torch_measurement(lm: Any, base: 
 
 def test_decoding_through_the_kv_cache_matches_the_full_forward(lm: Any, base_onnx: Path) -> None:
     from orchestrator.measure.probe import session
+    from orchestrator.tasks.lm.feeds import complete_feeds
     from orchestrator.tasks.lm.measure import _presents
-    from orchestrator.tasks.lm.task import complete_feeds
 
     sess = session(base_onnx, 1)
     ids = lm.splits["test"].ids[:1, :12]
@@ -76,7 +76,7 @@ def test_decoding_through_the_kv_cache_matches_the_full_forward(lm: Any, base_on
 def test_structured_pruning_keeps_config_shapes_save_and_export_consistent(lm: Any, base: Any,
                                                                           tmp_path: Path) -> None:
     from orchestrator.artifacts import torch_io
-    from orchestrator.stages.export import check_export
+    from orchestrator.artifacts.export_check import check_export
 
     model = copy.deepcopy(base)
     kept = lm.prune_structured(model, 0.5, "mix", 0.5)

@@ -47,8 +47,8 @@ def kv_models(base_onnx: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
 
 def _decode(sess: Any, ids: np.ndarray, split_at: int) -> tuple[np.ndarray, np.ndarray, dict]:
     """(one-pass logits, logits of a prefill + token-by-token decoding through the stored cache, the cache)."""
+    from orchestrator.tasks.lm.feeds import complete_feeds
     from orchestrator.tasks.lm.measure import _presents
-    from orchestrator.tasks.lm.task import complete_feeds
 
     full = sess.run(None, complete_feeds(sess, ids))[0]
     out = sess.run(None, complete_feeds(sess, ids[:, :split_at]))

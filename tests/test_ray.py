@@ -23,8 +23,9 @@ from conftest import ROOT, cli_args, free_port, run_cli
 from mlflow.tracking import MlflowClient
 
 from orchestrator import stages
-from orchestrator.engine.execute import FAILED, SKIPPED, NodeResult, execute
+from orchestrator.engine.execute import execute
 from orchestrator.engine.executors import executor_for
+from orchestrator.engine.executors.base import FAILED, SKIPPED, NodeResult
 from orchestrator.engine.plan import plan
 from orchestrator.tasks import TASKS
 

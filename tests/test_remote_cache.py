@@ -16,8 +16,7 @@ import urllib.request
 import pytest
 from conftest import free_port, run_cli
 
-from orchestrator.engine.cache import open_cache
-from orchestrator.engine.cache_remote import MIRROR_ENV, RemoteCache
+from orchestrator.engine.cache import MIRROR_ENV, RemoteCache, open_cache
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""ONNX helpers shared by stages and evaluation: export, a model's files, size, parameter counts, census."""
+"""ONNX helpers shared by stages and evaluation: export, a CPU session, a model's files, size, parameter counts,
+census."""
 
 from __future__ import annotations
 
@@ -32,6 +33,18 @@ def torch_export(model: Any, example_inputs: tuple, path: Path, input_names: lis
             torch.onnx.export(model, example_inputs, str(path), input_names=input_names,
                               output_names=output_names, opset_version=opset, dynamo=False,
                               dynamic_axes=axes)
+
+
+def session(path: Path | str, threads: int) -> Any:
+    """An ONNX Runtime CPU session with a fixed intra-op thread count (sequential execution)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def model_files(path: Path) -> list[Path]:

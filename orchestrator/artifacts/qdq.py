@@ -1,4 +1,5 @@
-"""Graph rewrites that store weights at low precision: weight-only QDQ (int8/int4), Gemm -> MatMul.
+"""Graph rewrites that store weights at low precision: weight-only QDQ (int8/int4), Gemm -> MatMul, untying a
+transposed (tied) LM head.
 
 Used by `export` (realizing fake-quantized weights, `grid_tables`) and `quantize` (so that MatMulNBits
 finds every linear layer); measurements of what a quantizer did live in onnx_utils.
@@ -54,6 +55,34 @@ def gemm_to_matmul(proto: Any) -> int:
 
 
 # Per-channel axis of the weight input (index 1) of each op: the output-channel axis torch quantizes along.
+def untie_transposed(proto: Any) -> int:
+    """Give every MatMul whose weight is Transpose(initializer) its own transposed initializer; returns how many.
+
+    An LM head tied to the embedding table is exported as MatMul(x, Transpose(table)); ORT's quantizers
+    look only at MatMuls on initializers and would leave the head (often the largest MatMul) in float.
+    """
+    from onnx import numpy_helper
+
+    inits = {i.name: i for i in proto.graph.initializer}
+    readers: dict[str, list] = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    done = 0
+    for node in list(proto.graph.node):
+        if node.op_type != "Transpose" or node.input[0] not in inits:
+            continue
+        users = readers.get(node.output[0], [])
+        if not users or any(u.op_type != "MatMul" or u.input[1] != node.output[0] for u in users):
+            continue
+        weight = numpy_helper.to_array(inits[node.input[0]])
+        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+        proto.graph.initializer.append(numpy_helper.from_array(weight.transpose(perm).copy(), node.output[0]))
+        proto.graph.node.remove(node)
+        done += 1
+    return done
+
+
 def _weight_axis(node: Any, ndim: int) -> int | None:
     from onnx import helper
 

@@ -2,7 +2,8 @@
 
 `compute` builds and measures one node entirely through the cache, so it runs the same in this process
 or in a worker process. `execute` hands the DAG to an executor (orchestrator/engine/executors/), which schedules
-nodes parent-first and reports each result as it lands; `release` is the skip rule they all share.
+nodes parent-first and reports each result as it lands; the contract between the two (`Job`, `NodeResult`,
+the statuses and `release`, the skip rule) lives in orchestrator.engine.executors.base.
 """
 
 from __future__ import annotations
@@ -15,52 +16,16 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from orchestrator import faults
 from orchestrator.artifacts import torch_io
-from orchestrator.config.executor import Resources
 from orchestrator.engine.cache import Cache, open_cache
+from orchestrator.engine.executors.base import CACHED, DONE, FAILED, GATED, Job, NodeResult
 from orchestrator.engine.plan import BASELINE, Node, Plan
-from orchestrator.measure.evaluate import EvalSettings, eval_hash, onnx_for
+from orchestrator.measure.evaluate import eval_hash, onnx_for
 from orchestrator.measure.targets.ort import OrtTarget
-
-DONE, CACHED, FAILED, SKIPPED = "done", "cached", "failed", "skipped"
-GATED = "gated"  # measured and logged, but below the quality gate: its subtree is skipped (not a failure)
-BLOCKING = (FAILED, SKIPPED, GATED)  # a node in one of these states does not feed its children
-
-
-@dataclass(frozen=True)
-class Job:
-    """Everything a (possibly remote) worker needs to produce one node."""
-
-    node: Node
-    root_key: str
-    task: dict[str, Any]
-    seed: int
-    cache_dir: str
-    settings: EvalSettings
-    export: dict[str, Any]
-    gate: dict[str, Any] = field(default_factory=dict)  # gate.* limits vs the root baseline (None = off)
-    torch_threads: int = 1
-    resources: Resources = field(default_factory=Resources)  # what the node asks of a worker (Ray)
-
-
-@dataclass
-class NodeResult:
-    """How a node ended, its metrics, and where its measured ONNX model lies."""
-
-    key: str
-    status: str
-    metrics: dict[str, float] = field(default_factory=dict)
-    seconds: float = 0.0
-    error: str | None = None
-    onnx_path: str | None = None
-    executed: bool = False  # the stage itself ran in this invocation (not a cache hit)
-    target_errors: dict[str, str] = field(default_factory=dict)  # target -> why its measurement failed
-    worker: str = ""  # where it was computed, when the executor knows (Ray: node address and id, pid)
 
 
 @functools.lru_cache(maxsize=4)
@@ -181,22 +146,9 @@ def compute(job: Job) -> NodeResult:
         install()  # a pool worker finds the user's tasks and stages the way the CLI did
         cache = open_cache(job.cache_dir, sweep=False)
         task = _task(json.dumps(job.task, sort_keys=True), job.seed)
-        executed = False
-        if not cache.has(key):
-            _refused(cache, key)
-            with cache.lock(key):
-                if not cache.has(key):
-                    _torch_threads(job.torch_threads)  # only when computing: a cache hit never imports torch
-                    _build(job, cache, task)
-                    executed = True
-                    faults.point("commit:done")
+        executed = _ensure_built(job, cache, task)
         ehash = eval_hash(job.settings)
-        metrics = cache.eval_metrics(key, ehash)
-        if metrics is None:  # cached artifact, new measurement settings: re-measure only
-            with cache.lock(key):
-                metrics = _measure(job, cache, task, cache.path(key), cache.meta(key)["model_file"])
-                cache.put_eval(key, ehash, metrics)
-        metrics = {**cache.meta(key)["stage_metrics"], **metrics}
+        metrics = {**cache.meta(key)["stage_metrics"], **_ensure_measured(job, cache, task, ehash)}
         gated = _gated(job, cache, ehash, metrics, task)
         more, target_errors = _other_targets(job, cache, task)
         _speculative(job, cache, task, more, target_errors)
@@ -206,6 +158,32 @@ def compute(job: Job) -> NodeResult:
     except Exception as err:
         return NodeResult(key, FAILED, seconds=time.perf_counter() - start,
                           error=_why_failed(job, err) + traceback.format_exc())
+
+
+def _ensure_built(job: Job, cache: Cache, task: Any) -> bool:
+    """Build and commit the node unless the cache has it; True when it was built here."""
+    key = job.node.key
+    if cache.has(key):
+        return False
+    _refused(cache, key)
+    with cache.lock(key):
+        if cache.has(key):  # another process committed it while this one waited for the lock
+            return False
+        _torch_threads(job.torch_threads)  # only when computing: a cache hit never imports torch
+        _build(job, cache, task)
+        faults.point("commit:done")
+        return True
+
+
+def _ensure_measured(job: Job, cache: Cache, task: Any, ehash: str) -> dict[str, float]:
+    """The node's measurements under `ehash`; a cached artifact with new measurement settings is re-measured only."""
+    key = job.node.key
+    metrics = cache.eval_metrics(key, ehash)
+    if metrics is None:
+        with cache.lock(key):
+            metrics = _measure(job, cache, task, cache.path(key), cache.meta(key)["model_file"])
+            cache.put_eval(key, ehash, metrics)
+    return metrics
 
 
 OOM_TEXT = ("can't allocate memory", "not enough memory", "out of memory", "Cannot allocate memory")
@@ -283,16 +261,3 @@ def execute(plan: Plan, make_job: Callable[[Node], Job], on_start: Callable[...,
     chosen = executor or executor_for(workers)
     return chosen.run(plan, make_job, on_start, on_result, compute_fn)
 
-
-def release(plan: Plan, node: Node, results: dict[str, NodeResult],
-            on_result: Callable[[Node, NodeResult], None]) -> list[Node]:
-    """Children that may start now; the subtree of a failed or gated node is marked skipped instead.
-
-    The one place this rule lives: every executor calls it when a node's result lands.
-    """
-    if results[node.key].status not in BLOCKING:
-        return plan.children(node.key)
-    for child in plan.descendants(node.key):
-        results[child.key] = NodeResult(child.key, SKIPPED, error=f"ancestor {node.key} {results[node.key].status}")
-        on_result(child, results[child.key])
-    return []

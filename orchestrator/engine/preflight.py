@@ -30,7 +30,7 @@ LOCAL_HINT = "or log locally with tracking.uri=sqlite:///mlruns/mlflow.db, or tu
 
 def check_cache(folder: str) -> None:
     """cache.dir: a writable folder with room, or a writable fsspec URL (and room for its local mirror)."""
-    from orchestrator.engine.cache_remote import check_remote, is_url, mirror_dir
+    from orchestrator.engine.cache import check_remote, is_url, mirror_dir
 
     if is_url(folder):
         check_remote("cache.dir", folder)

@@ -191,7 +191,7 @@ def onnx_for(task: Any, domain: str, model_path: Path, folder: Path, export_para
         import os
 
         from orchestrator.artifacts import torch_io
-        from orchestrator.stages.export import check_export
+        from orchestrator.artifacts.export_check import check_export
 
         model = torch_io.load(model_path, task)
         partial = folder / f"measured.{os.getpid()}.onnx.part"  # renamed once whole: never read half-written

@@ -29,19 +29,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from orchestrator.artifacts.onnx_utils import session  # re-exported: the one way to open a model
+
 RUNS_AFTER_FIRST = 3  # a few more calls per batch size, so steady-state buffers are part of the peak
-
-
-def session(path: Path | str, threads: int) -> Any:
-    """An ONNX Runtime CPU session with a fixed intra-op thread count (sequential execution)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def peak_rss_mb() -> float:

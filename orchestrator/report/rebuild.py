@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m orchestrator.report REF`: print the report of a past sweep, write its plots and Markdown."""
     from orchestrator.config.schema import TrackingConfig
     from orchestrator.report.plots import write_plots
-    from orchestrator.tracking.tracker import fetch_sweep
+    from orchestrator.tracking.readback import fetch_sweep
 
     ap = argparse.ArgumentParser(prog="python -m orchestrator.report", description=__doc__.splitlines()[0])
     ap.add_argument("ref", help="a sweep's parent run id, or an experiment name (its latest sweep)")

@@ -17,10 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.artifacts.export_check import check_export
 from orchestrator.errors import check_choice, check_range
 from orchestrator.stages.base import ONNX, TORCH, Stage, StageContext, StageOutput
-
-CHECK_EXAMPLES = 8
 
 
 @dataclass
@@ -39,35 +38,6 @@ class ExportParams:
         check_range("opset", self.opset, 13, 23)
         check_choice("exporter", self.exporter, ["torchscript", "dynamo"])
         check_range("max_abs_diff", self.max_abs_diff, 0.0, None, lo_open=True)
-
-
-class ExportMismatch(RuntimeError):
-    """The exported ONNX model does not compute what the torch model computes."""
-
-
-def export_diff(task: Any, model: Any, path: Path, examples: int = CHECK_EXAMPLES) -> float:
-    """Largest |ONNX - torch| logit over the first `examples` test examples (fewer if the task says so)."""
-    import numpy as np
-    import torch
-
-    from orchestrator.measure.probe import session
-
-    examples = min(examples, task.check_examples)
-    inputs, _ = next(task.batches("test", examples))
-    feeds, _ = next(task.onnx_batches("test", examples))
-    with torch.no_grad():
-        expected = task.forward(model.eval(), inputs).float().numpy()
-    got = task.onnx_logits(session(path, 1), feeds)
-    return float(np.abs(got.astype(np.float64) - expected).max())
-
-
-def check_export(task: Any, model: Any, path: Path, limit: float) -> float:
-    """export_diff, raising ExportMismatch above `limit`."""
-    diff = export_diff(task, model, path)
-    if not diff <= limit:  # also catches NaN
-        raise ExportMismatch(f"exported ONNX differs from the torch model: max |logit difference| {diff:.3g} "
-                             f"> stages.export.max_abs_diff={limit:g}")
-    return diff
 
 
 class Export(Stage):
@@ -107,7 +77,7 @@ def realize(path: Path, mode: str) -> dict[str, float]:
 
         proto = convert_float_to_float16(proto, keep_io_types=True)
     else:
-        from orchestrator.stages.quantize import untie_transposed
+        from orchestrator.artifacts.qdq import untie_transposed
 
         bits = 8 if mode == "int8" else 4
         untie_transposed(proto)  # a tied LM head: its own copy, so that it is stored low-precision too

@@ -164,7 +164,7 @@ def _dynamic_int8(src: Path, dst: Path, per_channel: bool, symmetric: bool, work
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from orchestrator.artifacts.qdq import gemm_to_matmul
+    from orchestrator.artifacts.qdq import gemm_to_matmul, untie_transposed
 
     proto = onnx.load(str(src))
     rewritten = gemm_to_matmul(proto) if rewrite_gemm else 0
@@ -176,34 +176,6 @@ def _dynamic_int8(src: Path, dst: Path, per_channel: bool, symmetric: bool, work
     if src.name == "untied.onnx.tmp":
         src.unlink()
     return rewritten
-
-
-def untie_transposed(proto: Any) -> int:
-    """Give every MatMul whose weight is Transpose(initializer) its own transposed initializer; returns how many.
-
-    An LM head tied to the embedding table is exported as MatMul(x, Transpose(table)); ORT's quantizers
-    look only at MatMuls on initializers and would leave the head (often the largest MatMul) in float.
-    """
-    from onnx import numpy_helper
-
-    inits = {i.name: i for i in proto.graph.initializer}
-    readers: dict[str, list] = {}
-    for node in proto.graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
-    done = 0
-    for node in list(proto.graph.node):
-        if node.op_type != "Transpose" or node.input[0] not in inits:
-            continue
-        users = readers.get(node.output[0], [])
-        if not users or any(u.op_type != "MatMul" or u.input[1] != node.output[0] for u in users):
-            continue
-        weight = numpy_helper.to_array(inits[node.input[0]])
-        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
-        proto.graph.initializer.append(numpy_helper.from_array(weight.transpose(perm).copy(), node.output[0]))
-        proto.graph.node.remove(node)
-        done += 1
-    return done
 
 
 class _Calibration:
@@ -257,7 +229,7 @@ def _int4(src: Path, dst: Path, block_size: int, symmetric: bool, bits: int = 4,
     import onnx
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    from orchestrator.artifacts.qdq import gemm_to_matmul
+    from orchestrator.artifacts.qdq import gemm_to_matmul, untie_transposed
 
     proto = onnx.load(str(src))
     rewritten = gemm_to_matmul(proto)

@@ -1,10 +1,10 @@
-"""The one module that talks to MLflow (through MlflowClient).
+"""The one module that writes to MLflow (through MlflowClient); `readback` reads a sweep back.
 
 Layout: one experiment per recipe; one parent run per invocation; one child run per DAG node. Every
 node run carries its whole chain: the params of every stage from the baseline down (`prune.ratio`),
 the metrics of every ancestor (`prune/accuracy`), and the tags below, so a leaf run explains itself.
 The trade-off report goes on the parent (plots, tables, constraints as params) and tags the node runs
-(`orchestrator.pareto`, `orchestrator.recommended`); `fetch_sweep` reads a sweep back for the report command.
+(`orchestrator.pareto`, `orchestrator.recommended`).
 """
 
 from __future__ import annotations
@@ -240,7 +240,7 @@ class Tracker:
         """Mark runs left RUNNING by a killed sweep on this host as KILLED, so the UI doesn't show them live."""
         from mlflow.entities import ViewType
 
-        from orchestrator.engine.cache import _pid_alive
+        from orchestrator.engine.cache.local import _pid_alive
 
         runs = self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'",
                                        run_view_type=ViewType.ACTIVE_ONLY, max_results=1000)
@@ -253,53 +253,6 @@ class Tracker:
         dead |= {r.info.run_id for r in runs if r.data.tags.get(PARENT) in dead}
         for run_id in dead:
             self.client.set_terminated(run_id, "KILLED")
-
-
-def fetch_sweep(uri: str, ref: str) -> dict[str, Any]:
-    """A past sweep, read back: `ref` is a parent run id, or an experiment name (its latest sweep).
-
-    Returns plain data: parent `run_id`, `experiment`, `params`, `tags`, and `children`, each a dict with
-    `run_id`, `name`, `tags` and `metrics`. Raises LookupError when nothing matches.
-    """
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    try:
-        parent = client.get_run(ref)
-    except MlflowException:
-        parent = _latest_sweep(client, uri, ref)
-    if PARENT in parent.data.tags:  # a node run's id: report its sweep
-        parent = client.get_run(parent.data.tags[PARENT])
-    experiment = client.get_experiment(parent.info.experiment_id).name
-    children = _search_all(client, parent.info.experiment_id, f"tags.`{PARENT}` = '{parent.info.run_id}'")
-    return {"run_id": parent.info.run_id, "experiment": experiment, "params": dict(parent.data.params),
-            "tags": dict(parent.data.tags),
-            "children": [{"run_id": r.info.run_id, "name": r.info.run_name, "tags": dict(r.data.tags),
-                          "metrics": dict(r.data.metrics)} for r in children]}
-
-
-def _latest_sweep(client: Any, uri: str, experiment: str) -> Any:
-    """The most recently started parent run (it carries the recipe tag; node runs do not) of `experiment`."""
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        raise LookupError(f"{experiment!r} is neither a run id nor an experiment name in {uri}")
-    runs = client.search_runs([found.experiment_id], f"tags.`{RECIPE}` LIKE '%'", order_by=["start_time DESC"],
-                              max_results=1)
-    if not runs:
-        raise LookupError(f"experiment {experiment!r} has no sweep (parent) run")
-    return runs[0]
-
-
-def _search_all(client: Any, experiment_id: str, query: str) -> list[Any]:
-    """Every run of the experiment matching `query` (all pages)."""
-    runs, token = [], None
-    while True:
-        page = client.search_runs([experiment_id], query, max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
 
 
 @contextlib.contextmanager

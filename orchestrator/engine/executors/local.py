@@ -10,8 +10,7 @@ import time
 from collections.abc import Callable
 
 from orchestrator.engine.cache import open_cache
-from orchestrator.engine.execute import Job, NodeResult, release
-from orchestrator.engine.executors.base import Executor
+from orchestrator.engine.executors.base import Executor, Job, NodeResult, release
 from orchestrator.engine.plan import Node, Plan
 
 

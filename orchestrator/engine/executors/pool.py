@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
-from orchestrator.engine.execute import FAILED, Job, NodeResult, release
-from orchestrator.engine.executors.base import Executor
+from orchestrator.engine.executors.base import FAILED, Executor, Job, NodeResult, release
 from orchestrator.engine.plan import Node, Plan
 
 WORKER_TRIES = 2  # a node whose worker process dies this often is reported failed (its siblings go on)

@@ -4,7 +4,7 @@ The whole DAG is submitted at once, each child with its parent's result referenc
 Ray itself orders them and runs independent branches in parallel wherever the cluster has room. A
 node asks for its stage's `stages.<name>.resources`. A worker that dies is retried by Ray
 (`executor.max_retries`), then the node is reported failed with the reason. The skip rule is the shared
-`orchestrator.engine.execute.release`: a failed or gated node's descendants are reported skipped (and their
+`orchestrator.engine.executors.base.release`: a failed or gated node's descendants are reported skipped (and their
 tasks cancelled, or they return at once on seeing the parent's status). Results flow back to this
 process, which does all tracking: workers never talk to MLflow. Workers reach the cache through
 `job.cache_dir`, which must be a folder every node of the cluster sees (a shared filesystem).
@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.config.executor import ExecutorConfig, Resources
-from orchestrator.engine.execute import BLOCKING, FAILED, SKIPPED, Job, NodeResult, release
-from orchestrator.engine.executors.base import Executor
+from orchestrator.engine.executors.base import BLOCKING, FAILED, SKIPPED, Executor, Job, NodeResult, release
 from orchestrator.engine.plan import Node, Plan
 from orchestrator.errors import ConfigError
 

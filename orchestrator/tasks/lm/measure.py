@@ -78,7 +78,7 @@ def _presents(sess: Any, outputs: list[np.ndarray]) -> dict[str, np.ndarray]:
 
 def generate(task: Any, sess: Any, prompt: np.ndarray, steps: int) -> tuple[float, list[float], dict]:
     """Greedy decoding at batch 1: (prefill ms, per-step ms, the prompt's present key/values)."""
-    from orchestrator.tasks.lm.task import complete_feeds
+    from orchestrator.tasks.lm.feeds import complete_feeds
 
     start = time.perf_counter()
     out = sess.run(None, complete_feeds(sess, prompt))
@@ -113,7 +113,7 @@ def measure(task: Any, path: Path, settings: Any, reference: Path | None) -> dic
     """Every metric of one LM ONNX file (see the module doc); `reference` = the baseline's file (None: this is it)."""
     from orchestrator.artifacts.onnx_utils import gzip_size_bytes, onnx_param_count, size_bytes, sparsity
     from orchestrator.measure.probe import probe, session
-    from orchestrator.tasks.lm.task import complete_feeds
+    from orchestrator.tasks.lm.feeds import complete_feeds
 
     sess = session(path, settings.threads)
     metrics = {"model_size_mb": size_bytes(path) / 1e6, "model_size_gzip_mb": gzip_size_bytes(path, 6) / 1e6,

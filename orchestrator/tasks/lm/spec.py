@@ -30,7 +30,7 @@ Past = dict[str, np.ndarray]
 
 def _step(sess: Any, tokens: list[int], past: Past | None) -> tuple[np.ndarray, Past]:
     """Run `tokens` after `past`: (logits of each of them, the new cache)."""
-    from orchestrator.tasks.lm.task import complete_feeds
+    from orchestrator.tasks.lm.feeds import complete_feeds
 
     out = sess.run(None, complete_feeds(sess, np.asarray([tokens], dtype=np.int64), past))
     return out[0][0], _presents(sess, out)

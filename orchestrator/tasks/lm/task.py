@@ -5,7 +5,7 @@ shape (batch, context) and their next-token labels flattened to (batch * context
 returns logits flattened the same way, (batch * context, vocab). So the shared training loop, the
 KD loss and top-1 agreement work on tokens exactly as they work on classified examples, and the
 stages stay generic. What differs for LMs lives here: scoring is perplexity (see lm_measure), the
-ONNX graph carries a KV cache (`onnx_logits` completes its feeds), and pruning removes FFN neurons
+ONNX graph carries a KV cache (`onnx_logits` completes its feeds, see lm/feeds), and pruning removes FFN neurons
 and grouped-query heads (see lm_model) instead of torch-pruning channels.
 
 The baseline is the model as loaded, optionally fine-tuned on `train_tokens` tokens of the train split.
@@ -25,12 +25,8 @@ import numpy as np
 from orchestrator.errors import check_choice, check_range
 from orchestrator.tasks.base import Task
 from orchestrator.tasks.hf.data import check_source
+from orchestrator.tasks.lm.feeds import complete_feeds
 from orchestrator.tasks.quality import RATIO, Columns, Quality
-
-PAST = "past_key_values."
-# the element types a KV cache is stored in (float32 by the export; see stages/kvcache for the others)
-CACHE_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int8)": np.int8,
-               "tensor(uint8)": np.uint8}
 
 
 @dataclass
@@ -240,24 +236,6 @@ class LMTask(Task):
         # at least 18: optimum's minimum for Llama-style decoders, and int4 of the embedding table lifts the
         # graph to opset 21, where an opset-17 ReduceMean (axes as an attribute) no longer loads
         export_with_past(model, path, max(opset, 18))
-
-
-def complete_feeds(sess: Any, input_ids: np.ndarray, past: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
-    """Feeds for the KV-cache graph: the ids, an all-ones mask, positions after `past`, and the past (or empty)."""
-    batch, length = input_ids.shape
-    start = 0 if not past else next(iter(past.values())).shape[2]
-    feeds: dict[str, Any] = {"input_ids": input_ids}
-    for arg in sess.get_inputs():
-        if arg.name == "attention_mask":
-            feeds[arg.name] = np.ones((batch, start + length), dtype=np.int64)
-        elif arg.name == "position_ids":
-            feeds[arg.name] = np.broadcast_to(np.arange(start, start + length, dtype=np.int64), (batch, length)).copy()
-        elif arg.name.startswith(PAST):
-            if past:
-                feeds[arg.name] = past[arg.name]
-            else:
-                feeds[arg.name] = np.zeros((batch, arg.shape[1], 0, arg.shape[3]), dtype=CACHE_TYPES[arg.type])
-    return feeds
 
 
 def _log(msg: str) -> None:

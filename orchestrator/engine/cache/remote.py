@@ -20,14 +20,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from orchestrator.engine.cache import META, Cache
+from orchestrator.engine.cache.local import META, Cache
 
 MIRROR_ENV = "ORCHESTRATOR_MIRROR"
-
-
-def is_url(root: str | Path) -> bool:
-    """Whether cache.dir names an fsspec URL (s3://, gs://, file://, ...) rather than a folder."""
-    return "://" in str(root)
 
 
 def mirror_dir(url: str) -> Path:

@@ -1,4 +1,4 @@
-"""Content-addressed artifact store: one folder per node key, written atomically, guarded by file locks.
+"""The local cache: a content-addressed store, one folder per node key, written atomically, guarded by file locks.
 
 A node folder holds the model file(s) and `meta.json`. It is built in `tmp/` and renamed into
 `nodes/<key>` only when complete, so a killed process never leaves a half-written node that looks
@@ -170,13 +170,6 @@ class Cache:
                 pid = junk.name.split(".")[1] if junk.name.count(".") >= 2 else ""
                 if pid.isdigit() and not _pid_alive(int(pid)):
                     junk.unlink(missing_ok=True)
-
-
-def open_cache(root: str | Path, sweep: bool = True) -> Cache:
-    """The cache at `root`: a folder, or an fsspec URL (s3://bucket/prefix) mirrored locally."""
-    from orchestrator.engine.cache_remote import RemoteCache, is_url
-
-    return RemoteCache(str(root), sweep) if is_url(root) else Cache(root, sweep)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
