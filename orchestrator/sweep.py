@@ -123,7 +123,7 @@ def run_sweep(data: dict[str, Any], recipe: str | None, overrides: list[str] | N
         preflight.check_cache(data["cache"]["dir"])
         if not data["dry_run"]:
             preflight.check_tracking(data["tracking"])
-            targets.check(EvalSettings(**data["eval"]))
+            targets.check(EvalSettings.from_config(data["eval"]))
             resources = stage_resources(data["stages"])
             executor.prepare({n.stage: resources[n.stage] for n in the_plan.nodes.values() if n.stage in resources})
     except ConfigError as err:
@@ -156,7 +156,7 @@ def _execute(data: dict[str, Any], the_plan: Plan, cache: Cache, recipe: str | N
              executor: Executor) -> int:
     tracker = book.tracker
     start = time.perf_counter()
-    settings = EvalSettings(**data["eval"])
+    settings = EvalSettings.from_config(data["eval"])
     # where and how the numbers were taken: on the parent and on every node run
     env = {"orchestrator.env.threads": str(settings.threads),
            **{f"orchestrator.env.{k}": v for k, v in environment().items()}, **targets.tags(settings)}

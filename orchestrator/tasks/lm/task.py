@@ -25,6 +25,7 @@ import numpy as np
 from orchestrator.errors import check_choice, check_range
 from orchestrator.tasks.base import Task
 from orchestrator.tasks.hf.data import check_source
+from orchestrator.tasks.lm.spec_target import SpeculativeTarget
 
 PAST = "past_key_values."
 # the element types a KV cache is stored in (float32 by the export; see stages/kvcache for the others)
@@ -88,6 +89,7 @@ class LMTask(Task):
     structured_pruning = True
     kv_cache = True
     check_examples = 2
+    targets = (SpeculativeTarget,)
 
     @classmethod
     def sources(cls, params: dict[str, Any]) -> dict[str, str]:
