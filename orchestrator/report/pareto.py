@@ -12,30 +12,33 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.measure import targets
+
 ACCURACY, PERPLEXITY, LATENCY, SIZE = "accuracy", "perplexity", "latency_p50_ms", "model_size_mb"
-DOWNLOAD = "browser_download_mb"
 
 
 @dataclass(frozen=True)
 class Axes:
-    """Which numbers the fronts, constraints and recommendation use: those of `report.target`.
-
-    ort: latency_p50_ms and model_size_mb; browser: browser_latency_p50_ms and browser_download_mb (what
-    the tab pays); node: node_latency_p50_ms and model_size_mb.
-    """
+    """Which numbers the fronts, constraints and recommendation use: those of `report.target`, as that target
+    declares them (ort: latency_p50_ms and model_size_mb; see orchestrator.measure.targets.base)."""
 
     target: str = "ort"
     quality: str = ACCURACY  # or PERPLEXITY (language models; lower is better)
 
     @property
+    def measured_on(self) -> targets.Target:
+        """The target whose numbers these are."""
+        return targets.get(self.target)
+
+    @property
     def latency(self) -> str:
         """The latency metric (p50, batch 1)."""
-        return LATENCY if self.target == "ort" else f"{self.target}_latency_p50_ms"
+        return self.measured_on.latency_metric
 
     @property
     def size(self) -> str:
         """The size metric."""
-        return DOWNLOAD if self.target == "browser" else SIZE
+        return self.measured_on.size_metric
 
 
 ORT_AXES = Axes()
@@ -94,16 +97,22 @@ class Constraints:
     max_perplexity_ratio: float | None = None
     max_latency_ms: float | None = None
     max_size_mb: float | None = None
-    max_download_mb: float | None = None
     target: str = "ort"
     quality: str = ACCURACY
+    contributed: dict[str, float] = field(default_factory=dict)  # the targets' own limits (report.max_download_mb)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Constraints:
         """From the `report` config block (unknown keys ignored, None kept)."""
         limits = {k: (None if values.get(k) is None else float(values[k])) for k in cls.__dataclass_fields__
-                  if k not in ("target", "quality")}
-        return cls(**limits, target=str(values.get("target") or "ort"), quality=str(values.get("quality") or ACCURACY))
+                  if k not in ("target", "quality", "contributed")}
+        contributed = {k: float(values[k]) for k in targets.limits() if values.get(k) is not None}
+        return cls(**limits, target=str(values.get("target") or "ort"), quality=str(values.get("quality") or ACCURACY),
+                   contributed=contributed)
+
+    def get(self, name: str) -> float | None:
+        """The limit `report.<name>`, one of the fields or one a target contributes; None = unset."""
+        return self.contributed.get(name) if name in targets.limits() else getattr(self, name, None)
 
     @property
     def axes(self) -> Axes:
@@ -112,13 +121,16 @@ class Constraints:
 
     def active(self) -> dict[str, float]:
         """The constraints that are set, by config key."""
-        return {k: v for k, v in vars(self).items() if v is not None and k not in ("target", "quality")}
+        own = {k: v for k, v in vars(self).items() if v is not None and k not in ("target", "quality", "contributed")}
+        return {**own, **self.contributed}
 
     def value(self, name: str, row: Row) -> float | None:
         """The row's number that constraint `name` limits (max_latency_ms: on report.target's latency)."""
+        if name in self.contributed:
+            return row.metrics.get(targets.limits()[name].metric)
         return {"max_accuracy_drop": row.drop, "max_perplexity_ratio": row.ppl_ratio,
                 "max_latency_ms": row.metrics.get(self.axes.latency),
-                "max_size_mb": row.metrics.get(SIZE), "max_download_mb": row.metrics.get(DOWNLOAD)}[name]
+                "max_size_mb": row.metrics.get(SIZE)}[name]
 
     def violated(self, row: Row, skip: str | None = None) -> list[str]:
         """Names of the active constraints `row` breaks (an unknown value breaks it), `skip` left out."""
@@ -181,8 +193,8 @@ def recommend(rows: list[Row], limits: Constraints) -> Recommendation:
     why = (f"the fastest ({lat}) of the {len(ok)} of {_n(len(cands))} that meet every constraint "
            f"({describe(limits)})" if limits.active() else
            f"the fastest ({lat}) of {_n(len(cands))}; no constraint is set "
-           "(report.max_accuracy_drop, report.max_perplexity_ratio, report.max_latency_ms, report.max_size_mb, "
-           "report.max_download_mb)")
+           "(report.max_accuracy_drop, report.max_perplexity_ratio, report.max_latency_ms, report.max_size_mb"
+           + "".join(f", report.{k}" for k in targets.limits()) + ")")
     return Recommendation(best, [f"Recommended: {best.label}: {summary(best)}.", f"Why: {why}."])
 
 
@@ -207,7 +219,8 @@ def describe(limits: Constraints) -> str:
     """The active constraints in words."""
     words = {"max_accuracy_drop": "accuracy drop <= {:g}", "max_perplexity_ratio": "perplexity ratio <= {:g}",
              "max_latency_ms": limits.axes.latency + " <= {:g}",
-             "max_size_mb": "model_size_mb <= {:g}", "max_download_mb": DOWNLOAD + " <= {:g}"}
+             "max_size_mb": "model_size_mb <= {:g}",
+             **{k: lim.metric + " <= {:g}" for k, lim in targets.limits().items()}}
     active = limits.active()
     return ", ".join(words[k].format(v) for k, v in active.items()) if active else "none set"
 
@@ -216,7 +229,7 @@ def summary(row: Row) -> str:
     """quality (accuracy and its drop, or perplexity and its ratio), p50 latency and size of a row, in one phrase."""
     m, drop, ax = row.metrics, row.drop, row.axes
     where = "" if ax.target == "ort" else f" in {ax.target}"
-    size = "download" if ax.size == DOWNLOAD else "size"
+    size = ax.measured_on.size_word
     if ax.quality == PERPLEXITY:
         ratio = row.ppl_ratio
         quality = f"perplexity {m[PERPLEXITY]:.4g}" + (f" ({ratio:.3f}x the baseline's)" if ratio else "")

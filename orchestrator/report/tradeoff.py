@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.engine.plan import BASELINE, Plan
+from orchestrator.measure import targets
 from orchestrator.report import drafts, tables
 from orchestrator.report.pareto import ACCURACY, PERPLEXITY, Constraints, Recommendation, Row, layers, recommend
 
@@ -36,7 +37,7 @@ MARKDOWN = [("front", "front", "{}"), ("accuracy", "accuracy", "{:.4f}"), ("drop
             ("peak_rss_mb", "peak RSS MB", "{:.1f}"), ("peak_rss_delta_mb", "RSS delta MB", "{:.1f}")]
 LEGEND = ("front: L = on the accuracy/latency front, S = on the accuracy/size front; * = recommended; "
           "drop = baseline accuracy minus the variant's; x faster = baseline p50 / p50")
-PARAMS = ("max_accuracy_drop", "max_perplexity_ratio", "max_latency_ms", "max_size_mb", "max_download_mb")
+PARAMS = ("max_accuracy_drop", "max_perplexity_ratio", "max_latency_ms", "max_size_mb")  # + the targets' limits
 # language models: perplexity replaces accuracy, its ratio the drop, bits per byte the f1; decoding columns join
 LM_SWAP = {"accuracy": ("perplexity", "ppl", "{:.4g}"), "drop": ("ppl_ratio", "x ppl", "{:.3f}"),
            "f1": ("bits_per_byte", "bits/byte", "{:.4f}"), "latency_p50_ms": ("latency_p50_ms", "ms/token", "{:.4g}"),
@@ -44,13 +45,11 @@ LM_SWAP = {"accuracy": ("perplexity", "ppl", "{:.4g}"), "drop": ("ppl_ratio", "x
 LM_COLUMNS = [("prefill_ms", "prefill ms", "{:.4g}"), ("decode_tokens_per_s", "tok/s", "{:.4g}"),
               ("kv_cache_mb_per_1k_tokens", "KV MB/1k tok", "{:.4g}"), ("kv_agreement", "KV agree", "{:.3f}")]
 COLLAPSE = 1.5  # a variant this many times the baseline's perplexity is called out under the table
-# columns a target adds to the tables where it was measured
-TARGET_COLUMNS = {"browser": [("browser_latency_p50_ms", "web p50 ms", "{:.4g}"),
-                              ("browser_first_inference_ms", "web 1st ms", "{:.4g}"),
-                              ("browser_download_mb", "web dl MB", "{:.4g}"),
-                              ("browser_max_abs_diff", "web diff", "{:.2g}")],
-                  "node": [("node_latency_p50_ms", "node p50 ms", "{:.4g}"),
-                           ("node_max_abs_diff", "node diff", "{:.2g}")]}
+
+
+def limit_keys() -> tuple[str, ...]:
+    """Every report.max_* key: PARAMS, then the constraints the registered targets add."""
+    return (*PARAMS, *targets.limits())
 
 
 @dataclass
@@ -136,9 +135,11 @@ def _label(report: Report, row: Row) -> str:
     return ("* " if report.rec.row is not None and report.rec.row.key == row.key else "") + row.label
 
 
-def columns(report: Report, base: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
-    """`base` plus the columns of every target some row was measured on."""
-    extra = [c for cols in TARGET_COLUMNS.values() for c in cols if any(c[0] in r.metrics for r in report.rows)]
+def columns(report: Report, base: list[tuple[str, str, str]], markdown: bool = False) -> list[tuple[str, str, str]]:
+    """`base` plus the columns of every target some row was measured on (its Markdown ones for `markdown`)."""
+    own = [(t.markdown_columns if markdown and t.markdown_columns is not None else t.columns)
+           for t in targets.all_targets()]
+    extra = [c for cols in own for c in cols if any(c[0] in r.metrics for r in report.rows)]
     if report.limits.quality == PERPLEXITY:  # LM names, each once, only those some row has
         swapped = [LM_SWAP.get(k, (k, t, f)) for k, t, f in base] + LM_COLUMNS
         derived = ("front", "ppl_ratio", "speedup", "smaller")
@@ -179,7 +180,7 @@ def _legend(report: Report) -> str:
 
 def markdown(report: Report, title: str, env: dict[str, str]) -> str:
     """The full report: every measured metric per row, the recommendation, the measuring environment."""
-    cols = columns(report, MARKDOWN)
+    cols = columns(report, MARKDOWN, markdown=True)
     head = ["variant", "status", *(t for _, t, _ in cols)]
     body = [[_label(report, r), r.status, *(_cell(report, r, k, f) for k, _, f in cols)] for r in report.rows]
     lines = [f"# {title}: trade-off report", "", *tables.markdown(head, body)]
@@ -233,7 +234,7 @@ def publish(tracker: Any, report: Report, title: str, env: dict[str, str]) -> No
     chosen = report.rec.row
     with tempfile.TemporaryDirectory() as tmp:
         images = write_plots(report.rows, chosen.key if chosen else None, report.limits, Path(tmp), title)
-        tracker.log_report({**{f"report.{k}": str(getattr(report.limits, k)) for k in PARAMS},
+        tracker.log_report({**{f"report.{k}": str(report.limits.get(k)) for k in limit_keys()},
                             "report.target": report.limits.target},
                            {"report.md": markdown(report, title, env), "report.txt": render(report) + "\n"},
                            images, node_tags(report),
@@ -244,25 +245,27 @@ def publish(tracker: Any, report: Report, title: str, env: dict[str, str]) -> No
 def _limits(params: dict[str, str], args: argparse.Namespace) -> Constraints:
     """Constraints logged with the sweep, each overridable on the command line."""
     values = {k: (None if params.get(f"report.{k}") in (None, "", "None") else float(params[f"report.{k}"]))
-              for k in PARAMS}
-    values.update({k: getattr(args, k) for k in PARAMS if getattr(args, k) is not None})
+              for k in limit_keys()}
+    values.update({k: getattr(args, k) for k in limit_keys() if getattr(args, k) is not None})
     values["target"] = args.target or params.get("report.target") or "ort"
     return Constraints.from_dict(values)
 
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m orchestrator.report REF`: print the report of a past sweep, write its plots and Markdown."""
+    from orchestrator.config.plugins import install
     from orchestrator.config.schema import TrackingConfig
     from orchestrator.report.plots import write_plots
     from orchestrator.tracking.tracker import fetch_sweep
 
+    install()  # the user's own targets: their columns, axes and limits
     ap = argparse.ArgumentParser(prog="python -m orchestrator.report", description=__doc__.splitlines()[0])
     ap.add_argument("ref", help="a sweep's parent run id, or an experiment name (its latest sweep)")
     ap.add_argument("--tracking-uri", default=TrackingConfig().uri, help="MLflow store (default: %(default)s)")
     ap.add_argument("--out", help="folder for report.md and the PNGs (default: .cache/orchestrator/reports/RUN)")
-    for k in PARAMS:
+    for k in limit_keys():
         ap.add_argument("--" + k.replace("_", "-"), dest=k, type=float, help=f"override report.{k}")
-    ap.add_argument("--target", choices=["ort", "browser", "node"], help="override report.target")
+    ap.add_argument("--target", choices=targets.selectable(), help="override report.target")
     args = ap.parse_args(argv)
     try:
         sweep = fetch_sweep(args.tracking_uri, args.ref)
