@@ -76,6 +76,13 @@ def test_a_plugin_targets_settings_are_validated_like_built_ins(store, tmp_path)
     assert out.returncode == 2 and "eval.mytarget.runs" in out.stderr, out.stderr[-2000:]
 
 
+def test_a_plugin_target_that_takes_a_built_in_name_is_refused(store, tmp_path):
+    env = plugin_env(tmp_path)
+    (tmp_path / "mytarget.py").write_text(textwrap.dedent(PLUGIN).replace('name = "mytarget"', 'name = "browser"'))
+    out = run_cli(store, "+recipe=pkdq", "dry_run=true", env=env)
+    assert out.returncode == 2 and "clashes with the built-in target 'browser'" in out.stderr, out.stderr[-2000:]
+
+
 @pytest.mark.slow
 def test_a_plugin_target_reaches_the_table_the_report_and_mlflow(store, tmp_path):
     from mlflow.tracking import MlflowClient

@@ -63,7 +63,7 @@ class Target:
     Settings: ClassVar[type | None] = None  # dataclass of its `eval.<name>` block; None = no block
     columns: ClassVar[tuple[Column, ...]] = ()  # report columns, shown where some row has the metric
     markdown_columns: ClassVar[tuple[Column, ...] | None] = None  # the Markdown report's; None = `columns`
-    size_metric: ClassVar[str] = SIZE  # the cost the size front, plot and ratio use on this target
+    size_metric: ClassVar[str] = SIZE  # the cost the size front, plot and ratio use here (the summary says MB)
     size_label: ClassVar[str] = "model size on disk (MB)"
     size_word: ClassVar[str] = "size"  # in the recommendation's sentence
     limits: ClassVar[tuple[Limit, ...]] = ()  # constraints it adds to `report`
