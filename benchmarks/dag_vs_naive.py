@@ -30,7 +30,7 @@ from orchestrator.tasks import TASKS  # noqa: E402
 def run(the_plan: Plan, cfg: dict, cache_dir: str) -> tuple[float, int]:
     """Execute a plan into a cache; returns (seconds, stage executions)."""
     cache = Cache(cache_dir)
-    settings = EvalSettings(**cfg["eval"])
+    settings = EvalSettings.from_config(cfg["eval"])
 
     def job(node):
         root = the_plan.ancestors(node.key)[0]

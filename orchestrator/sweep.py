@@ -10,8 +10,9 @@ from typing import Any
 import yaml
 
 from orchestrator import faults
+from orchestrator.config.effect import max_loss
 from orchestrator.config.executor import Resources, split_resources
-from orchestrator.config.schema import discover_recipes, max_loss, stage_resources
+from orchestrator.config.schema import discover_recipes, stage_resources
 from orchestrator.engine import preflight
 from orchestrator.engine.cache import Cache, is_url, mirror_dir, open_cache
 from orchestrator.engine.execute import execute
@@ -55,6 +56,12 @@ def build_plan(data: dict[str, Any], recipe: str | None, pinned: frozenset[str] 
                           + ", ".join(sorted(discover_recipes())))
     for key in sorted(pinned & set(data.get("sweep") or {})):
         _err(f"note: {key} is set on the command line, so the recipe's sweep over it is dropped")
+    if pinned & {"pipeline", "orderings"}:
+        written = {s for chain in (data.get("orderings") or [data.get("pipeline") or []]) for s in chain}
+        for key in sorted(k for k in data.get("sweep") or {} if k.split(".")[0] == "stages"
+                          and k.split(".")[1] not in written | {"baseline", "export"}):
+            _err(f"note: the recipe's sweep over {key} has no effect: no chain given on the command line has a "
+                 f"{key.split('.')[1]} step")
     return plan(data, REGISTRY, TASKS, pinned, keying)
 
 
@@ -123,7 +130,7 @@ def run_sweep(data: dict[str, Any], recipe: str | None, overrides: list[str] | N
         preflight.check_cache(data["cache"]["dir"])
         if not data["dry_run"]:
             preflight.check_tracking(data["tracking"])
-            targets.check(EvalSettings(**data["eval"]))
+            targets.check(EvalSettings.from_config(data["eval"]))
             resources = stage_resources(data["stages"])
             executor.prepare({n.stage: resources[n.stage] for n in the_plan.nodes.values() if n.stage in resources})
     except ConfigError as err:
@@ -158,7 +165,7 @@ def _execute(data: dict[str, Any], the_plan: Plan, cache: Cache, recipe: str | N
 
     tracker = book.tracker
     start = time.perf_counter()
-    settings = EvalSettings(**data["eval"])
+    settings = EvalSettings.from_config(data["eval"])
     task_cls = TASKS[data["task"]["name"]]  # its quality contract: the gate, the run view and the report read it
     gate = {"max_loss": max_loss(data["gate"], task_cls.quality)}
     # where and how the numbers were taken: on the parent and on every node run

@@ -57,8 +57,9 @@ def digits_onnx(tmp_path_factory, digits, baseline) -> Path:
 
 
 def settings(**kw) -> EvalSettings:
-    return EvalSettings(**{"warmup": 3, "repeats": 20, "samples": 50, "targets": ["ort", "browser", "node"],
-                           "browser": {"threads": 1}, "node": {"threads": 1}, **kw})
+    return EvalSettings.from_config({"warmup": 3, "repeats": 20, "samples": 50,
+                                     "targets": ["ort", "browser", "node"], "browser": {"threads": 1},
+                                     "node": {"threads": 1}, **kw})
 
 
 @needs_browser

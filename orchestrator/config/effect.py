@@ -27,7 +27,10 @@ def check_effect(cfg: dict[str, Any], chain_steps: list[list[str]], pinned: froz
     written = cfg.get("orderings") or [cfg.get("pipeline") or []]
     chains = ", ".join(">".join(c) or "baseline" for c in written[:6]) + (", ..." if len(written) > 6 else "")
     sweep = cfg.get("sweep") or {}
-    for key in sorted(pinned | set(sweep)):
+    # a recipe's sweep axes are the user's own unless the command line replaced its chains (then the sweep
+    # layer drops them with a note: +recipe=pkdq pipeline=[quantize] asks for the recipe's other settings)
+    rechained = bool(pinned & {"pipeline", "orderings"})
+    for key in sorted(pinned | (set() if rechained else set(sweep))):
         parts = key.split(".")
         if parts[0] == "stages" and len(parts) > 2 and parts[1] not in names:
             where = f"sweep.{key}" if key in sweep and key not in pinned else key
@@ -48,3 +51,33 @@ def _get(cfg: dict[str, Any], parts: list[str]) -> Any:
     for part in parts:
         node = node.get(part) if isinstance(node, dict) else None
     return node
+
+
+LEGACY_LOSS = ("max_accuracy_drop", "max_perplexity_ratio")  # task-named forms of max_loss
+
+
+def max_loss(block: dict[str, Any], quality: Any) -> float | None:
+    """The `max_loss` of a gate or report block: its own, or the task-named key that means it for this task."""
+    value = block.get("max_loss")
+    return value if value is not None else block.get(quality.legacy_key)
+
+
+def validate_loss(cfg: dict[str, Any], task_cls: type) -> None:
+    """gate.* and report.* quality bounds in the task's own terms: a task-named key of another task's loss
+    (max_perplexity_ratio on a classifier) can never take effect, so it is refused, naming max_loss."""
+    quality = task_cls.quality
+    for block in ("gate", "report"):
+        values = cfg.get(block) or {}
+        for key in LEGACY_LOSS:
+            if values.get(key) is not None and key != quality.legacy_key:
+                raise ConfigError(f"{block}.{key}", values[key], f"task {task_cls.name!r} measures "
+                                  f"{quality.limit_words()}, not this: bound it with {block}.max_loss")
+        own, named = values.get("max_loss"), values.get(quality.legacy_key)
+        if own is not None and named is not None and own != named:
+            raise ConfigError(f"{block}.{quality.legacy_key}", named, f"means {block}.max_loss, which is set to "
+                              f"{own}: set one of them")
+        limit = max_loss(values, quality)
+        if limit is not None and quality.loss == "ratio" and limit < 1.0:
+            key = f"{block}.max_loss" if own is not None else f"{block}.{quality.legacy_key}"
+            raise ConfigError(key, limit, f"is a ratio of {quality.metric} to the baseline's: must be >= 1 "
+                              "(1.1 = 10% worse)")

@@ -1,11 +1,15 @@
-"""Your own tasks and stages, from outside the package: Python entry points and $ORCHESTRATOR_PLUGINS.
+"""Your own tasks, stages and targets, from outside the package: Python entry points and $ORCHESTRATOR_PLUGINS.
 
-Found in one place and merged into the registries (`orchestrator.tasks.TASKS`, `orchestrator.stages.REGISTRY`):
+Found in one place and merged into the registries (`orchestrator.tasks.TASKS`, `orchestrator.stages.REGISTRY`,
+`orchestrator.measure.targets.TARGETS`):
 
-- entry points of any installed distribution, groups `orchestrator.tasks` and `orchestrator.stages`
-  (`[project.entry-points."orchestrator.tasks"] wine = "wine_task:Wine"`);
+- entry points of any installed distribution, groups `orchestrator.tasks`, `orchestrator.stages` and
+  `orchestrator.targets` (`[project.entry-points."orchestrator.tasks"] wine = "wine_task:Wine"`);
 - modules named in `$ORCHESTRATOR_PLUGINS` (comma-separated, importable from the current folder or
-  PYTHONPATH): every `Task` / `Stage` subclass such a module defines with a `name` is registered.
+  PYTHONPATH): every `Task` / `Stage` / `Target` subclass such a module defines with a `name` is registered.
+
+The targets a task family provides (`Task.targets`, e.g. the language models' speculative decoding) are
+registered here too, so the target registry never imports a task.
 
 The user's own environment decides which code runs, never a recipe. Worker processes (executor=pool) inherit
 the environment and import the registries the same way, so a plugin task works there too. A name that clashes
@@ -21,7 +25,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 ENV = "ORCHESTRATOR_PLUGINS"
-GROUPS = {"task": "orchestrator.tasks", "stage": "orchestrator.stages"}
+GROUPS = {"task": "orchestrator.tasks", "stage": "orchestrator.stages", "target": "orchestrator.targets"}
 
 
 class PluginError(RuntimeError):
@@ -45,7 +49,7 @@ def _add(found: dict[str, type], cls: type, kind: str, builtins: dict[str, type]
 
 
 def discover(kind: str, base: type, builtins: dict[str, type]) -> dict[str, type]:
-    """Plugin classes of `kind` ('task' or 'stage'), subclasses of `base`, by name."""
+    """Plugin classes of `kind` ('task', 'stage' or 'target'), subclasses of `base`, by name."""
     found: dict[str, type] = {}
     for ep in entry_points(group=GROUPS[kind]):
         try:
@@ -68,10 +72,12 @@ _installed = False
 
 
 def install() -> None:
-    """Add every plugin task and stage to the registries, once per process (the CLI, each pool worker)."""
+    """Add every plugin task, stage and target, and the tasks' own targets, to the registries, once per process
+    (the CLI, each pool worker)."""
     global _installed
     if _installed:
         return
+    from orchestrator.measure import targets
     from orchestrator.stages import REGISTRY
     from orchestrator.stages.base import Stage
     from orchestrator.tasks import TASKS
@@ -80,7 +86,21 @@ def install() -> None:
     tasks, stages = discover("task", Task, TASKS), discover("stage", Stage, REGISTRY)
     TASKS.update(tasks)
     REGISTRY.update(stages)
+    for task in TASKS.values():
+        for cls in task.targets:
+            _register_target(cls, f"task {task.name!r}")
+    for cls in discover("target", targets.Target, dict(targets.TARGETS)).values():
+        _register_target(cls, "plugin")
     _installed = True
+
+
+def _register_target(cls: type, source: str) -> None:
+    from orchestrator.measure import targets
+
+    try:
+        targets.register(cls)
+    except targets.TargetClash as err:
+        raise PluginError(f"{source}: {err}") from None
 
 
 def modules() -> list[Any]:

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, make_dataclass
+from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from orchestrator.config.effect import validate_loss
 from orchestrator.config.executor import ExecutorConfig, Resources, baseline_schema, split_resources, with_resources
 from orchestrator.config.typed import build
 from orchestrator.errors import ConfigError, check_choice, check_range
-from orchestrator.measure.targets.settings import TARGET_NAMES, BrowserConfig, NodeConfig, SpeculativeConfig
+from orchestrator.measure import targets as target_registry
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = ROOT / "conf"
@@ -49,8 +50,10 @@ PAD_TO = ("max_length", "longest")  # eval.pad_to: the first is the default (sta
 class EvalConfig:
     """How every artifact is measured: ONNX Runtime threads, warm-up and timed repeats at batch 1.
 
-    targets: where each artifact is measured (ort always; browser, node on request); samples: the test
-    examples the browser and node targets score (their accuracy and max_abs_diff vs ONNX Runtime in Python).
+    targets: where each artifact is measured (the reference, ort, always; the others on request: see
+    orchestrator.measure.targets); samples: the test examples the JavaScript targets score (their accuracy and
+    max_abs_diff vs ONNX Runtime in Python). Each target with settings adds its own block, `eval.<name>`
+    (see `eval_schema`).
     pad_to (text tasks): max_length = every input padded to task.max_length (a static-shape deployment;
     latency on one test text); longest = each batch padded to its longest text, the way a service runs
     (batch-1 latency cycles through a seeded sample of `repeats` real test texts, so it follows their
@@ -65,22 +68,17 @@ class EvalConfig:
     throughput_repeats: int = 20
     targets: list[str] = field(default_factory=lambda: ["ort"])
     samples: int = 200
-    browser: BrowserConfig = field(default_factory=BrowserConfig)
-    node: NodeConfig = field(default_factory=NodeConfig)
-    speculative: SpeculativeConfig = field(default_factory=SpeculativeConfig)  # LMs: nodes draft for a target
     pad_to: str = "max_length"
 
     def __post_init__(self) -> None:
         for i, name in enumerate(self.targets):
-            check_choice(f"targets[{i}]", name, list(TARGET_NAMES))
+            check_choice(f"targets[{i}]", name, target_registry.selectable())
         check_range("samples", self.samples, 1, 100000)
         check_choice("pad_to", self.pad_to, list(PAD_TO))
-        if isinstance(self.browser, dict):
-            self.browser = build("browser", BrowserConfig, self.browser)
-        if isinstance(self.node, dict):
-            self.node = build("node", NodeConfig, self.node)
-        if isinstance(self.speculative, dict):  # (every nested block arrives as a dict)
-            self.speculative = build("speculative", SpeculativeConfig, self.speculative)
+        for f in fields(self):  # the targets' blocks (every nested block arrives as a dict)
+            own = f.metadata.get("target_settings")
+            if own is not None and isinstance(getattr(self, f.name), dict):
+                setattr(self, f.name, build(f.name, own, getattr(self, f.name)))
         check_range("threads", self.threads, 1, 256)
         check_range("warmup", self.warmup, 0, 100000)
         check_range("repeats", self.repeats, 1, 1000000)
@@ -105,16 +103,16 @@ class ReportConfig:
     max_perplexity_ratio: float | None = None
     max_latency_ms: float | None = None
     max_size_mb: float | None = None
-    max_download_mb: float | None = None  # on browser_download_mb
     target: str = "ort"  # whose numbers the fronts, max_latency_ms and the recommendation use
     register: str | None = None  # register the recommended variant under this name in the MLflow Model Registry
 
     def __post_init__(self) -> None:
         if self.register is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,200}", self.register):
             raise ConfigError("register", self.register, "must be a model name of letters, digits, '_', '.', '-'")
-        check_choice("target", self.target, list(TARGET_NAMES))
-        if self.max_download_mb is not None:
-            check_range("max_download_mb", self.max_download_mb, 0.0, None, lo_open=True)
+        check_choice("target", self.target, target_registry.selectable())
+        for key in target_registry.limits():  # the constraints the targets add (see report_schema)
+            if getattr(self, key, None) is not None:
+                check_range(key, getattr(self, key), 0.0, None, lo_open=True)
         if self.max_loss is not None:
             check_range("max_loss", self.max_loss, 0.0, None)
         if self.max_accuracy_drop is not None:
@@ -146,6 +144,26 @@ class GateConfig:
             check_range("max_perplexity_ratio", self.max_perplexity_ratio, 1.0, None)
 
 
+def eval_schema() -> type:
+    """EvalConfig plus one block per registered target that has settings (`eval.<name>`), typed by the
+    target's Settings dataclass, so Hydra checks a target's keys like every other."""
+    taken = {f.name for f in fields(EvalConfig)}
+    blocks = []
+    for target in target_registry.all_targets():
+        if target.Settings is not None:
+            if target.name in taken:
+                raise ConfigError("eval.targets", target.name, "a target's name clashes with an eval key")
+            blocks.append((target.name, target.Settings,
+                           field(default_factory=target.Settings, metadata={"target_settings": target.Settings})))
+    return make_dataclass("EvalConfig", blocks, bases=(EvalConfig,))
+
+
+def report_schema() -> type:
+    """ReportConfig plus the constraints the registered targets add (`report.<key>` of each target Limit)."""
+    limits = [(key, float | None, field(default=None)) for key in target_registry.limits()]
+    return make_dataclass("ReportConfig", limits, bases=(ReportConfig,))
+
+
 def stages_schema(registry: dict[str, type]) -> type:
     """A dataclass with one field per registered stage, typed by that stage's Params (+ its resources)."""
     typed_ = {"baseline": baseline_schema(),  # its resources only: the root is no registered stage
@@ -156,7 +174,7 @@ def stages_schema(registry: dict[str, type]) -> type:
 
 def root_schema(registry: dict[str, type]) -> type:
     """The root config dataclass for a given stage registry."""
-    stages = stages_schema(registry)
+    stages, evals, report = stages_schema(registry), eval_schema(), report_schema()
     return make_dataclass("Config", [
         ("description", str, field(default="")),
         ("pipeline", list[str], field(default_factory=list)),
@@ -168,9 +186,9 @@ def root_schema(registry: dict[str, type]) -> type:
         ("dry_run", bool, field(default=False)),
         ("cache", CacheConfig, field(default_factory=CacheConfig)),
         ("tracking", TrackingConfig, field(default_factory=TrackingConfig)),
-        ("eval", EvalConfig, field(default_factory=EvalConfig)),
+        ("eval", evals, field(default_factory=evals)),
         ("executor", ExecutorConfig, field(default_factory=ExecutorConfig)),
-        ("report", ReportConfig, field(default_factory=ReportConfig)),
+        ("report", report, field(default_factory=report)),
         ("gate", GateConfig, field(default_factory=GateConfig)),
     ])
 
@@ -250,11 +268,11 @@ def stage_resources(stages: dict[str, Any]) -> dict[str, Resources]:
 
 def validate_settings(cfg: dict[str, Any]) -> None:
     """Eval, executor, report and gate settings (their schemas are typed by Hydra; ranges are checked here)."""
-    evals = build("eval", EvalConfig, cfg.get("eval", {}))
+    evals = build("eval", eval_schema(), cfg.get("eval", {}))
     build("executor", ExecutorConfig, cfg.get("executor", {}))
     stage_resources(cfg.get("stages") or {})
-    report = build("report", ReportConfig, cfg.get("report", {}))
-    if report.target not in ("ort", *evals.targets):
+    report = build("report", report_schema(), cfg.get("report", {}))
+    if report.target not in (target_registry.REFERENCE, *evals.targets):
         raise ConfigError("report.target", report.target, f"must be a measured target: add it to eval.targets "
                           f"(now {evals.targets})")
     build("gate", GateConfig, cfg.get("gate", {}))
@@ -264,51 +282,18 @@ def validate_settings(cfg: dict[str, Any]) -> None:
                           "and tracking.log_models=true")
 
 
-LEGACY_LOSS = ("max_accuracy_drop", "max_perplexity_ratio")  # task-named forms of max_loss
-
-
-def max_loss(block: dict[str, Any], quality: Any) -> float | None:
-    """The `max_loss` of a gate or report block: its own, or the task-named key that means it for this task."""
-    value = block.get("max_loss")
-    return value if value is not None else block.get(quality.legacy_key)
-
-
-def validate_loss(cfg: dict[str, Any], task_cls: type) -> None:
-    """gate.* and report.* quality bounds in the task's own terms: a task-named key of another task's loss
-    (max_perplexity_ratio on a classifier) can never take effect, so it is refused, naming max_loss."""
-    quality = task_cls.quality
-    for block in ("gate", "report"):
-        values = cfg.get(block) or {}
-        for key in LEGACY_LOSS:
-            if values.get(key) is not None and key != quality.legacy_key:
-                raise ConfigError(f"{block}.{key}", values[key], f"task {task_cls.name!r} measures "
-                                  f"{quality.limit_words()}, not this: bound it with {block}.max_loss")
-        own, named = values.get("max_loss"), values.get(quality.legacy_key)
-        if own is not None and named is not None and own != named:
-            raise ConfigError(f"{block}.{quality.legacy_key}", named, f"means {block}.max_loss, which is set to "
-                              f"{own}: set one of them")
-        limit = max_loss(values, quality)
-        if limit is not None and quality.loss == "ratio" and limit < 1.0:
-            key = f"{block}.max_loss" if own is not None else f"{block}.{quality.legacy_key}"
-            raise ConfigError(key, limit, f"is a ratio of {quality.metric} to the baseline's: must be >= 1 "
-                              "(1.1 = 10% worse)")
-
-
 def validate_for_task(cfg: dict[str, Any], task_cls: type) -> None:
-    """The browser and node harnesses feed plain examples; a KV-cache LM graph needs more inputs.
-    Speculative decoding needs a model that generates. Quality bounds speak the task's loss."""
+    """Every requested target can measure this task's artifacts (each target says what it refuses: e.g. the
+    JavaScript harnesses a KV-cache LM graph); padding to the longest text needs texts; quality bounds speak
+    the task's loss."""
+    from orchestrator.measure.evaluate import EvalSettings
+
     validate_loss(cfg, task_cls)
     evals = cfg.get("eval") or {}
-    extra = [t for t in evals.get("targets", []) if t != "ort"]
-    if extra and task_cls.kv_cache:
-        raise ConfigError("eval.targets", extra, f"task {task_cls.name!r} is a language model, measured on ort "
-                          "only; use eval.targets=[ort]")
+    target_registry.check_task(task_cls, EvalSettings.from_config(evals))
     if evals.get("pad_to", PAD_TO[0]) != PAD_TO[0] and not task_cls.variable_length:
         raise ConfigError("eval.pad_to", evals["pad_to"], f"task {task_cls.name!r} has fixed-size inputs: only "
                           f"{PAD_TO[0]} applies (longest pads texts: hf, tweets)")
-    if (evals.get("speculative") or {}).get("target") and not task_cls.kv_cache:
-        raise ConfigError("eval.speculative", evals["speculative"], f"task {task_cls.name!r} does not generate "
-                          "text: speculative decoding is measured on language models (task=lm, tinylm, smollm2)")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

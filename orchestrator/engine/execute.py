@@ -24,8 +24,8 @@ from orchestrator.artifacts import torch_io
 from orchestrator.engine.cache import Cache, open_cache
 from orchestrator.engine.executors.base import CACHED, DONE, FAILED, GATED, Job, NodeResult
 from orchestrator.engine.plan import BASELINE, Node, Plan
+from orchestrator.measure import targets
 from orchestrator.measure.evaluate import eval_hash, onnx_for
-from orchestrator.measure.targets.ort import OrtTarget
 
 
 @functools.lru_cache(maxsize=4)
@@ -103,7 +103,8 @@ def _measure(job: Job, cache: Cache, task: Any, folder: Path, model_file: str) -
     path = folder / model_file
     domain = "torch" if path.suffix == ".safetensors" else "onnx"
     reference = None if job.node.key == job.root_key else _measured_path(cache, job.root_key)
-    metrics = OrtTarget().measure(onnx_for(task, domain, path, folder, job.export), task, job.settings, reference)
+    metrics = targets.reference().measure(onnx_for(task, domain, path, folder, job.export), task, job.settings,
+                                          reference)
     if domain == "torch":
         metrics["params"] = float(torch_io.param_count(path))
     return metrics
@@ -151,7 +152,6 @@ def compute(job: Job) -> NodeResult:
         metrics = {**cache.meta(key)["stage_metrics"], **_ensure_measured(job, cache, task, ehash)}
         gated = _gated(job, cache, ehash, metrics, task)
         more, target_errors = _other_targets(job, cache, task)
-        _speculative(job, cache, task, more, target_errors)
         return NodeResult(key, GATED if gated else DONE if executed else CACHED, {**metrics, **more},
                           time.perf_counter() - start, error=gated, onnx_path=str(_measured_path(cache, key)),
                           executed=executed, target_errors=target_errors)
@@ -201,26 +201,15 @@ def _why_failed(job: Job, err: Exception) -> str:
 
 
 def _other_targets(job: Job, cache: Cache, task: Any) -> tuple[dict[str, float], dict[str, str]]:
-    """Measurements on eval.targets besides ort (cached per target); a target's failure is reported, not fatal."""
-    if all(t == "ort" for t in job.settings.targets):
+    """Measurements on every other target the registry has for this node (eval.targets, and those a task family
+    provides, e.g. speculative decoding), cached per target; a target's failure is reported, not fatal."""
+    root = job.node.key == job.root_key
+    node = targets.Subject(job.node.key, _measured_path(cache, job.node.key), "onnx", None if root else job.root_key,
+                           None if root else _measured_path(cache, job.root_key))
+    if not targets.for_node(job.settings, task, node):
         return {}, {}
-    from orchestrator.measure import targets
-
     with cache.lock(job.node.key):
-        return targets.measure_extra(cache, job.node.key, _measured_path(cache, job.node.key), task, job.settings)
-
-
-def _speculative(job: Job, cache: Cache, task: Any, metrics: dict[str, float], errors: dict[str, str]) -> None:
-    """eval.speculative: this node drafting for the root baseline (into `metrics`; a failure into `errors`)."""
-    if not job.settings.speculative.get("target") or job.node.key == job.root_key or not task.kv_cache:
-        return
-    from orchestrator.tasks.lm import spec as lm_spec
-
-    try:
-        metrics.update(lm_spec.measure_cached(cache, job.node.key, _measured_path(cache, job.node.key), job.root_key,
-                                              _measured_path(cache, job.root_key), task, job.settings))
-    except Exception as err:  # like a target's: reported, the node's other measurements stand
-        errors["speculative"] = f"{type(err).__name__}: {err}"
+        return targets.measure_extra(cache, node, task, job.settings)
 
 
 def _refused(cache: Cache, key: str) -> None:

@@ -36,7 +36,8 @@ EVAL_VERSION = "2"  # bump when what `measure` reports changes, so cached measur
 
 @dataclass
 class EvalSettings:
-    """Mirror of config.EvalConfig: what a measurement depends on (browser/node settings as plain dicts)."""
+    """Mirror of config.EvalConfig: what a measurement depends on (each target's `eval.<name>` block as a plain
+    dict in `blocks`, read through `block`)."""
 
     threads: int = 1
     warmup: int = 20
@@ -46,10 +47,19 @@ class EvalSettings:
     throughput_repeats: int = 20
     targets: list[str] = field(default_factory=lambda: ["ort"])
     samples: int = 200
-    browser: dict[str, Any] = field(default_factory=dict)
-    node: dict[str, Any] = field(default_factory=dict)
-    speculative: dict[str, Any] = field(default_factory=dict)  # target None/absent = off
     pad_to: str = "max_length"
+    blocks: dict[str, dict[str, Any]] = field(default_factory=dict)  # target name -> its eval.<name> settings
+
+    @classmethod
+    def from_config(cls, values: dict[str, Any]) -> EvalSettings:
+        """From the resolved `eval` config block: its own keys, and every other key as a target's block."""
+        own = {k: v for k, v in values.items() if k in cls.__dataclass_fields__ and k != "blocks"}
+        blocks = {k: dict(v) for k, v in values.items() if k not in cls.__dataclass_fields__ and isinstance(v, dict)}
+        return cls(**own, blocks=blocks)
+
+    def block(self, name: str) -> dict[str, Any]:
+        """Target `name`'s settings (`eval.<name>`); empty when the config has none."""
+        return self.blocks.get(name, {})
 
 
 ORT_FIELDS = ("threads", "warmup", "repeats", "batch_size", "throughput_batch", "throughput_repeats")

@@ -13,33 +13,35 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.measure import targets
 from orchestrator.tasks.quality import ACCURACY, Quality
 
 LATENCY, SIZE = "latency_p50_ms", "model_size_mb"
-DOWNLOAD = "browser_download_mb"
 LOSS = "max_loss"  # the quality constraint: the task's loss against the baseline (points of drop, or a ratio)
 
 
 @dataclass(frozen=True)
 class Axes:
-    """Which numbers the fronts, constraints and recommendation use: those of `report.target`.
-
-    ort: latency_p50_ms and model_size_mb; browser: browser_latency_p50_ms and browser_download_mb (what
-    the tab pays); node: node_latency_p50_ms and model_size_mb.
-    """
+    """Which numbers the fronts, constraints and recommendation use: those of `report.target`, as that target
+    declares them (ort: latency_p50_ms and model_size_mb; see orchestrator.measure.targets.base)."""
 
     target: str = "ort"
     quality: Quality = ACCURACY  # the task's contract: which metric, which way is better
 
     @property
+    def measured_on(self) -> targets.Target:
+        """The target whose numbers these are."""
+        return targets.get(self.target)
+
+    @property
     def latency(self) -> str:
         """The latency metric (p50, batch 1)."""
-        return LATENCY if self.target == "ort" else f"{self.target}_latency_p50_ms"
+        return self.measured_on.latency_metric
 
     @property
     def size(self) -> str:
         """The size metric."""
-        return DOWNLOAD if self.target == "browser" else SIZE
+        return self.measured_on.size_metric
 
 
 ORT_AXES = Axes()
@@ -98,19 +100,24 @@ class Constraints:
     max_loss: float | None = None
     max_latency_ms: float | None = None
     max_size_mb: float | None = None
-    max_download_mb: float | None = None
     target: str = "ort"
     quality: Quality = ACCURACY
+    contributed: dict[str, float] = field(default_factory=dict)  # the targets' own limits (report.max_download_mb)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], quality: Quality = ACCURACY) -> Constraints:
         """From the `report` config block (unknown keys ignored, None kept); the task-named key of the loss
         (`max_accuracy_drop`, `max_perplexity_ratio`) stands for `max_loss` (validation refuses the others)."""
         limits = {k: (None if values.get(k) is None else float(values[k])) for k in cls.__dataclass_fields__
-                  if k not in ("target", "quality")}
+                  if k not in ("target", "quality", "contributed")}
         if limits[LOSS] is None and values.get(quality.legacy_key) is not None:
             limits[LOSS] = float(values[quality.legacy_key])
-        return cls(**limits, target=str(values.get("target") or "ort"), quality=quality)
+        contributed = {k: float(values[k]) for k in targets.limits() if values.get(k) is not None}
+        return cls(**limits, target=str(values.get("target") or "ort"), quality=quality, contributed=contributed)
+
+    def get(self, name: str) -> float | None:
+        """The limit `report.<name>`, one of the fields or one a target contributes; None = unset."""
+        return self.contributed.get(name) if name in targets.limits() else getattr(self, name, None)
 
     @property
     def axes(self) -> Axes:
@@ -119,12 +126,15 @@ class Constraints:
 
     def active(self) -> dict[str, float]:
         """The constraints that are set, by config key."""
-        return {k: v for k, v in vars(self).items() if v is not None and k not in ("target", "quality")}
+        own = {k: v for k, v in vars(self).items() if v is not None and k not in ("target", "quality", "contributed")}
+        return {**own, **self.contributed}
 
     def value(self, name: str, row: Row) -> float | None:
         """The row's number that constraint `name` limits (max_latency_ms: on report.target's latency)."""
+        if name in self.contributed:
+            return row.metrics.get(targets.limits()[name].metric)
         return {LOSS: row.loss, "max_latency_ms": row.metrics.get(self.axes.latency),
-                "max_size_mb": row.metrics.get(SIZE), "max_download_mb": row.metrics.get(DOWNLOAD)}[name]
+                "max_size_mb": row.metrics.get(SIZE)}[name]
 
     def violated(self, row: Row, skip: str | None = None) -> list[str]:
         """Names of the active constraints `row` breaks (an unknown value breaks it), `skip` left out."""
@@ -194,7 +204,7 @@ def recommend(rows: list[Row], limits: Constraints) -> Recommendation:
     why = (f"the fastest ({lat}) of the {len(ok)} of {_n(len(cands))} that meet every constraint "
            f"({describe(limits)})" if limits.active() else
            f"the fastest ({lat}) of {_n(len(cands))}; no constraint is set (report.max_loss, "
-           "report.max_latency_ms, report.max_size_mb, report.max_download_mb)")
+           "report.max_latency_ms, report.max_size_mb" + "".join(f", report.{k}" for k in targets.limits()) + ")")
     return Recommendation(best, [f"Recommended: {best.label}: {summary(best)}.", f"Why: {why}.", *note])
 
 
@@ -227,7 +237,8 @@ def binding(cands: list[Row], limits: Constraints) -> list[str]:
 def describe(limits: Constraints) -> str:
     """The active constraints in words."""
     words = {LOSS: limits.quality.limit_words() + " <= {:g}", "max_latency_ms": limits.axes.latency + " <= {:g}",
-             "max_size_mb": "model_size_mb <= {:g}", "max_download_mb": DOWNLOAD + " <= {:g}"}
+             "max_size_mb": "model_size_mb <= {:g}",
+             **{k: lim.metric + " <= {:g}" for k, lim in targets.limits().items()}}
     active = limits.active()
     return ", ".join(words[k].format(v) for k, v in active.items()) if active else "none set"
 
@@ -236,7 +247,7 @@ def summary(row: Row) -> str:
     """The quality and its loss, p50 latency and size of a row, in one phrase."""
     m, loss, ax = row.metrics, row.loss, row.axes
     where = "" if ax.target == "ort" else f" in {ax.target}"
-    size = "download" if ax.size == DOWNLOAD else "size"
+    size = ax.measured_on.size_word
     said = f" ({ax.quality.describe_loss(loss)})" if loss is not None and not row.is_baseline else ""
     quality = f"{ax.quality.metric} {ax.quality.fmt.format(m[ax.quality.metric])}{said}"
     return f"{quality}, p50{where} {m[ax.latency]:.4g} ms, {size} {m[ax.size]:.4g} MB"

@@ -12,17 +12,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.report.pareto import DOWNLOAD, MEASURED, Constraints, Row, front
+from orchestrator.report.pareto import MEASURED, SIZE, Constraints, Row, front
 
 
-def plots_for(limits: Constraints) -> dict[str, tuple[str, str, str]]:
-    """file -> (metric, axis label, constraint) for report.target: the axis label names the target."""
-    axes, where = limits.axes, {"ort": "ONNX Runtime (Python)", "browser": "browser (onnxruntime-web)",
-                                "node": "Node.js (onnxruntime-node)"}[limits.target]
-    size = ("download to the browser (MB)", "max_download_mb") if axes.size == DOWNLOAD else \
-        ("model size on disk (MB)", "max_size_mb")
-    return {"pareto_latency.png": (axes.latency, f"latency p50, batch 1 (ms), {where}", "max_latency_ms"),
-            "pareto_size.png": (axes.size, *size)}
+def plots_for(limits: Constraints) -> dict[str, tuple[str, str, str | None]]:
+    """file -> (metric, axis label, constraint or None) for report.target, labelled as that target declares."""
+    axes, target = limits.axes, limits.axes.measured_on
+    on_size = [lim.key for lim in target.limits if lim.metric == axes.size]  # a target's own limit on its axis
+    size_limit = on_size[0] if on_size else "max_size_mb" if axes.size == SIZE else None
+    return {"pareto_latency.png": (axes.latency, f"latency p50, batch 1 (ms), {target.label}", "max_latency_ms"),
+            "pareto_size.png": (axes.size, target.size_label, size_limit)}
 
 
 def write_plots(rows: list[Row], recommended: str | None, limits: Constraints, out_dir: Path,
@@ -37,7 +36,8 @@ def write_plots(rows: list[Row], recommended: str | None, limits: Constraints, o
         pts = [r for r in rows if r.status in (*MEASURED, "gated") and limits.quality.metric in r.metrics
                and cost in r.metrics]
         if pts:
-            _plot(pts, cost, xlabel, (limit, getattr(limits, limit)), recommended, limits, out_dir / name, title)
+            _plot(pts, cost, xlabel, (limit or "", limits.get(limit) if limit else None), recommended, limits,
+                  out_dir / name, title)
             paths.append(out_dir / name)
     return paths
 

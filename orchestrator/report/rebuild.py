@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.engine.plan import BASELINE
+from orchestrator.measure import targets
 from orchestrator.report.pareto import LOSS, Constraints, Row
-from orchestrator.report.tradeoff import PARAMS, baseline_label, build, markdown, render
+from orchestrator.report.tradeoff import baseline_label, build, limit_keys, markdown, render
 from orchestrator.tasks.quality import Columns, Quality
 
 
@@ -41,8 +42,8 @@ def _limits(params: dict[str, str], args: argparse.Namespace, quality: Quality) 
     other task-named forms of `--max-loss` too, where they name this task's loss)."""
     legacy = quality.legacy_key
     values = {k: (None if params.get(f"report.{k}") in (None, "", "None") else float(params[f"report.{k}"]))
-              for k in (*PARAMS, legacy)}
-    values.update({k: getattr(args, k) for k in PARAMS if getattr(args, k) is not None})
+              for k in (*limit_keys(), legacy)}
+    values.update({k: getattr(args, k) for k in limit_keys() if getattr(args, k) is not None})
     for key in LEGACY_ARGS:
         if getattr(args, key) is not None:
             if key != legacy:
@@ -72,17 +73,20 @@ def logged_task(tags: dict[str, str]) -> tuple[Quality, Columns, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m orchestrator.report REF`: print the report of a past sweep, write its plots and Markdown."""
+    from orchestrator.config.plugins import install
     from orchestrator.config.schema import TrackingConfig
     from orchestrator.report.plots import write_plots
     from orchestrator.tracking.readback import fetch_sweep
+
+    install()  # the user's own targets and tasks: their columns, axes, limits and quality
 
     ap = argparse.ArgumentParser(prog="python -m orchestrator.report", description=__doc__.splitlines()[0])
     ap.add_argument("ref", help="a sweep's parent run id, or an experiment name (its latest sweep)")
     ap.add_argument("--tracking-uri", default=TrackingConfig().uri, help="MLflow store (default: %(default)s)")
     ap.add_argument("--out", help="folder for report.md and the PNGs (default: .cache/orchestrator/reports/RUN)")
-    for k in (*PARAMS, *LEGACY_ARGS):
+    for k in (*limit_keys(), *LEGACY_ARGS):
         ap.add_argument("--" + k.replace("_", "-"), dest=k, type=float, help=f"override report.{k}")
-    ap.add_argument("--target", choices=["ort", "browser", "node"], help="override report.target")
+    ap.add_argument("--target", choices=targets.selectable(), help="override report.target")
     args = ap.parse_args(argv)
     try:
         sweep = fetch_sweep(args.tracking_uri, args.ref)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.engine.plan import BASELINE, Plan
+from orchestrator.measure import targets
 from orchestrator.report import drafts, tables
 from orchestrator.report.pareto import LOSS, Constraints, Recommendation, Row, layers, recommend
 from orchestrator.tasks.quality import Columns, Quality
@@ -35,15 +36,13 @@ MARKDOWN = [("front", "front", "{}"), ("quality", "", ""), ("loss", "", ""),
             ("model_size_mb", "size MB", "{:.4g}"), ("model_size_gzip_mb", "gzip MB", "{:.4g}"),
             ("smaller", "x smaller", "{:.2f}"), ("params", "params", "{:.0f}"), ("sparsity", "sparsity", "{:.3f}"),
             ("peak_rss_mb", "peak RSS MB", "{:.1f}"), ("peak_rss_delta_mb", "RSS delta MB", "{:.1f}")]
-PARAMS = (LOSS, "max_latency_ms", "max_size_mb", "max_download_mb")
+PARAMS = (LOSS, "max_latency_ms", "max_size_mb")  # + the targets' limits (limit_keys)
 DERIVED = ("front", "loss", "speedup", "smaller")
-# columns a target adds to the tables where it was measured
-TARGET_COLUMNS = {"browser": [("browser_latency_p50_ms", "web p50 ms", "{:.4g}"),
-                              ("browser_first_inference_ms", "web 1st ms", "{:.4g}"),
-                              ("browser_download_mb", "web dl MB", "{:.4g}"),
-                              ("browser_max_abs_diff", "web diff", "{:.2g}")],
-                  "node": [("node_latency_p50_ms", "node p50 ms", "{:.4g}"),
-                           ("node_max_abs_diff", "node diff", "{:.2g}")]}
+
+
+def limit_keys() -> tuple[str, ...]:
+    """Every report.max_* key: PARAMS, then the constraints the registered targets add."""
+    return (*PARAMS, *targets.limits())
 
 
 @dataclass
@@ -117,15 +116,17 @@ def _label(report: Report, row: Row) -> str:
     return ("* " if report.rec.row is not None and report.rec.row.key == row.key else "") + row.label
 
 
-def columns(report: Report, base: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+def columns(report: Report, base: list[tuple[str, str, str]], markdown: bool = False) -> list[tuple[str, str, str]]:
     """`base` with the task's quality and its own columns (each once, only those some row has), plus the
-    columns of every target some row was measured on."""
-    q, own = report.quality, report.columns
+    columns of every target some row was measured on (its Markdown ones for `markdown`)."""
+    q, mine = report.quality, report.columns
     named = {"quality": (q.metric, q.column, q.fmt), "loss": ("loss", q.loss_title, q.loss_fmt)}
-    swapped = [own.swap.get(k, named.get(k, (k, t, f))) for k, t, f in base] + list(own.extra)
+    swapped = [mine.swap.get(k, named.get(k, (k, t, f))) for k, t, f in base] + list(mine.extra)
     base = [c for i, c in enumerate(swapped) if c not in swapped[:i]
             and (c[0] in DERIVED or any(c[0] in r.metrics for r in report.rows))]
-    extra = [c for cols in TARGET_COLUMNS.values() for c in cols if any(c[0] in r.metrics for r in report.rows)]
+    own = [(t.markdown_columns if markdown and t.markdown_columns is not None else t.columns)
+           for t in targets.all_targets()]
+    extra = [c for cols in own for c in cols if any(c[0] in r.metrics for r in report.rows)]
     return [*base, *extra]
 
 
@@ -162,7 +163,7 @@ def _legend(report: Report) -> str:
 
 def markdown(report: Report, title: str, env: dict[str, str]) -> str:
     """The full report: every measured metric per row, the recommendation, the measuring environment."""
-    cols = columns(report, MARKDOWN)
+    cols = columns(report, MARKDOWN, markdown=True)
     head = ["variant", "status", *(t for _, t, _ in cols)]
     body = [[_label(report, r), r.status, *(_cell(report, r, k, f) for k, _, f in cols)] for r in report.rows]
     lines = [f"# {title}: trade-off report", "", *tables.markdown(head, body)]
@@ -217,7 +218,7 @@ def publish(tracker: Any, report: Report, title: str, env: dict[str, str]) -> No
     chosen = report.rec.row
     with tempfile.TemporaryDirectory() as tmp:
         images = write_plots(report.rows, chosen.key if chosen else None, report.limits, Path(tmp), title)
-        tracker.log_report({**{f"report.{k}": str(getattr(report.limits, k)) for k in PARAMS},
+        tracker.log_report({**{f"report.{k}": str(report.limits.get(k)) for k in limit_keys()},
                             "report.target": report.limits.target},
                            {"report.md": markdown(report, title, env), "report.txt": render(report) + "\n"},
                            images, node_tags(report),

@@ -32,6 +32,9 @@ class Task:
     check_examples: ClassVar[int] = 8  # test examples an export is checked on (an LM window is 256 of them)
     structured_pruning: ClassVar[bool] = False  # True: `prune_structured` replaces torch-pruning (LMs)
     variable_length: ClassVar[bool] = False  # inputs are texts that may be padded to their own length (pad_to)
+    # measurement targets this family provides (orchestrator.measure.targets.Target subclasses), added to the
+    # target registry by orchestrator.config.plugins.install(): e.g. the LMs' speculative decoding
+    targets: ClassVar[tuple[type, ...]] = ()
 
     def __init__(self, params: Any, seed: int) -> None:
         self.params, self.seed = params, seed

@@ -6,8 +6,8 @@ ancestor metrics it carries. Pure (no MLflow): tracking.py logs what this module
   the `orchestrator.pipeline` tag and the full variant label in `orchestrator.variant`.
 - Ratios against the node's own baseline (same sweep, same measurement settings) so the runs table can
   sort by them: `speedup` (baseline p50 / p50), `size_ratio` (size / baseline size), the task's loss
-  (Quality.loss_metric: `accuracy_drop`, `perplexity_ratio`), and per extra target `browser_speedup`,
-  `node_speedup`, `browser_download_ratio`.
+  (Quality.loss_metric: `accuracy_drop`, `perplexity_ratio`), and the ratios each other target declares
+  (`<target>_speedup`, ...).
 - A leaf carries, of its ancestors, only what explains it: quality and size after each step, and the
   baseline's quality, latency and size (which the report rebuilt from MLflow needs). Every other
   ancestor metric is in the run's `chain_metrics.json` artifact, so the table is not ~100 columns wide.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.measure import targets
 from orchestrator.tasks.quality import ACCURACY, Quality
 
 if TYPE_CHECKING:
@@ -26,8 +27,8 @@ SHORT = {"prune": "P", "distill": "KD", "quantize": "Q", "fakequant": "Q", "grap
          "trim": "T", "split": "S"}
 NAME_WIDTH = 40
 ANCESTOR_KEEP = ("model_size_mb",)  # and the task's quality metric
-BASELINE_KEEP = ("f1", "latency_p50_ms", "model_size_mb", "browser_latency_p50_ms", "browser_download_mb",
-                 "node_latency_p50_ms", "decode_tokens_per_s", "kv_cache_mb_per_1k_tokens")  # and the quality
+BASELINE_KEEP = ("f1", "latency_p50_ms", "model_size_mb", "decode_tokens_per_s",
+                 "kv_cache_mb_per_1k_tokens")  # + the quality, every target's latency, size and limited metrics
 WORDS = {"prune": "pruned", "distill": "distilled", "quantize": "quantized", "fakequant": "fake-quantized",
          "graph": "graph-optimized", "export": "exported", "baseline": "the baseline"}
 
@@ -67,20 +68,25 @@ def ratios(own: dict[str, float], base: dict[str, float], quality: Quality = ACC
         if num.get(num_key) and den.get(den_key):
             out[name] = num[num_key] / den[den_key]
 
-    ratio("speedup", base, "latency_p50_ms", own, "latency_p50_ms")
-    ratio("size_ratio", own, "model_size_mb", base, "model_size_mb")
-    for target in ("browser", "node"):
-        ratio(f"{target}_speedup", base, f"{target}_latency_p50_ms", own, f"{target}_latency_p50_ms")
-    ratio("browser_download_ratio", own, "browser_download_mb", base, "browser_download_mb")
+    for target in targets.all_targets():
+        for name, (metric, speedup) in target.ratios().items():
+            ratio(name, *((base, metric, own, metric) if speedup else (own, metric, base, metric)))
     loss = quality.loss_of(own, base)
     if loss is not None:
         out[quality.loss_metric] = loss
     return out
 
 
+def baseline_keep() -> set[str]:
+    """The baseline metrics a node run carries: BASELINE_KEEP and each target's axes and limited metrics (the
+    report rebuilt from MLflow compares every variant with them)."""
+    own = {m for t in targets.all_targets() for m in (t.latency_metric, t.size_metric, *(x.metric for x in t.limits))}
+    return {*BASELINE_KEEP, *own}
+
+
 def kept_ancestor_metrics(step: str, metrics: dict[str, float], quality: Quality = ACCURACY) -> dict[str, float]:
     """The ancestor metrics a node run carries as `<step>/<metric>` (see the module doc)."""
-    keep = (*(BASELINE_KEEP if step == "baseline" else ANCESTOR_KEEP), quality.metric)
+    keep = (*(baseline_keep() if step == "baseline" else ANCESTOR_KEEP), quality.metric)
     return {f"{step}/{k}": v for k, v in metrics.items() if k in keep}
 
 
@@ -108,9 +114,10 @@ def describe_leaf(steps: list[tuple[str, dict[str, Any]]], own: dict[str, float]
         fmt = quality.fmt
         compare.append(f"{quality.metric} {fmt.format(own[quality.metric])}, "
                        f"{quality.describe_loss(r[quality.loss_metric])} {fmt.format(base[quality.metric])}")
-    if "browser_speedup" in r:
-        compare.append(f"in the browser {r['browser_speedup']:.2f}x the baseline's speed "
-                       f"(p50 {own['browser_latency_p50_ms']:.4g} ms)")
+    for target in targets.all_targets():  # the reference's speed-up is the first line
+        if target.name != targets.REFERENCE and f"{target.name}_speedup" in r:
+            compare.append(f"{target.place} {r[f'{target.name}_speedup']:.2f}x the baseline's speed "
+                           f"(p50 {own[target.latency_metric]:.4g} ms)")
     return "\n".join([*lines, *(f"- {c}" for c in compare)])
 
 

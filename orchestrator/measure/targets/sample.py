@@ -13,6 +13,16 @@ from typing import Any
 
 import numpy as np
 
+from orchestrator.errors import ConfigError
+
+
+def check_plain_inputs(task_cls: type, settings: Any) -> None:
+    """The JavaScript harnesses feed plain test examples; a KV-cache LM graph needs more inputs than that."""
+    if task_cls.kv_cache:
+        extra = [n for n in settings.targets if n != "ort"]
+        raise ConfigError("eval.targets", extra, f"task {task_cls.name!r} is a language model, measured on ort "
+                          "only; use eval.targets=[ort]")
+
 
 def subset(task: Any, n: int) -> tuple[list[dict[str, np.ndarray]], np.ndarray]:
     """The first `n` test examples as batch-1 ONNX feeds, and their labels."""

@@ -116,19 +116,3 @@ def measure(task: Any, draft_path: Path, target_path: Path, spec: dict[str, Any]
             "spec_tokens_per_s": emitted / s_time, "spec_target_tokens_per_s": emitted / t_time,
             "spec_speedup": t_time / s_time, "spec_tokens_per_round": emitted / max(rounds, 1),
             "spec_identical": float(identical == len(chosen))}
-
-
-def measure_cached(cache: Any, key: str, draft: Path, target_key: str, target: Path, task: Any,
-                   settings: Any) -> dict[str, float]:
-    """`measure`, kept in the cache of node `key` under the settings, the target node and the environment."""
-    from orchestrator.hashing import digest
-    from orchestrator.measure.evaluate import environment
-
-    ekey = "spec-" + digest({"speculative": settings.speculative, "threads": settings.threads,
-                             "target": target_key, "version": VERSION, "environment": environment()})
-    found = cache.eval_metrics(key, ekey)
-    if found is None:
-        with cache.lock(key):
-            found = measure(task, draft, target, settings.speculative, settings.threads)
-            cache.put_eval(key, ekey, found)
-    return found

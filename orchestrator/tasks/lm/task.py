@@ -26,6 +26,7 @@ from orchestrator.errors import check_choice, check_range
 from orchestrator.tasks.base import Task
 from orchestrator.tasks.hf.data import check_source
 from orchestrator.tasks.lm.feeds import complete_feeds
+from orchestrator.tasks.lm.spec_target import SpeculativeTarget
 from orchestrator.tasks.quality import RATIO, Columns, Quality
 
 
@@ -97,6 +98,7 @@ class LMTask(Task):
     structured_pruning = True
     kv_cache = True
     check_examples = 2
+    targets = (SpeculativeTarget,)
 
     @classmethod
     def sources(cls, params: dict[str, Any]) -> dict[str, str]:

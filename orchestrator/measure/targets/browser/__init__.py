@@ -23,13 +23,14 @@ import functools
 import json
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from orchestrator.artifacts.onnx_utils import model_files
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, check_range
 from orchestrator.measure.targets import sample
-from orchestrator.measure.targets.base import Target, TargetError
+from orchestrator.measure.targets.base import Limit, Target, TargetError
 
 HERE = Path(__file__).resolve().parent
 ORT_WEB = HERE / "node_modules" / "onnxruntime-web"
@@ -40,9 +41,23 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--
         "--enable-blink-features=ForceEagerMeasureMemory"]
 
 
+@dataclass
+class BrowserConfig:
+    """`eval.browser`: onnxruntime-web WASM threads, the Chromium to drive ('' = found on PATH), and how long one
+    measurement may take."""
+
+    threads: int = 1
+    executable: str = ""
+    timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        check_range("threads", self.threads, 1, 64)
+        check_range("timeout_s", self.timeout_s, 1.0, 86400.0)
+
+
 def executable(settings: Any) -> str | None:
     """The Chromium to drive: eval.browser.executable, else chromium / chromium-browser / google-chrome on PATH."""
-    given = settings.browser.get("executable") or ""
+    given = settings.block("browser").get("executable") or ""
     if given:
         return given if Path(given).is_file() else None
     return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
@@ -106,11 +121,22 @@ class BrowserTarget(Target):
     """onnxruntime-web in headless Chromium (WASM, `eval.browser.threads` threads, SIMD)."""
 
     name = "browser"
+    title = "browser (onnxruntime-web)"
+    where = "in the browser"
+    Settings = BrowserConfig
+    columns = (("browser_latency_p50_ms", "web p50 ms", "{:.4g}"),
+               ("browser_first_inference_ms", "web 1st ms", "{:.4g}"),
+               ("browser_download_mb", "web dl MB", "{:.4g}"), ("browser_max_abs_diff", "web diff", "{:.2g}"))
+    size_metric = "browser_download_mb"  # what the tab pays, rather than the size on disk
+    size_label = "download to the browser (MB)"
+    size_word = "download"
+    limits = (Limit("max_download_mb", "browser_download_mb"),)
 
     def check(self, settings: Any) -> None:
         problems = []
         if executable(settings) is None:
-            problems.append(f"no Chromium found (eval.browser.executable={settings.browser.get('executable')!r})")
+            given = settings.block(self.name).get("executable")
+            problems.append(f"no Chromium found (eval.browser.executable={given!r})")
         if not (ORT_WEB / "package.json").is_file():
             problems.append("onnxruntime-web is not installed")
         try:
@@ -121,21 +147,25 @@ class BrowserTarget(Target):
             raise ConfigError("eval.targets", list(settings.targets), f"the browser target needs: "
                               f"{'; '.join(problems)}. Install: {INSTALL}")
 
+    def check_task(self, task_cls: type, settings: Any) -> None:
+        sample.check_plain_inputs(task_cls, settings)
+
     def key_data(self, settings: Any) -> dict[str, Any]:
         return {"browser": browser_version(executable(settings) or ""), "onnxruntime-web": ort_web_version(),
-                "threads": settings.browser.get("threads", 1), "warmup": settings.warmup,
+                "threads": settings.block("browser").get("threads", 1), "warmup": settings.warmup,
                 "repeats": settings.repeats, "samples": settings.samples, "harness": "1"}
 
     def tags(self, settings: Any) -> dict[str, str]:
         return {"orchestrator.browser.version": browser_version(executable(settings) or ""),
                 "orchestrator.browser.onnxruntime_web": ort_web_version()}
 
-    def measure(self, model: Path, task: Any, settings: Any) -> dict[str, float]:
+    def measure(self, model: Path, task: Any, settings: Any, reference: Path | None = None) -> dict[str, float]:
+        own = settings.block(self.name)
         feeds, labels = sample.subset(task, settings.samples)
         ref = sample.reference(model, feeds)
-        request = {"threads": int(settings.browser.get("threads", 1)), "warmup": settings.warmup,
+        request = {"threads": int(own.get("threads", 1)), "warmup": settings.warmup,
                    "repeats": settings.repeats, "samples": [sample.encode(f) for f in feeds]}
-        out = self._run(model, request, float(settings.browser.get("timeout_s", 600)), executable(settings))
+        out = self._run(model, request, float(own.get("timeout_s", 600)), executable(settings))
         return self._metrics(model, out, ref, labels)
 
     def _run(self, model: Path, request: dict[str, Any], timeout_s: float, exe: str | None) -> dict[str, Any]:
