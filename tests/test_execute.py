@@ -168,3 +168,24 @@ def test_out_of_memory_is_reported_as_such_and_siblings_finish(monkeypatch, stor
     assert text.startswith("out of memory in hog: this node failed, its siblings go on")
     leaves = [r for r in runs if r.data.tags.get("orchestrator.leaf") == "true"]
     assert [r.data.tags["orchestrator.status"] for r in leaves].count("done") == 1  # the sibling got to its leaf
+
+
+def test_an_export_of_the_very_file_its_parent_was_measured_on_is_not_measured_again(store):
+    """pipeline=[quantize] inserts an export below the torch baseline; its ONNX is the file the baseline's
+    measurement exported, byte for byte, so its numbers are the baseline's, taken once."""
+    import json
+    from pathlib import Path
+
+    from conftest import run_cli
+
+    done = run_cli(store, "pipeline=[quantize]", "tracking.enabled=false")
+    assert done.returncode == 0, done.stderr[-2000:]
+    metas = {m["stage"]: (m, folder) for folder in Path(store["cache"], "nodes").iterdir()
+             for m in [json.loads((folder / "meta.json").read_text())]}
+    export, folder = metas["export"]
+    base_folder = metas["baseline"][1]
+    evals = {f.name: json.loads(f.read_text()) for f in (folder / "eval").glob("*.json")}
+    base_evals = {f.name: json.loads(f.read_text()) for f in (base_folder / "eval").glob("*.json")}
+    (name, own), = evals.items()
+    assert own["latency_p50_ms"] == base_evals[name]["latency_p50_ms"]  # reused, not re-timed
+    assert export["measure_seconds"] < 1.0 < metas["baseline"][0]["measure_seconds"]

@@ -64,6 +64,23 @@ def model_files(path: Path) -> list[Path]:
     return [path, *sorted(extra)]
 
 
+def same_bytes(a: Path, b: Path) -> bool:
+    """Whether two ONNX models are the same bytes (graph and external data files, compared by size, then sha256)."""
+    import hashlib
+
+    def digest(path: Path) -> str:
+        h = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+
+    left, right = model_files(a), model_files(b)
+    if [p.stat().st_size for p in left] != [p.stat().st_size for p in right]:
+        return False
+    return all(digest(x) == digest(y) for x, y in zip(left, right, strict=True))
+
+
 def size_bytes(path: Path) -> int:
     """Bytes on disk of an ONNX model, external data included."""
     return sum(p.stat().st_size for p in model_files(path))

@@ -21,6 +21,7 @@ from typing import Any
 
 from orchestrator import faults
 from orchestrator.artifacts import torch_io
+from orchestrator.artifacts.onnx_utils import same_bytes
 from orchestrator.engine.cache import Cache, open_cache
 from orchestrator.engine.executors.base import CACHED, DONE, FAILED, GATED, Job, NodeResult
 from orchestrator.engine.plan import BASELINE, Node, Plan
@@ -102,12 +103,31 @@ def _measure(job: Job, cache: Cache, task: Any, folder: Path, model_file: str) -
     """
     path = folder / model_file
     domain = "torch" if path.suffix == ".safetensors" else "onnx"
+    same = _parent_measured_same(job, cache, path) if domain == "onnx" else None
+    if same is not None:
+        return same
     reference = None if job.node.key == job.root_key else _measured_path(cache, job.root_key)
     metrics = targets.reference().measure(onnx_for(task, domain, path, folder, job.export), task, job.settings,
                                           reference)
     if domain == "torch":
         metrics["params"] = float(torch_io.param_count(path))
     return metrics
+
+
+def _parent_measured_same(job: Job, cache: Cache, path: Path) -> dict[str, float] | None:
+    """The parent's measurements when `path` holds the very bytes the parent was measured on (an `export`
+    right below a torch node writes the file the parent's measurement exported): measuring it again would
+    only repeat the numbers, at minutes a transformer. None when anything differs."""
+    parent = job.node.parent
+    if parent is None or not cache.has(parent):
+        return None
+    measured = cache.path(parent) / "measured.onnx"
+    found = cache.eval_metrics(parent, eval_hash(job.settings)) if measured.exists() else None
+    if found is None or not same_bytes(measured, path):
+        return None
+    from orchestrator.artifacts.onnx_utils import onnx_param_count  # (onnx: not imported on a cache hit)
+
+    return {**found, "params": float(onnx_param_count(path))}  # the ONNX's count, as measuring it would give
 
 
 def _build(job: Job, cache: Cache, task: Any) -> None:
