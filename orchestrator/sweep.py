@@ -10,9 +10,9 @@ from typing import Any
 import yaml
 
 from orchestrator import faults
-from orchestrator.config.effect import max_loss
-from orchestrator.config.executor import Resources, split_resources
-from orchestrator.config.schema import discover_recipes, stage_resources
+from orchestrator.config.executor import ExecutorConfig, Resources
+from orchestrator.config.schema import discover_recipes
+from orchestrator.config.settings import Settings, settle
 from orchestrator.engine import preflight
 from orchestrator.engine.cache import Cache, is_url, mirror_dir, open_cache
 from orchestrator.engine.execute import execute
@@ -22,7 +22,7 @@ from orchestrator.engine.fingerprint import Fingerprints
 from orchestrator.engine.plan import Keying, Node, Plan, plan
 from orchestrator.errors import ConfigError, PlanError
 from orchestrator.measure import targets
-from orchestrator.measure.evaluate import EvalSettings, environment
+from orchestrator.measure.evaluate import environment
 from orchestrator.report.pareto import Constraints
 from orchestrator.report.progress import Estimator, Progress, estimate_text
 from orchestrator.report.tradeoff import build, publish, render, rows_from_results
@@ -95,26 +95,25 @@ def print_plan(plan_: Plan, cache: Cache) -> None:
         print(f"estimated compute of the {len(new)} new nodes: {estimate_text(known, unknown)}{how}")
 
 
-def threads_per_worker(executor: dict[str, Any], resources: Resources | None = None) -> int:
+def threads_per_worker(executor: ExecutorConfig, resources: Resources | None = None) -> int:
     """executor.torch_threads, with 0 resolved to the cores a worker has: on Ray the CPUs its stage
     requests, else this machine's cores divided among the workers."""
     import os
 
-    threads = int(executor.get("torch_threads", 1))
-    if threads:
-        return threads
-    if executor.get("kind") == "ray":
+    if executor.torch_threads:
+        return executor.torch_threads
+    if executor.kind == "ray":
         return max(1, int((resources or Resources()).num_cpus))
-    return max(1, (os.cpu_count() or 1) // int(executor.get("workers", 1)))
+    return max(1, (os.cpu_count() or 1) // executor.workers)
 
 
-def _tracker(data: dict[str, Any], recipe: str | None) -> Any:
-    t = data["tracking"]
-    if not t["enabled"]:
+def _tracker(settings: Settings) -> Any:
+    t = settings.tracking
+    if not t.enabled:
         return None
     from orchestrator.tracking.tracker import Tracker
 
-    return Tracker(t["uri"], t["experiment"] or recipe or "adhoc", t["artifact_root"], t["log_models"])
+    return Tracker(t.uri, settings.experiment, t.artifact_root, t.log_models)
 
 
 def run_sweep(data: dict[str, Any], recipe: str | None, overrides: list[str] | None = None) -> int:
@@ -122,73 +121,67 @@ def run_sweep(data: dict[str, Any], recipe: str | None, overrides: list[str] | N
     keying = keying_for(data)
     try:
         the_plan = build_plan(data, recipe, pinned_keys(overrides or []), keying)
+        settings = settle(data, recipe)  # everything below reads this typed, frozen view, not `data`
     except (ConfigError, PlanError) as err:
         _err(f"error: {err}")
         return 2
-    executor = executor_for(data["executor"])
+    executor = executor_for(settings.executor)
     try:  # before any compute: the cache, the tracking store and the executor must be usable
-        preflight.check_cache(data["cache"]["dir"])
-        if not data["dry_run"]:
-            preflight.check_tracking(data["tracking"])
-            targets.check(EvalSettings.from_config(data["eval"]))
-            resources = stage_resources(data["stages"])
-            executor.prepare({n.stage: resources[n.stage] for n in the_plan.nodes.values() if n.stage in resources})
+        preflight.check_cache(settings.cache.dir)
+        if not settings.dry_run:
+            preflight.check_tracking(vars(settings.tracking))
+            targets.check(settings.eval)
+            executor.prepare({n.stage: settings.resources[n.stage] for n in the_plan.nodes.values()
+                              if n.stage in settings.resources})
     except ConfigError as err:
         executor.close()
         _err(f"error: {err}")
         return 2
     try:
-        return _prepared(data, recipe, the_plan, keying, executor)
+        return _prepared(settings, the_plan, keying, executor)
     finally:
         executor.close()
 
 
-def _prepared(data: dict[str, Any], recipe: str | None, the_plan: Plan, keying: Keying, executor: Executor) -> int:
+def _prepared(settings: Settings, the_plan: Plan, keying: Keying, executor: Executor) -> int:
     """The rest of a sweep once everything it needs answered: the plan (dry run) or the computation."""
     keying.fingerprints.save()
-    cache = open_cache(data["cache"]["dir"])
-    if data["dry_run"]:
+    cache = open_cache(settings.cache.dir)
+    if settings.dry_run:
         print_plan(the_plan, cache)
         return 0
     try:
-        tracker = _tracker(data, recipe)
+        tracker = _tracker(settings)
     except Exception as err:  # the probe passed but the store still refused us: nothing was computed yet
-        _err(f"error: tracking.uri={data['tracking']['uri']!r} is not allowed: the store refused to open "
+        _err(f"error: tracking.uri={settings.tracking.uri!r} is not allowed: the store refused to open "
              f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); {preflight.LOCAL_HINT}")
         return 2
-    return _execute(data, the_plan, cache, recipe, Logbook(tracker, data["tracking"]["uri"]), executor)
+    return _execute(settings, the_plan, cache, Logbook(tracker, settings.tracking.uri), executor)
 
 
-def _execute(data: dict[str, Any], the_plan: Plan, cache: Cache, recipe: str | None, book: Logbook,
-             executor: Executor) -> int:
+def _execute(settings: Settings, the_plan: Plan, cache: Cache, book: Logbook, executor: Executor) -> int:
     from orchestrator.tasks import TASKS
 
     tracker = book.tracker
     start = time.perf_counter()
-    settings = EvalSettings.from_config(data["eval"])
-    task_cls = TASKS[data["task"]["name"]]  # its quality contract: the gate, the run view and the report read it
-    gate = {"max_loss": max_loss(data["gate"], task_cls.quality)}
+    task_cls = TASKS[settings.task]  # its quality contract: the gate, the run view and the report read it
+    gate_loss = settings.gate_loss(task_cls.quality)
     # where and how the numbers were taken: on the parent and on every node run
-    env = {"orchestrator.env.threads": str(settings.threads),
-           **{f"orchestrator.env.{k}": v for k, v in environment().items()}, **targets.tags(settings)}
+    env = {"orchestrator.env.threads": str(settings.eval.threads),
+           **{f"orchestrator.env.{k}": v for k, v in environment().items()}, **targets.tags(settings.eval)}
     if tracker:
-        config_yaml = yaml.safe_dump(data, sort_keys=False)
         tracker.quality = task_cls.quality
-        book.call("the sweep's parent run", tracker.start_sweep, recipe or "adhoc", config_yaml,
-                  {"orchestrator.recipe": recipe or "adhoc",
-                                                       "orchestrator.task": str(data["task"]["name"]), **env}, env)
-
-    resources = stage_resources(data["stages"])
+        book.call("the sweep's parent run", tracker.start_sweep, settings.title,
+                  yaml.safe_dump(dict(settings.data), sort_keys=False),
+                  {"orchestrator.recipe": settings.title, "orchestrator.task": settings.task, **env}, env)
 
     def make_job(node: Node) -> Job:
         root = node if node.parent is None else the_plan.ancestors(node.key)[0]
-        res = resources.get(node.stage, Resources())
-        return Job(node, root.key, root.params, int(data["seed"]), cache.location, settings,
-                   split_resources("export", data["stages"].get("export", {}))[0], gate,
-                   torch_threads=threads_per_worker(data["executor"], res), resources=res)
+        res = settings.resources_of(node.stage)
+        return Job(node, root.key, root.params, settings.seed, cache.location, settings.eval, dict(settings.export),
+                   gate_loss, torch_threads=threads_per_worker(settings.executor, res), resources=res)
 
-    progress = Progress(the_plan, str(data["task"]["name"]), Estimator(cache),
-                        [k for k in the_plan.nodes if cache.has(k)])
+    progress = Progress(the_plan, settings.task, Estimator(cache), [k for k in the_plan.nodes if cache.has(k)])
     results: dict[str, NodeResult] = {}
 
     def on_result(node: Node, result: NodeResult) -> None:
@@ -201,16 +194,16 @@ def _execute(data: dict[str, Any], the_plan: Plan, cache: Cache, recipe: str | N
         execute(the_plan, make_job, progress.started, on_result, executor=executor)
     finally:
         progress.close()
-    report = build(rows_from_results(the_plan, results), Constraints.from_dict(data["report"], task_cls.quality),
-                   task_cls.columns)
+    report = build(rows_from_results(the_plan, results), Constraints.from_dict(vars(settings.report),
+                                                                               task_cls.quality), task_cls.columns)
     report.notes = list(task_cls.report_notes)
     faults.point("report")
-    book.call("the report", publish if tracker else None, tracker, report, recipe or "adhoc", env)
-    name = data["report"].get("register")
+    book.call("the report", publish if tracker else None, tracker, report, settings.title, env)
+    name = settings.report.register
     if name and tracker and report.rec.row is not None:  # how a team hands the pick to deployment
         row = report.rec.row
         tags = {"orchestrator.variant": row.label, "orchestrator.node_key": row.key,
-                "orchestrator.sweep_run_id": str(tracker.parent_id), "orchestrator.recipe": recipe or "adhoc",
+                "orchestrator.sweep_run_id": str(tracker.parent_id), "orchestrator.recipe": settings.title,
                 **{f"metric.{k}": f"{v:.6g}" for k, v in row.metrics.items() if isinstance(v, float)}}
         version = book.call("registering the model", tracker.register, name, row.key, tags)
         if version:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, fields, make_dataclass
+from dataclasses import MISSING, dataclass, field, fields, make_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -21,6 +21,7 @@ from orchestrator.config.executor import ExecutorConfig, Resources, baseline_sch
 from orchestrator.config.typed import build
 from orchestrator.errors import ConfigError, check_choice, check_range
 from orchestrator.measure import targets as target_registry
+from orchestrator.measure.evaluate import PAD_TO, EvalSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = ROOT / "conf"
@@ -43,49 +44,6 @@ class TrackingConfig:
     artifact_root: str = "mlruns/artifacts"
     experiment: str | None = None
     log_models: bool = True
-
-PAD_TO = ("max_length", "longest")  # eval.pad_to: the first is the default (static shapes)
-
-@dataclass
-class EvalConfig:
-    """How every artifact is measured: ONNX Runtime threads, warm-up and timed repeats at batch 1.
-
-    targets: where each artifact is measured (the reference, ort, always; the others on request: see
-    orchestrator.measure.targets); samples: the test examples the JavaScript targets score (their accuracy and
-    max_abs_diff vs ONNX Runtime in Python). Each target with settings adds its own block, `eval.<name>`
-    (see `eval_schema`).
-    pad_to (text tasks): max_length = every input padded to task.max_length (a static-shape deployment;
-    latency on one test text); longest = each batch padded to its longest text, the way a service runs
-    (batch-1 latency cycles through a seeded sample of `repeats` real test texts, so it follows their
-    length distribution; `latency_seq_len` says how many tokens the timed inputs had on average).
-    """
-
-    threads: int = 1
-    warmup: int = 20
-    repeats: int = 200
-    batch_size: int = 256  # batch used to score accuracy (not timed)
-    throughput_batch: int = 64  # batch of the throughput measurement
-    throughput_repeats: int = 20
-    targets: list[str] = field(default_factory=lambda: ["ort"])
-    samples: int = 200
-    pad_to: str = "max_length"
-
-    def __post_init__(self) -> None:
-        for i, name in enumerate(self.targets):
-            check_choice(f"targets[{i}]", name, target_registry.selectable())
-        check_range("samples", self.samples, 1, 100000)
-        check_choice("pad_to", self.pad_to, list(PAD_TO))
-        for f in fields(self):  # the targets' blocks (every nested block arrives as a dict)
-            own = f.metadata.get("target_settings")
-            if own is not None and isinstance(getattr(self, f.name), dict):
-                setattr(self, f.name, build(f.name, own, getattr(self, f.name)))
-        check_range("threads", self.threads, 1, 256)
-        check_range("warmup", self.warmup, 0, 100000)
-        check_range("repeats", self.repeats, 1, 1000000)
-        check_range("batch_size", self.batch_size, 1, 65536)
-        check_range("throughput_batch", self.throughput_batch, 1, 65536)
-        check_range("throughput_repeats", self.throughput_repeats, 1, 1000000)
-
 
 @dataclass
 class ReportConfig:
@@ -145,9 +103,13 @@ class GateConfig:
 
 
 def eval_schema() -> type:
-    """EvalConfig plus one block per registered target that has settings (`eval.<name>`), typed by the
-    target's Settings dataclass, so Hydra checks a target's keys like every other."""
-    taken = {f.name for f in fields(EvalConfig)}
+    """The `eval` block's schema: the fields of the measurement settings (EvalSettings, their one definition)
+    plus one block per registered target that has settings (`eval.<name>`), typed by the target's Settings
+    dataclass, so Hydra checks a target's keys like every other."""
+    hints = get_type_hints(EvalSettings)
+    own = [(f.name, hints[f.name], field(default_factory=f.default_factory) if f.default_factory is not MISSING
+            else field(default=f.default)) for f in fields(EvalSettings) if f.name != "blocks"]
+    taken = {name for name, _, _ in own}
     blocks = []
     for target in target_registry.all_targets():
         if target.Settings is not None:
@@ -155,7 +117,7 @@ def eval_schema() -> type:
                 raise ConfigError("eval.targets", target.name, "a target's name clashes with an eval key")
             blocks.append((target.name, target.Settings,
                            field(default_factory=target.Settings, metadata={"target_settings": target.Settings})))
-    return make_dataclass("EvalConfig", blocks, bases=(EvalConfig,))
+    return make_dataclass("EvalConfig", [*own, *blocks])
 
 
 def report_schema() -> type:
@@ -266,9 +228,22 @@ def stage_resources(stages: dict[str, Any]) -> dict[str, Resources]:
     return {name: split_resources(name, values)[1] for name, values in stages.items() if isinstance(values, dict)}
 
 
+def eval_settings(values: dict[str, Any]) -> EvalSettings:
+    """The measurement settings, checked: every key typed (the schema), every range (EvalSettings), and each
+    target's block built by its own Settings so a bad value names `eval.<target>.<key>`."""
+    build("eval", eval_schema(), values)
+    for i, name in enumerate(values.get("targets") or []):
+        check_choice(f"eval.targets[{i}]", name, target_registry.selectable())
+    build("eval", EvalSettings, {k: v for k, v in values.items() if k in EvalSettings.__dataclass_fields__})
+    for target in target_registry.all_targets():
+        if target.Settings is not None and isinstance(values.get(target.name), dict):
+            build(f"eval.{target.name}", target.Settings, values[target.name])
+    return EvalSettings.from_config(values)
+
+
 def validate_settings(cfg: dict[str, Any]) -> None:
     """Eval, executor, report and gate settings (their schemas are typed by Hydra; ranges are checked here)."""
-    evals = build("eval", eval_schema(), cfg.get("eval", {}))
+    evals = eval_settings(cfg.get("eval", {}))
     build("executor", ExecutorConfig, cfg.get("executor", {}))
     stage_resources(cfg.get("stages") or {})
     report = build("report", report_schema(), cfg.get("report", {}))
@@ -286,8 +261,6 @@ def validate_for_task(cfg: dict[str, Any], task_cls: type) -> None:
     """Every requested target can measure this task's artifacts (each target says what it refuses: e.g. the
     JavaScript harnesses a KV-cache LM graph); padding to the longest text needs texts; quality bounds speak
     the task's loss."""
-    from orchestrator.measure.evaluate import EvalSettings
-
     validate_loss(cfg, task_cls)
     evals = cfg.get("eval") or {}
     target_registry.check_task(task_cls, EvalSettings.from_config(evals))

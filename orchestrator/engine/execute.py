@@ -244,7 +244,7 @@ def _gated(job: Job, cache: Cache, ehash: str, metrics: dict[str, float], task: 
 
     gate.max_loss bounds the task's loss against the baseline (its Quality: points of drop, or a ratio).
     """
-    limit = job.gate.get("max_loss")
+    limit = job.max_loss
     if job.node.key == job.root_key or limit is None:
         return None
     quality = task.quality

@@ -29,15 +29,30 @@ import numpy as np
 
 from orchestrator import faults
 from orchestrator.artifacts.onnx_utils import gzip_size_bytes, onnx_param_count, size_bytes, sparsity
+from orchestrator.errors import check_choice, check_range
 from orchestrator.hashing import digest
 from orchestrator.measure.probe import probe, session
 
 EVAL_VERSION = "2"  # bump when what `measure` reports changes, so cached measurements are retaken
 
+PAD_TO = ("max_length", "longest")  # eval.pad_to: the first is the default (static shapes)
+
+
 @dataclass
 class EvalSettings:
-    """Mirror of config.EvalConfig: what a measurement depends on (each target's `eval.<name>` block as a plain
-    dict in `blocks`, read through `block`)."""
+    """How every artifact is measured (the `eval` config block; its one definition, the schema reads it).
+
+    threads, warmup, repeats: ONNX Runtime intra-op threads, untimed and timed calls at batch 1; batch_size:
+    the batch quality is scored at (not timed); throughput_batch / throughput_repeats: the throughput call.
+    targets: where each artifact is measured (the reference, ort, always; the others on request: see
+    orchestrator.measure.targets); samples: the test examples the JavaScript targets score (their accuracy and
+    max_abs_diff vs ONNX Runtime in Python). Each target with settings has its own block, `eval.<name>`, kept
+    as plain data in `blocks` and read through `block`.
+    pad_to (text tasks): max_length = every input padded to task.max_length (a static-shape deployment;
+    latency on one test text); longest = each batch padded to its longest text, the way a service runs
+    (batch-1 latency cycles through a seeded sample of `repeats` real test texts, so it follows their
+    length distribution; `latency_seq_len` says how many tokens the timed inputs had on average).
+    """
 
     threads: int = 1
     warmup: int = 20
@@ -49,6 +64,16 @@ class EvalSettings:
     samples: int = 200
     pad_to: str = "max_length"
     blocks: dict[str, dict[str, Any]] = field(default_factory=dict)  # target name -> its eval.<name> settings
+
+    def __post_init__(self) -> None:  # (which names eval.targets may hold: config asks the target registry)
+        check_range("samples", self.samples, 1, 100000)
+        check_choice("pad_to", self.pad_to, list(PAD_TO))
+        check_range("threads", self.threads, 1, 256)
+        check_range("warmup", self.warmup, 0, 100000)
+        check_range("repeats", self.repeats, 1, 1000000)
+        check_range("batch_size", self.batch_size, 1, 65536)
+        check_range("throughput_batch", self.throughput_batch, 1, 65536)
+        check_range("throughput_repeats", self.throughput_repeats, 1, 1000000)
 
     @classmethod
     def from_config(cls, values: dict[str, Any]) -> EvalSettings:

@@ -63,7 +63,7 @@ class Task:
 
     def onnx_batches(self, split: str, batch_size: int,
                      pad_to: str = "max_length") -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
-        """(feeds, labels) numpy batches of `split` for ONNX Runtime (`pad_to`: see EvalConfig; text tasks)."""
+        """(feeds, labels) numpy batches of `split` for ONNX Runtime (`pad_to`: see EvalSettings; text tasks)."""
         for inputs, labels in self.batches(split, batch_size):
             yield {self.input_names[0]: inputs.numpy()}, labels.numpy()
 

@@ -7,7 +7,7 @@ from typing import Any
 from orchestrator.engine.executors.base import Executor
 
 
-def executor_for(executor: int | dict[str, Any]) -> Executor:
+def executor_for(executor: int | dict[str, Any] | Any) -> Executor:
     """The executor an `executor.*` config (or a worker count) selects: local for one worker, the process
     pool for more (kind local or pool), Ray for kind ray."""
     from orchestrator.config.executor import ExecutorConfig
@@ -15,7 +15,8 @@ def executor_for(executor: int | dict[str, Any]) -> Executor:
     from orchestrator.engine.executors.local import LocalExecutor
     from orchestrator.engine.executors.pool import PoolExecutor
 
-    cfg = build("executor", ExecutorConfig, {"workers": executor} if isinstance(executor, int) else executor)
+    cfg = executor if isinstance(executor, ExecutorConfig) else build(
+        "executor", ExecutorConfig, {"workers": executor} if isinstance(executor, int) else executor)
     if cfg.kind == "ray":
         from orchestrator.engine.executors.ray import RayExecutor
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from orchestrator.measure.evaluate import EvalSettings
 
 DONE, CACHED, FAILED, SKIPPED = "done", "cached", "failed", "skipped"
-GATED = "gated"  # measured and logged, but below the accuracy gate: its subtree is skipped (not a failure)
+GATED = "gated"  # measured and logged, but below the quality gate: its subtree is skipped (not a failure)
 BLOCKING = (FAILED, SKIPPED, GATED)  # a node in one of these states does not feed its children
 
 
@@ -33,7 +33,7 @@ class Job:
     cache_dir: str
     settings: EvalSettings
     export: dict[str, Any]
-    gate: dict[str, Any] = field(default_factory=dict)  # gate.* limits vs the root baseline (None = off)
+    max_loss: float | None = None  # gate.max_loss: the task's quality loss vs the root baseline (None = off)
     torch_threads: int = 1
     resources: Resources = field(default_factory=Resources)  # what the node asks of a worker (Ray)
 
