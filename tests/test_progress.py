@@ -100,8 +100,7 @@ def test_a_log_gets_event_lines_with_the_time_left(cache_root: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_dry_run_estimates_the_new_nodes_from_an_earlier_sweep(store: dict[str, str]) -> None:
-    first = run_cli(store, "+recipe=pkdq", "orderings=[[prune]]", "sweep={}", "tracking.log_models=false")
-    assert first.returncode == 0, first.stderr[-2000:]
+def test_a_dry_run_estimates_the_new_nodes_from_an_earlier_sweep(pkdq_reference) -> None:
+    store, _ = pkdq_reference  # the earlier sweep: its cache holds the baseline and prune timings (read only)
     dry = run_cli(store, "+recipe=pkdq", "orderings=[[prune]]", "sweep={}", "stages.prune.ratio=0.6", "dry_run=true")
     assert dry.returncode == 0 and "estimated compute of the 1 new nodes: ~" in dry.stdout, dry.stdout
