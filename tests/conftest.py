@@ -1,8 +1,11 @@
-"""Shared fixtures: Hydra composition without a subprocess, the CLI in a subprocess, a tiny digits task."""
+"""Shared fixtures: Hydra composition without a subprocess, the CLI in a subprocess, a tiny digits task,
+and one reference `pkdq` sweep for the whole session."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -96,3 +99,46 @@ def digits() -> Any:
 def baseline(digits: Any) -> Any:
     """The trained digits baseline (session-wide; copy it before mutating)."""
     return digits.build_baseline()
+
+
+# The session's reference sweep: the default pkdq recipe, its pick registered, an accuracy constraint (so the
+# report's constraint path runs) and a short throughput measurement. Tests that compare against it run the same.
+REFERENCE = ("+recipe=pkdq", "report.register=digits-pick", "report.max_accuracy_drop=0.03",
+             "eval.throughput_repeats=5")
+
+
+def store_at(root: Path) -> dict[str, str]:
+    """A cache dir, a SQLite MLflow store and an artifact folder under `root`."""
+    return {"cache": str(root / "cache"), "uri": f"sqlite:///{root / 'mlflow.db'}", "artifacts": str(root / "art")}
+
+
+@pytest.fixture(scope="session")
+def pkdq_reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], subprocess.CompletedProcess]:
+    """(store, finished CLI process) of one REFERENCE sweep, run once per session. Read it, never write to it.
+
+    Several modules check a finished pkdq sweep (its MLflow runs, the report, the registry, the cache); each
+    used to run its own. A test that must write (a rerun, another experiment, planted files) takes
+    `copy_store` of it; a test whose point is a fresh store (executed vs cached counts, kills) runs its own.
+    """
+    store = store_at(tmp_path_factory.mktemp("pkdq-reference"))
+    out = run_cli(store, *REFERENCE)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    return store, out
+
+
+def copy_store(store: dict[str, str], root: Path) -> dict[str, str]:
+    """A private, writable copy of `store` under `root`: the cache, the MLflow database and its artifacts.
+
+    MLflow records absolute artifact locations, so the copy's database is rewritten to point at the copied
+    artifacts: a run logged into the copy never writes into the original.
+    """
+    old = Path(store["uri"].removeprefix("sqlite:///")).parent
+    shutil.copytree(old, root, dirs_exist_ok=True)
+    copy = store_at(root)
+    with sqlite3.connect(root / "mlflow.db") as db:
+        for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+            for column in db.execute(f"PRAGMA table_info('{table}')").fetchall():
+                if column[2].upper().startswith(("VARCHAR", "TEXT")):
+                    db.execute(f'UPDATE "{table}" SET "{column[1]}" = REPLACE("{column[1]}", ?, ?)',
+                               (str(old), str(root)))
+    return copy

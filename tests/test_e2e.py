@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, cli_args, run_cli
+from conftest import REFERENCE, ROOT, cli_args, copy_store, run_cli
 from mlflow.tracking import MlflowClient
 
 FIVE = ("accuracy", "model_size_mb", "params", "latency_p50_ms", "latency_p95_ms")
@@ -27,12 +27,9 @@ def sweep_runs(uri: str, experiment: str = "pkdq") -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def first(tmp_path_factory):
-    root = tmp_path_factory.mktemp("e2e")
-    store = {"cache": str(root / "cache"), "uri": f"sqlite:///{root / 'mlflow.db'}", "artifacts": str(root / "art")}
-    out = run_cli(store, "+recipe=pkdq", "report.register=digits-pick")
-    assert out.returncode == 0, out.stdout + out.stderr
-    return store, out
+def first(pkdq_reference):
+    """The session's reference pkdq sweep (its pick registered as digits-pick): read only."""
+    return pkdq_reference
 
 
 def test_mlflow_holds_parent_baseline_and_one_leaf_per_variant(first):
@@ -83,11 +80,11 @@ def test_models_are_mlflow_onnx_models_and_the_pick_is_registered(first, digits)
         assert (next(iter(logits.values())).argmax(-1) == labels).mean() > 0.8
 
 
-def test_rerun_recomputes_nothing(first):
-    store, _ = first
+def test_rerun_recomputes_nothing(first, tmp_path):
+    store = copy_store(first[0], tmp_path / "copy")  # the rerun logs a second sweep: not into the shared store
     before = {r.data.tags["orchestrator.node_key"]: r.data.tags["orchestrator.model_id"]
               for r in sweep_runs(store["uri"])[1:]}
-    out = run_cli(store, "+recipe=pkdq")
+    out = run_cli(store, *REFERENCE)
     assert out.returncode == 0, out.stderr
     assert "11 unique nodes: 0 stage executions, 11 from cache" in out.stdout
     parent, *kids = sweep_runs(store["uri"])
@@ -99,7 +96,7 @@ def test_rerun_recomputes_nothing(first):
 
 def test_dry_run_marks_cached_and_new(first):
     store, _ = first
-    out = run_cli(store, "+recipe=pkdq", "stages.distill.epochs=2", "dry_run=true")
+    out = run_cli(store, *REFERENCE, "stages.distill.epochs=2", "dry_run=true")
     assert out.returncode == 0, out.stderr
     assert "11 nodes (3 cached, 8 new), 4 variants" in out.stdout
 

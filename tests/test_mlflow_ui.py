@@ -9,9 +9,10 @@ from __future__ import annotations
 import re
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
-from conftest import ROOT, free_port, run_cli
+from conftest import ROOT, free_port
 from mlflow.tracking import MlflowClient
 from test_tracking_loss import start_server, stop_server
 
@@ -20,17 +21,14 @@ pytestmark = [pytest.mark.slow,
 
 
 @pytest.fixture(scope="module")
-def ui(tmp_path_factory):
-    """A finished default sweep served by `mlflow server`, and a Playwright page."""
+def ui(pkdq_reference):
+    """The session's finished reference sweep served by `mlflow server`, and a Playwright page."""
     pytest.importorskip("playwright")
     from playwright.sync_api import sync_playwright
 
-    root = tmp_path_factory.mktemp("ui")
-    store = {"cache": str(root / "cache"), "uri": f"sqlite:///{root / 'mlflow.db'}", "artifacts": str(root / "art")}
-    out = run_cli(store, "+recipe=pkdq")
-    assert out.returncode == 0, out.stderr[-2000:]
+    store, out = pkdq_reference
     port = free_port()
-    server = start_server(root / "mlflow.db", root / "art", port)
+    server = start_server(Path(store["uri"].removeprefix("sqlite:///")), Path(store["artifacts"]), port)
     pw = sync_playwright().start()
     browser = pw.chromium.launch(executable_path=shutil.which("chromium"), args=["--no-sandbox", "--disable-gpu"])
     try:

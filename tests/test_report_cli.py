@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, copy_store, run_cli
 
 pytestmark = pytest.mark.slow
 
-# pkdq made quick: one distillation epoch and a short throughput run. Leaves are distill>quantize, so every
-# variant has a baseline with the same settings: the constraint below always admits the baseline at least.
-PKDQ = ["+recipe=pkdq", "stages.distill.epochs=1", "eval.throughput_repeats=5", "report.max_accuracy_drop=0.03"]
+# The session's reference pkdq sweep (conftest.REFERENCE) has report.max_accuracy_drop=0.03 and a short throughput
+# run. Leaves are distill>quantize, so every variant has a baseline with the same settings: the constraint always
+# admits the baseline at least.
 LEAF_METRICS = {"accuracy", "f1", "teacher_agreement", "model_size_mb", "model_size_gzip_mb", "params", "sparsity",
                 "load_ms", "first_inference_ms", "latency_p50_ms", "latency_p90_ms", "latency_p95_ms",
                 "latency_p99_ms", "latency_mean_ms", "latency_cv", "throughput_per_s", "peak_rss_mb",
@@ -23,17 +23,15 @@ LEAF_METRICS = {"accuracy", "f1", "teacher_agreement", "model_size_mb", "model_s
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """One store for the module: the digits baseline is trained once and reused from the cache."""
-    tmp = tmp_path_factory.mktemp("report")
-    return {"cache": str(tmp / "cache"), "uri": f"sqlite:///{tmp / 'mlflow.db'}", "artifacts": str(tmp / "artifacts")}
+def shared(pkdq_reference: tuple[dict[str, str], subprocess.CompletedProcess]) -> dict[str, str]:
+    """The reference sweep's store (read only): its digits baseline is trained once and reused from the cache."""
+    return pkdq_reference[0]
 
 
 @pytest.fixture(scope="module")
-def pkdq(shared: dict[str, str]) -> subprocess.CompletedProcess:
-    done = run_cli(shared, *PKDQ)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
+def pkdq(pkdq_reference: tuple[dict[str, str], subprocess.CompletedProcess]) -> subprocess.CompletedProcess:
+    """The reference sweep's finished CLI process (its printed report)."""
+    return pkdq_reference[1]
 
 
 def client(store: dict[str, str]) -> Any:
@@ -111,7 +109,8 @@ def test_report_command_names_what_it_cannot_find(shared: dict[str, str]) -> Non
     assert done.returncode == 2 and "no-such-sweep" in done.stderr
 
 
-def test_gate_logs_the_gated_node_and_skips_its_subtree(shared: dict[str, str]) -> None:
+def test_gate_logs_the_gated_node_and_skips_its_subtree(shared: dict[str, str], tmp_path: Path) -> None:
+    shared = copy_store(shared, tmp_path / "copy")  # it logs another experiment: into a copy of the reference
     done = run_cli(shared, "pipeline=[prune,quantize]", "stages.prune.ratio=0.8", "gate.max_accuracy_drop=0.01",
                    "tracking.experiment=gate", "eval.throughput_repeats=5")  # as pkdq: its baseline numbers reused
     assert done.returncode == 0, done.stderr[-3000:]  # gated is not a failure

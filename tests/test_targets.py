@@ -9,6 +9,7 @@ import http.client
 import shutil
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import psutil
@@ -132,6 +133,70 @@ def test_static_server_headers_encodings_and_nothing_else(tmp_path):
             assert conn.getresponse().status == 404
     finally:
         server.close()
+
+
+def _spy_compressor(monkeypatch) -> list[tuple[str, str, bool]]:
+    """Every compression, recorded as (file name, encoding, whether on the main thread, not a request's)."""
+    from orchestrator.measure.targets import server as srv
+
+    calls: list[tuple[str, str, bool]] = []
+    real = srv._compress
+
+    def spy(src: Path, dst: Path, encoding: str) -> None:
+        calls.append((src.name, encoding, threading.current_thread() is threading.main_thread()))
+        real(src, dst, encoding)
+
+    monkeypatch.setattr(srv, "_compress", spy)
+    return calls
+
+
+@needs_browser
+def test_files_are_compressed_once_by_content_and_requests_send_the_stored_bytes(tmp_path, monkeypatch):
+    import brotli
+
+    from orchestrator.measure.targets.server import StaticServer, compressed_size, precompress, store
+
+    monkeypatch.setenv("ORCHESTRATOR_HOME", str(tmp_path / "home"))  # a private store of compressed files
+    calls = _spy_compressor(monkeypatch)
+    model, twin = tmp_path / "m.onnx", tmp_path / "twin.onnx"
+    model.write_bytes(b"weights " * 20000)
+    twin.write_bytes(model.read_bytes())  # the same bytes under another name (an export equal to its parent)
+    precompress([model])
+    assert sorted(c[:2] for c in calls) == [("m.onnx", "br"), ("m.onnx", "gzip")]
+    precompress([model, twin])
+    assert len(calls) == 2 and len(list(store().iterdir())) == 2  # found by content: nothing compressed again
+    server = StaticServer()
+    server.add("/models/m.onnx", model)
+    try:
+        conn = http.client.HTTPConnection(*server.httpd.server_address, timeout=10)
+        conn.request("GET", "/models/m.onnx", headers={"Accept-Encoding": "gzip, deflate, br"})
+        resp = conn.getresponse()
+        body = resp.read()
+    finally:
+        server.close()
+    assert resp.getheader("Content-Encoding") == "br" and brotli.decompress(body) == model.read_bytes()
+    assert len(body) == compressed_size(model, "br") and len(calls) == 2  # the request compressed nothing
+    model.write_bytes(b"other weights " * 20000)  # new content: compressed anew
+    precompress([model])
+    assert len(calls) == 4
+
+
+@needs_browser
+def test_a_measurement_fetches_bytes_compressed_before_timing(digits, digits_onnx, tmp_path, monkeypatch):
+    import onnx
+
+    model = onnx.load(str(digits_onnx))
+    model.doc_string = str(uuid.uuid4())  # bytes no earlier run has compressed (the store is kept by content)
+    path = tmp_path / "unique.onnx"
+    onnx.save(model, str(path))
+    calls = _spy_compressor(monkeypatch)
+    first = BrowserTarget().measure(path, digits, settings())
+    ours = [(enc, main) for name, enc, main in calls if name == path.name]
+    assert sorted(ours) == [("br", True), ("gzip", True)]  # made while preparing, none inside the timed request
+    second = BrowserTarget().measure(path, digits, settings())
+    assert len([c for c in calls if c[0] == path.name]) == 2  # the second measurement reuses them
+    assert first["browser_download_br_mb"] == second["browser_download_br_mb"] > 0
+    assert second["browser_max_abs_diff"] < 1e-4
 
 
 @needs_browser
