@@ -181,7 +181,8 @@ def _execute(settings: Settings, the_plan: Plan, cache: Cache, book: Logbook, ex
         return Job(node, root.key, root.params, settings.seed, cache.location, settings.eval, dict(settings.export),
                    gate_loss, torch_threads=threads_per_worker(settings.executor, res), resources=res)
 
-    progress = Progress(the_plan, settings.task, Estimator(cache), [k for k in the_plan.nodes if cache.has(k)])
+    progress = Progress(the_plan, settings.task, Estimator(cache), [k for k in the_plan.nodes if cache.has(k)],
+                        quality=task_cls.quality)
     results: dict[str, NodeResult] = {}
 
     def on_result(node: Node, result: NodeResult) -> None:

@@ -27,6 +27,7 @@ from rich.text import Text
 
 from orchestrator.engine.cache import Cache
 from orchestrator.engine.plan import BASELINE, Node, Plan
+from orchestrator.tasks.quality import ACCURACY, Quality
 
 
 def _clock(seconds: float) -> str:
@@ -118,8 +119,10 @@ class Progress:
     """Nodes done / total and the current stage, one line per event; a live `rich` display on a terminal."""
 
     def __init__(self, plan: Plan, task: str, estimator: Estimator | None = None, cached: Iterable[str] = (),
-                 stream: TextIO | None = None, live: bool | None = None, console: Console | None = None) -> None:
+                 stream: TextIO | None = None, live: bool | None = None, console: Console | None = None,
+                 quality: Quality = ACCURACY) -> None:
         self.plan, self.task, self.estimator = plan, task, estimator
+        self.quality = quality  # the task's metric, shown on each finished node's line
         self.cached = set(cached)  # nodes already in the cache take no compute
         self.stream = stream or (console.file if console is not None else sys.stderr)
         self.total, self.done, self.start = len(plan.nodes), 0, time.perf_counter()
@@ -211,8 +214,8 @@ class Progress:
         m = result.metrics
         lines = (result.error or "").strip().splitlines() or [""]
         # a traceback says most in its last line; a failure we could name says it in its first
-        quality = (f"acc={m['accuracy']:.4f}" if "accuracy" in m else
-                   f"ppl={m['perplexity']:.4g}" if "perplexity" in m else None)
+        q = self.quality
+        quality = f"{q.column}={q.fmt.format(m[q.metric])}" if q.metric in m else None
         detail = (f"{quality} size={m['model_size_mb']:.3f}MB p50={m['latency_p50_ms']:.3f}ms" if quality
                   else lines[-1] if lines[0].startswith("Traceback") else lines[0])
         left = f" (left {self.remaining()})" if self.done < self.total and not self.live else ""
