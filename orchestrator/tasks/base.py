@@ -8,6 +8,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+# The methods without which no baseline can be built, stored or scored, and how each is called: a task
+# (a plugin above all) must define them itself; the rest of the contract has working defaults.
+REQUIRED = {"build_baseline": "build_baseline()", "batches": "batches(split, batch_size, shuffle=False)",
+            "architecture": "architecture(spec)"}
+
 
 class Task:
     """Base class. Subclasses provide data splits, the baseline model and the metric.
@@ -32,6 +37,20 @@ class Task:
 
     def __init__(self, params: Any, seed: int) -> None:
         self.params, self.seed = params, seed
+
+    @classmethod
+    def missing(cls) -> list[str]:
+        """The REQUIRED methods this class does not define (as they are called), or Params when it has none."""
+        lacking = [call for name, call in REQUIRED.items() if getattr(cls, name) is getattr(Task, name)]
+        return lacking + ([] if isinstance(getattr(cls, "Params", None), type) else ["Params (a dataclass)"])
+
+    @classmethod
+    def check(cls, params: Any) -> None:
+        """Raise ConfigError (naming the task key) for model or data files this task cannot use.
+
+        Runs in preflight, before any node computes, so it must be cheap: open headers, tables of contents and
+        a bounded amount of text; never load weights or train. Default: nothing to check.
+        """
 
     @classmethod
     def sources(cls, params: dict[str, Any]) -> dict[str, str]:
