@@ -120,7 +120,10 @@ def run_sweep(data: dict[str, Any], recipe: str | None, overrides: list[str] | N
         return 2
     executor = executor_for(data["executor"])
     try:  # before any compute: the cache, the tracking store and the executor must be usable
+        from orchestrator.tasks import TASKS
+
         preflight.check_cache(data["cache"]["dir"])
+        preflight.check_tasks(the_plan.children(None), TASKS)  # the model and data files, dry runs included
         if not data["dry_run"]:
             preflight.check_tracking(data["tracking"])
             targets.check(EvalSettings(**data["eval"]))

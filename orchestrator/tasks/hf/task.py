@@ -99,6 +99,13 @@ class HFClassification(Task):
         """The model folder and the data file(s): their contents key the baseline, not only their paths."""
         return {"model": params.get("model", ""), "dataset": params.get("dataset", "")}
 
+    @classmethod
+    def check(cls, params: Any) -> None:
+        """The model folder and the table, opened as far as the baseline would (orchestrator.tasks.hf.checks)."""
+        from orchestrator.tasks.hf.checks import check
+
+        check(params, cls.sources(dataclasses.asdict(params)))
+
     def model_dir(self) -> str:
         """Where the pretrained model and tokenizer are loaded from."""
         return self.params.model
