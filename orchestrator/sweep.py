@@ -226,13 +226,17 @@ def _finish(the_plan: Plan, results: dict[str, NodeResult], book: Logbook, wall:
     for r in gated:
         print(f"GATED {r.key[:10]}: {r.error}")
     for r in failed:
-        _err(f"FAILED {r.key}:\n{r.error}")
+        if not r.refused:
+            _err(f"FAILED {r.key}:\n{r.error}")
     tracker = book.tracker
     book.call("the sweep's summary", tracker.end_sweep if tracker else None,
               "FAILED" if failed else "FINISHED", summary, {})
+    refused = sorted({r.refused for r in failed if r.refused})
+    for line in refused:  # bad input a node found: the same one line as a refusal before compute
+        _err(f"error: {line}")
     if book.down:
         _err(book.summary())
-        return 1
+        return 2 if refused else 1
     if tracker:
         print(f"MLflow: parent run {tracker.parent_id} in {tracker.uri}")
-    return 1 if failed else 0
+    return 2 if refused else 1 if failed else 0

@@ -65,3 +65,17 @@ def test_a_plugin_task_without_a_required_method_is_refused_when_loaded(tmp_path
            "architecture(spec), which every task must" in out.stderr
     assert "Traceback" not in out.stderr and "must not train" not in out.stderr
 
+
+def test_bad_input_found_inside_a_node_is_one_line_and_exit_2(tmp_path):
+    """A ConfigError only the node can raise (here: on loading) is reported like a refusal before compute."""
+    (tmp_path / "refuser.py").write_text(
+        "from dataclasses import dataclass\n\nfrom wine_task import Wine, WineParams\n\n"
+        "from orchestrator.errors import ConfigError\n\n\n@dataclass\nclass RefuserParams(WineParams):\n"
+        "    name: str = 'refuser'\n\n\nclass Refuser(Wine):\n    name = 'refuser'\n    Params = RefuserParams\n\n"
+        "    def build_baseline(self):\n"
+        "        raise ConfigError('task.hidden', self.params.hidden, 'is wider than this data allows')\n")
+    out = run(tmp_path, "task.name=refuser", "tracking=none", env={"ORCHESTRATOR_PLUGINS": "refuser"})
+    assert out.returncode == 2, out.stdout + out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == ["error: task.hidden=64 is not allowed: is wider than this data allows"], out.stderr
+    assert "Traceback" not in out.stdout + out.stderr and "1 failed" in out.stdout

@@ -24,6 +24,7 @@ from orchestrator.artifacts import torch_io
 from orchestrator.config.executor import Resources
 from orchestrator.engine.cache import Cache, open_cache
 from orchestrator.engine.plan import BASELINE, Node, Plan
+from orchestrator.errors import ConfigError
 from orchestrator.measure.evaluate import EvalSettings, eval_hash, onnx_for
 from orchestrator.measure.targets.ort import OrtTarget
 
@@ -61,6 +62,7 @@ class NodeResult:
     executed: bool = False  # the stage itself ran in this invocation (not a cache hit)
     target_errors: dict[str, str] = field(default_factory=dict)  # target -> why its measurement failed
     worker: str = ""  # where it was computed, when the executor knows (Ray: node address and id, pid)
+    refused: str = ""  # bad input only the node could find (a ConfigError): the CLI's one line, exit 2
 
 
 @functools.lru_cache(maxsize=4)
@@ -203,6 +205,8 @@ def compute(job: Job) -> NodeResult:
         return NodeResult(key, GATED if gated else DONE if executed else CACHED, {**metrics, **more},
                           time.perf_counter() - start, error=gated, onnx_path=str(_measured_path(cache, key)),
                           executed=executed, target_errors=target_errors)
+    except ConfigError as err:  # the user's input, not a bug: one line, no traceback
+        return NodeResult(key, FAILED, seconds=time.perf_counter() - start, error=str(err), refused=str(err))
     except Exception as err:
         return NodeResult(key, FAILED, seconds=time.perf_counter() - start,
                           error=_why_failed(job, err) + traceback.format_exc())
