@@ -27,6 +27,7 @@ from orchestrator.errors import ConfigError, check_choice, check_range
 from orchestrator.measure.metrics import classification
 from orchestrator.tasks.base import Task
 from orchestrator.tasks.hf.data import check_source
+from orchestrator.tasks.hf.precision import DTYPES, autocast, resolve
 
 KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -40,7 +41,8 @@ class HFParams:
     `*_size` > 0 keeps a seeded random subset of that many rows. `labels` fixes the class order
     (default: sorted distinct training labels). Texts are truncated to `max_length` tokens.
     `train_dtype: bfloat16` runs training forward passes under CPU autocast (weights stay float32;
-    2-3x faster on CPUs with AVX512-BF16/AMX, slower without); evaluation is always float32.
+    2-3x faster on CPUs with AVX512-BF16/AMX, slower without); `auto` picks it where the CPU has them
+    (see tasks/hf/precision); evaluation is always float32.
     """
 
     name: str = "hf"
@@ -62,11 +64,12 @@ class HFParams:
     lr: float = 5e-5
     batch_size: int = 32
     calib_size: int = 256
-    train_dtype: str = "float32"
+    train_dtype: str = "auto"
 
     def __post_init__(self) -> None:
         self.check_sources()
-        check_choice("train_dtype", self.train_dtype, ["float32", "bfloat16"])
+        check_choice("train_dtype", self.train_dtype, DTYPES)
+        self.train_dtype = resolve(self.train_dtype)  # before the baseline is keyed: the key names what trains
         check_range("max_length", self.max_length, 2, 8192)
         check_range("epochs", self.epochs, 0, 1000)
         check_range("lr", self.lr, 0, 1, lo_open=True)
@@ -178,18 +181,8 @@ class HFClassification(Task):
         picks = np.random.default_rng(self.seed).choice(len(enc), size=min(count, len(enc)), replace=False)
         return [enc.batch(np.array([i]))[0] for i in picks]
 
-    def _precision(self) -> Any:
-        """bf16 autocast while training (gradients on) when asked; float32 for every measurement."""
-        import contextlib
-
-        import torch
-
-        if self.params.train_dtype == "bfloat16" and torch.is_grad_enabled():
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def forward(self, model: Any, inputs: Any) -> Any:
-        with self._precision():
+        with autocast(self.params.train_dtype):
             return model(**inputs).logits.float()
 
     def hidden_states(self, model: Any, inputs: Any) -> list[Any]:
@@ -199,7 +192,7 @@ class HFClassification(Task):
     def forward_with_states(self, model: Any, inputs: Any) -> tuple[Any, list[Any]]:
         """Logits and hidden states (as `hidden_states`) of one forward pass."""
         mask = inputs["attention_mask"].unsqueeze(-1).float()
-        with self._precision():
+        with autocast(self.params.train_dtype):
             out = model(**inputs, output_hidden_states=True)
         return out.logits.float(), [h.float() * mask for h in out.hidden_states]
 
