@@ -88,12 +88,13 @@ def print_plan(plan_: Plan, cache: Cache) -> None:
         print(f"estimated compute of the {len(new)} new nodes: {estimate_text(known, unknown)}{how}")
 
 
-def threads_per_worker(executor: dict[str, Any], resources: Resources | None = None) -> int:
-    """executor.torch_threads, with 0 resolved to the cores a worker has: on Ray the CPUs its stage
-    requests, else this machine's cores divided among the workers."""
+def threads_per_worker(executor: dict[str, Any], resources: Resources | None = None, default: int = 0) -> int:
+    """executor.torch_threads (unset: the task's `default`), with 0 resolved to the cores a worker has: on Ray
+    the CPUs its stage requests, else this machine's cores divided among the workers."""
     import os
 
-    threads = int(executor.get("torch_threads", 1))
+    given = executor.get("torch_threads")
+    threads = default if given is None else int(given)
     if threads:
         return threads
     if executor.get("kind") == "ray":
@@ -170,13 +171,14 @@ def _execute(data: dict[str, Any], the_plan: Plan, cache: Cache, recipe: str | N
                                                        "orchestrator.task": str(data["task"]["name"]), **env}, env)
 
     resources = stage_resources(data["stages"])
+    from orchestrator.tasks import TASKS
 
     def make_job(node: Node) -> Job:
         root = node if node.parent is None else the_plan.ancestors(node.key)[0]
-        res = resources.get(node.stage, Resources())
+        res, task_cls = resources.get(node.stage, Resources()), TASKS[root.params["name"]]
         return Job(node, root.key, root.params, int(data["seed"]), cache.location, settings,
                    split_resources("export", data["stages"].get("export", {}))[0], dict(data["gate"]),
-                   torch_threads=threads_per_worker(data["executor"], res), resources=res)
+                   torch_threads=threads_per_worker(data["executor"], res, task_cls.torch_threads), resources=res)
 
     progress = Progress(the_plan, str(data["task"]["name"]), Estimator(cache),
                         [k for k in the_plan.nodes if cache.has(k)])
@@ -193,8 +195,6 @@ def _execute(data: dict[str, Any], the_plan: Plan, cache: Cache, recipe: str | N
     finally:
         progress.close()
     report = build(rows_from_results(the_plan, results), Constraints.from_dict(data["report"]))
-    from orchestrator.tasks import TASKS
-
     report.notes = list(TASKS[data["task"]["name"]].report_notes)
     faults.point("report")
     book.call("the report", publish if tracker else None, tracker, report, recipe or "adhoc", env)

@@ -287,6 +287,21 @@ def test_train_dtype_auto_follows_the_cpu_and_says_so_once(tmp_path: Path, monke
     assert err.count("warning: task.train_dtype=bfloat16 on a CPU without") == (1 if flag is None else 0)
 
 
+def test_training_threads_default_to_the_workers_cores_but_digits() -> None:
+    import os
+
+    from orchestrator.sweep import threads_per_worker
+    from orchestrator.tasks import TASKS
+
+    executor = compose("task=tweets")["executor"]
+    assert executor["torch_threads"] is None  # unset: each task's own default
+    cores = max(1, (os.cpu_count() or 1))
+    assert threads_per_worker(executor, None, TASKS["tweets"].torch_threads) == cores
+    assert threads_per_worker(executor, None, TASKS["digits"].torch_threads) == 1  # measured faster on one
+    assert threads_per_worker({**executor, "workers": 2}, None, 0) == max(1, cores // 2)
+    assert threads_per_worker({**executor, "torch_threads": 3}, None, 1) == 3  # an explicit setting wins
+
+
 @pytest.mark.slow
 def test_pkdq_end_to_end_from_a_user_task_file(hf_files: dict[str, str], store: dict[str, str],
                                                tmp_path: Path) -> None:

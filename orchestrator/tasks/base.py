@@ -34,6 +34,8 @@ class Task:
     check_examples: ClassVar[int] = 8  # test examples an export is checked on (an LM window is 256 of them)
     structured_pruning: ClassVar[bool] = False  # True: `prune_structured` replaces torch-pruning (LMs)
     variable_length: ClassVar[bool] = False  # inputs are texts that may be padded to their own length (pad_to)
+    # torch threads of its nodes when executor.torch_threads is not set: 0 = every core the worker has
+    torch_threads: ClassVar[int] = 0
 
     def __init__(self, params: Any, seed: int) -> None:
         self.params, self.seed = params, seed
