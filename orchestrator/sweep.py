@@ -95,13 +95,14 @@ def print_plan(plan_: Plan, cache: Cache) -> None:
         print(f"estimated compute of the {len(new)} new nodes: {estimate_text(known, unknown)}{how}")
 
 
-def threads_per_worker(executor: ExecutorConfig, resources: Resources | None = None) -> int:
-    """executor.torch_threads, with 0 resolved to the cores a worker has: on Ray the CPUs its stage
-    requests, else this machine's cores divided among the workers."""
+def threads_per_worker(executor: ExecutorConfig, resources: Resources | None = None, default: int = 0) -> int:
+    """executor.torch_threads (unset: the task's `default`), with 0 resolved to the cores a worker has: on Ray
+    the CPUs its stage requests, else this machine's cores divided among the workers."""
     import os
 
-    if executor.torch_threads:
-        return executor.torch_threads
+    threads = default if executor.torch_threads is None else executor.torch_threads
+    if threads:
+        return threads
     if executor.kind == "ray":
         return max(1, int((resources or Resources()).num_cpus))
     return max(1, (os.cpu_count() or 1) // executor.workers)
@@ -127,7 +128,10 @@ def run_sweep(data: dict[str, Any], recipe: str | None, overrides: list[str] | N
         return 2
     executor = executor_for(settings.executor)
     try:  # before any compute: the cache, the tracking store and the executor must be usable
+        from orchestrator.tasks import TASKS
+
         preflight.check_cache(settings.cache.dir)
+        preflight.check_tasks(the_plan.children(None), TASKS)  # the model and data files, dry runs included
         if not settings.dry_run:
             preflight.check_tracking(vars(settings.tracking))
             targets.check(settings.eval)
@@ -178,8 +182,9 @@ def _execute(settings: Settings, the_plan: Plan, cache: Cache, book: Logbook, ex
     def make_job(node: Node) -> Job:
         root = node if node.parent is None else the_plan.ancestors(node.key)[0]
         res = settings.resources_of(node.stage)
+        threads = threads_per_worker(settings.executor, res, TASKS[root.params["name"]].torch_threads)
         return Job(node, root.key, root.params, settings.seed, cache.location, settings.eval, dict(settings.export),
-                   gate_loss, torch_threads=threads_per_worker(settings.executor, res), resources=res)
+                   gate_loss, torch_threads=threads, resources=res)
 
     progress = Progress(the_plan, settings.task, Estimator(cache), [k for k in the_plan.nodes if cache.has(k)],
                         quality=task_cls.quality)
@@ -228,13 +233,17 @@ def _finish(the_plan: Plan, results: dict[str, NodeResult], book: Logbook, wall:
     for r in gated:
         print(f"GATED {r.key[:10]}: {r.error}")
     for r in failed:
-        _err(f"FAILED {r.key}:\n{r.error}")
+        if not r.refused:
+            _err(f"FAILED {r.key}:\n{r.error}")
     tracker = book.tracker
     book.call("the sweep's summary", tracker.end_sweep if tracker else None,
               "FAILED" if failed else "FINISHED", summary, {})
+    refused = sorted({r.refused for r in failed if r.refused})
+    for line in refused:  # bad input a node found: the same one line as a refusal before compute
+        _err(f"error: {line}")
     if book.down:
         _err(book.summary())
-        return 1
+        return 2 if refused else 1
     if tracker:
         print(f"MLflow: parent run {tracker.parent_id} in {tracker.uri}")
-    return 1 if failed else 0
+    return 2 if refused else 1 if failed else 0

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# Tests train small models in this process: one torch thread, like the executor's default
-# (executor.torch_threads); an oversubscribed thread pool trains several times slower.
+# Tests train small models in this process: one torch thread, like the digits task's default
+# (Task.torch_threads); an oversubscribed thread pool trains several times slower.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -270,6 +270,38 @@ def test_tweets_task_uses_the_bundled_model_and_data() -> None:
     assert Path(tweets.data_source()).suffix == ".csv"
 
 
+@pytest.mark.parametrize("flag, auto", [(None, "float32"), ("amx_bf16", "bfloat16")])
+def test_train_dtype_auto_follows_the_cpu_and_says_so_once(tmp_path: Path, monkeypatch: Any, capsys: Any,
+                                                          flag: str | None, auto: str) -> None:
+    from orchestrator.tasks.hf import precision
+    from orchestrator.tasks.hf.task import HFParams
+
+    monkeypatch.setattr(precision, "cpu_bf16", lambda: flag)
+    monkeypatch.setattr(precision, "_said", set())
+    where = {"model": str(tmp_path), "dataset": str(tmp_path)}
+    assert [HFParams(**where).train_dtype for _ in range(2)] == [auto, auto]  # resolved before any key is taken
+    assert HFParams(**where, train_dtype="bfloat16").train_dtype == "bfloat16"  # explicit: kept (and its key)
+    assert HFParams(**where, train_dtype="float32").train_dtype == "float32"
+    err = capsys.readouterr().err
+    assert err.count(f"task.train_dtype=auto trains in {auto}") == 1
+    assert err.count("warning: task.train_dtype=bfloat16 on a CPU without") == (1 if flag is None else 0)
+
+
+def test_training_threads_default_to_the_workers_cores_but_digits() -> None:
+    import os
+
+    from orchestrator.sweep import threads_per_worker
+    from orchestrator.tasks import TASKS
+
+    executor = compose("task=tweets")["executor"]
+    assert executor["torch_threads"] is None  # unset: each task's own default
+    cores = max(1, (os.cpu_count() or 1))
+    assert threads_per_worker(executor, None, TASKS["tweets"].torch_threads) == cores
+    assert threads_per_worker(executor, None, TASKS["digits"].torch_threads) == 1  # measured faster on one
+    assert threads_per_worker({**executor, "workers": 2}, None, 0) == max(1, cores // 2)
+    assert threads_per_worker({**executor, "torch_threads": 3}, None, 1) == 3  # an explicit setting wins
+
+
 @pytest.mark.slow
 def test_pkdq_end_to_end_from_a_user_task_file(hf_files: dict[str, str], store: dict[str, str],
                                                tmp_path: Path) -> None:

@@ -22,11 +22,11 @@ class ExecutorConfig:
     """kind: local (this process; with workers > 1 the pool), pool (worker processes), ray (a Ray cluster).
 
     workers: processes computing independent DAG branches at once (local/pool; on Ray the cluster's
-    CPUs and each stage's resources decide). torch_threads: intra-op threads of torch in each worker. 1 by
-    default: small models do not gain from more, and an oversubscribed torch thread pool (workers x
-    threads > free cores) spins and trains several times slower. 0 = the worker's share of the cores
-    (local/pool: cores // workers; Ray: the CPUs its stage requests; the LM tasks' default: a transformer
-    trains ~2x faster on 2 threads than on 1).
+    CPUs and each stage's resources decide). torch_threads: intra-op threads of torch in each worker; 0 = the
+    worker's share of the cores (local/pool: cores // workers, so the pool never oversubscribes them; Ray:
+    the CPUs its stage requests); null (the default) = the task's own default (`Task.torch_threads`): 0 for
+    every task but the tiny digits CNN, which trains faster on one thread (a transformer trains ~2x faster
+    on 2 threads than on 1).
     address (ray): a running cluster to join (`auto`, `host:port`, `ray://host:port`); null = start a
     local Ray on this machine with `num_cpus` CPUs (0 = all cores). max_retries (ray): how often a node whose
     worker process died is resubmitted before it is reported failed.
@@ -34,7 +34,7 @@ class ExecutorConfig:
 
     kind: str = "local"
     workers: int = 1
-    torch_threads: int = 1
+    torch_threads: int | None = None
     address: str | None = None
     num_cpus: int = 0
     max_retries: int = 2
@@ -42,7 +42,8 @@ class ExecutorConfig:
     def __post_init__(self) -> None:
         check_choice("kind", self.kind, KINDS)
         check_range("workers", self.workers, 1, 256)
-        check_range("torch_threads", self.torch_threads, 0, 256)
+        if self.torch_threads is not None:
+            check_range("torch_threads", self.torch_threads, 0, 256)
         check_range("num_cpus", self.num_cpus, 0, 4096)
         check_range("max_retries", self.max_retries, 0, 100)
         if self.address is not None and not re.fullmatch(r"auto|(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d+", self.address):
@@ -54,8 +55,9 @@ class ExecutorConfig:
 
 @dataclass
 class Resources:
-    """What one node of a stage asks of a worker (Ray): CPUs (also its torch threads when
-    executor.torch_threads=0), GPUs, and memory in GB (Ray holds a node until that much is free)."""
+    """What one node of a stage asks of a worker (Ray): CPUs (also its torch threads when they follow the
+    cores: executor.torch_threads 0, or unset for most tasks), GPUs, and memory in GB (Ray holds a node until
+    that much is free)."""
 
     num_cpus: float = 1.0
     num_gpus: float = 0.0

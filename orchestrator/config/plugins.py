@@ -13,7 +13,8 @@ registered here too, so the target registry never imports a task.
 
 The user's own environment decides which code runs, never a recipe. Worker processes (executor=pool) inherit
 the environment and import the registries the same way, so a plugin task works there too. A name that clashes
-with a built-in (or with another plugin) is refused naming both.
+with a built-in (or with another plugin) is refused naming both; a task that lacks a method of the contract
+(orchestrator.tasks.base.REQUIRED) is refused naming the class and the methods.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ def _add(found: dict[str, type], cls: type, kind: str, builtins: dict[str, type]
         side = "the built-in" if name in builtins else "the plugin"
         raise PluginError(f"plugin {kind} {name!r} ({_where(cls)}) clashes with {side} {kind} {name!r} "
                           f"({_where(other)}): rename one of them")
+    lacking = cls.missing() if kind == "task" else []
+    if lacking:  # refused now, not by a NotImplementedError after its baseline has trained
+        raise PluginError(f"plugin task {name!r} ({_where(cls)}) does not define {', '.join(lacking)}, which "
+                          "every task must (see orchestrator.tasks.base.REQUIRED)")
     found[name] = cls
 
 

@@ -25,6 +25,7 @@ from orchestrator.artifacts.onnx_utils import same_bytes
 from orchestrator.engine.cache import Cache, open_cache
 from orchestrator.engine.executors.base import CACHED, DONE, FAILED, GATED, Job, NodeResult
 from orchestrator.engine.plan import BASELINE, Node, Plan
+from orchestrator.errors import ConfigError
 from orchestrator.measure import targets
 from orchestrator.measure.evaluate import eval_hash, onnx_for
 
@@ -175,6 +176,8 @@ def compute(job: Job) -> NodeResult:
         return NodeResult(key, GATED if gated else DONE if executed else CACHED, {**metrics, **more},
                           time.perf_counter() - start, error=gated, onnx_path=str(_measured_path(cache, key)),
                           executed=executed, target_errors=target_errors)
+    except ConfigError as err:  # the user's input, not a bug: one line, no traceback
+        return NodeResult(key, FAILED, seconds=time.perf_counter() - start, error=str(err), refused=str(err))
     except Exception as err:
         return NodeResult(key, FAILED, seconds=time.perf_counter() - start,
                           error=_why_failed(job, err) + traceback.format_exc())

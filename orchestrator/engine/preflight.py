@@ -1,4 +1,5 @@
-"""Checks that run before any compute: the cache, the tracking store and the artifact folder are usable.
+"""Checks that run before any compute: the cache, the tracking store and the artifact folder are usable, and
+every task of the plan can read its model and data.
 
 Each failure is a ConfigError naming the key (`cache.dir`, `tracking.uri`, `tracking.artifact_root`),
 the value and what to do, so a down server or a read-only folder costs seconds, not a traceback after
@@ -37,6 +38,18 @@ def check_cache(folder: str) -> None:
         check_folder("cache.dir", mirror_dir(folder))
     else:
         check_folder("cache.dir", folder)
+
+
+def check_tasks(roots: list[Any], tasks: dict[str, type]) -> None:
+    """Every distinct task of the plan's `roots` (baseline nodes) opens its model and data (Task.check):
+    a broken file is refused here in a second, not by a traceback from inside the first node."""
+    seen: set[str] = set()
+    for root in roots:
+        params = json.dumps(root.params, sort_keys=True, default=str)
+        if params not in seen:
+            seen.add(params)
+            cls = tasks[root.params["name"]]
+            cls.check(cls.Params(**root.params))
 
 
 def check_folder(key: str, folder: str | Path, min_free_mb: float = MIN_FREE_MB) -> None:

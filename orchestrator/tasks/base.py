@@ -10,6 +10,11 @@ import numpy as np
 
 from orchestrator.tasks.quality import ACCURACY, Columns, Quality
 
+# The methods without which no baseline can be built, stored or scored, and how each is called: a task
+# (a plugin above all) must define them itself; the rest of the contract has working defaults.
+REQUIRED = {"build_baseline": "build_baseline()", "batches": "batches(split, batch_size, shuffle=False)",
+            "architecture": "architecture(spec)"}
+
 
 class Task:
     """Base class. Subclasses provide data splits, the baseline model and the metric.
@@ -35,9 +40,25 @@ class Task:
     # measurement targets this family provides (orchestrator.measure.targets.Target subclasses), added to the
     # target registry by orchestrator.config.plugins.install(): e.g. the LMs' speculative decoding
     targets: ClassVar[tuple[type, ...]] = ()
+    # torch threads of its nodes when executor.torch_threads is not set: 0 = every core the worker has
+    torch_threads: ClassVar[int] = 0
 
     def __init__(self, params: Any, seed: int) -> None:
         self.params, self.seed = params, seed
+
+    @classmethod
+    def missing(cls) -> list[str]:
+        """The REQUIRED methods this class does not define (as they are called), or Params when it has none."""
+        lacking = [call for name, call in REQUIRED.items() if getattr(cls, name) is getattr(Task, name)]
+        return lacking + ([] if isinstance(getattr(cls, "Params", None), type) else ["Params (a dataclass)"])
+
+    @classmethod
+    def check(cls, params: Any) -> None:
+        """Raise ConfigError (naming the task key) for model or data files this task cannot use.
+
+        Runs in preflight, before any node computes, so it must be cheap: open headers, tables of contents and
+        a bounded amount of text; never load weights or train. Default: nothing to check.
+        """
 
     @classmethod
     def sources(cls, params: dict[str, Any]) -> dict[str, str]:

@@ -51,6 +51,7 @@ class NodeResult:
     executed: bool = False  # the stage itself ran in this invocation (not a cache hit)
     target_errors: dict[str, str] = field(default_factory=dict)  # target -> why its measurement failed
     worker: str = ""  # where it was computed, when the executor knows (Ray: node address and id, pid)
+    refused: str = ""  # bad input only the node could find (a ConfigError): the CLI's one line, exit 2
 
 
 class Executor:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from orchestrator.errors import ConfigError
+from orchestrator.tasks.checks.paths import looks_local
 
 FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 SPLITS = ("train", "val", "test")
@@ -30,16 +31,16 @@ def offline() -> bool:
 def check_source(key: str, value: str, what: str) -> None:
     """Fail fast (at validation, before any compute) on a source that cannot be loaded here.
 
-    An existing local path is always fine; anything else is a hub id, refused when offline.
+    An existing local path passes here (what it holds is the task's preflight check, see Task.check); anything
+    else is a hub id, refused when offline.
     """
     if not value:
         raise ConfigError(key, value, f"required: a local {what} path (or a hub id when the hub is reachable)")
     path = Path(value).expanduser()
     if path.exists():
-        if what == "model directory" and not (path / "config.json").is_file():
-            raise ConfigError(key, value, "not a model folder (no config.json): give a folder written by "
-                                          "save_pretrained, with the weights and the tokenizer")
         return
+    if looks_local(value):  # only a path can look like this, never a hub id: say so, online or not
+        raise ConfigError(key, value, f"no such file or folder (a local {what} was meant)")
     if offline():
         raise ConfigError(key, value, f"no such local {what}, and HF_HUB_OFFLINE=1 forbids the hub: "
                                       f"give a local path to the {what} instead of a hub id")

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from orchestrator.errors import ConfigError, check_choice, check_range
 from orchestrator.tasks.hf.data import check_source
+from orchestrator.tasks.hf.precision import DTYPES, resolve
 
 
 @dataclass
@@ -17,7 +18,8 @@ class HFParams:
     `*_size` > 0 keeps a seeded random subset of that many rows. `labels` fixes the class order
     (default: sorted distinct training labels). Texts are truncated to `max_length` tokens.
     `train_dtype: bfloat16` runs training forward passes under CPU autocast (weights stay float32;
-    2-3x faster on CPUs with AVX512-BF16/AMX, slower without); evaluation is always float32.
+    2-3x faster on CPUs with AVX512-BF16/AMX, slower without); `auto` picks it where the CPU has them
+    (see tasks/hf/precision); evaluation is always float32.
     """
 
     name: str = "hf"
@@ -39,11 +41,12 @@ class HFParams:
     lr: float = 5e-5
     batch_size: int = 32
     calib_size: int = 256
-    train_dtype: str = "float32"
+    train_dtype: str = "auto"
 
     def __post_init__(self) -> None:
         self.check_sources()
-        check_choice("train_dtype", self.train_dtype, ["float32", "bfloat16"])
+        check_choice("train_dtype", self.train_dtype, DTYPES)
+        self.train_dtype = resolve(self.train_dtype)  # before the baseline is keyed: the key names what trains
         check_range("max_length", self.max_length, 2, 8192)
         check_range("epochs", self.epochs, 0, 1000)
         check_range("lr", self.lr, 0, 1, lo_open=True)

@@ -26,6 +26,7 @@ from orchestrator.errors import ConfigError
 from orchestrator.measure.metrics import classification
 from orchestrator.tasks.base import Task
 from orchestrator.tasks.hf.params import HFParams
+from orchestrator.tasks.hf.precision import autocast
 
 KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -45,6 +46,13 @@ class HFClassification(Task):
     def sources(cls, params: dict[str, Any]) -> dict[str, str]:
         """The model folder and the data file(s): their contents key the baseline, not only their paths."""
         return {"model": params.get("model", ""), "dataset": params.get("dataset", "")}
+
+    @classmethod
+    def check(cls, params: Any) -> None:
+        """The model folder and the table, opened as far as the baseline would (orchestrator.tasks.hf.checks)."""
+        from orchestrator.tasks.hf.checks import check
+
+        check(params, cls.sources(dataclasses.asdict(params)))
 
     def model_dir(self) -> str:
         """Where the pretrained model and tokenizer are loaded from."""
@@ -118,18 +126,8 @@ class HFClassification(Task):
         picks = np.random.default_rng(self.seed).choice(len(enc), size=min(count, len(enc)), replace=False)
         return [enc.batch(np.array([i]))[0] for i in picks]
 
-    def _precision(self) -> Any:
-        """bf16 autocast while training (gradients on) when asked; float32 for every measurement."""
-        import contextlib
-
-        import torch
-
-        if self.params.train_dtype == "bfloat16" and torch.is_grad_enabled():
-            return torch.autocast("cpu", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def forward(self, model: Any, inputs: Any) -> Any:
-        with self._precision():
+        with autocast(self.params.train_dtype):
             return model(**inputs).logits.float()
 
     def hidden_states(self, model: Any, inputs: Any) -> list[Any]:
@@ -139,7 +137,7 @@ class HFClassification(Task):
     def forward_with_states(self, model: Any, inputs: Any) -> tuple[Any, list[Any]]:
         """Logits and hidden states (as `hidden_states`) of one forward pass."""
         mask = inputs["attention_mask"].unsqueeze(-1).float()
-        with self._precision():
+        with autocast(self.params.train_dtype):
             out = model(**inputs, output_hidden_states=True)
         return out.logits.float(), [h.float() * mask for h in out.hidden_states]
 

@@ -46,12 +46,15 @@ def split_documents(docs: list[str]) -> dict[str, list[str]]:
 
 def read_documents(path: Path, column: str) -> list[str]:
     """The documents of one file: blank-line separated paragraphs of a .txt, else a table's `column`."""
-    if path.suffix == ".txt":
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:  # (the preflight check refuses it first; this keeps the message without it)
+        raise ConfigError("task.dataset", str(path), "is not a corpus file; this task reads " + ", ".join(SUFFIXES))
+    if suffix == ".txt":
         text = path.read_text(encoding="utf-8")
         return [d.strip() for d in text.split("\n\n") if d.strip()]
     import datasets
 
-    kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}[path.suffix]
+    kind = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}[suffix]
     table = datasets.load_dataset(kind, data_files=str(path), split="train")
     if column not in table.column_names:
         raise ConfigError("task.text_column", column, f"is not a column of {path} (columns: "
@@ -66,7 +69,7 @@ def load_splits(dataset: str, column: str) -> dict[str, list[str]]:
     path = Path(dataset)
     if path.is_file():
         return split_documents(read_documents(path, column))
-    files = {f.stem: f for f in sorted(path.iterdir()) if f.suffix in SUFFIXES}
+    files = {f.stem: f for f in sorted(path.iterdir()) if f.suffix.lower() in SUFFIXES}
     if "train" not in files or "test" not in files:
         raise ConfigError("task.dataset", dataset, "a folder must hold train.* and test.* files "
                           "(" + ", ".join(SUFFIXES) + ")")

@@ -105,6 +105,15 @@ class LMTask(Task):
         """The model folder or file and the corpus: their contents key the baseline."""
         return {"model": params.get("model", ""), "dataset": params.get("dataset", "")}
 
+    @classmethod
+    def check(cls, params: Any) -> None:
+        """The model and the corpus, opened as far as the baseline would (orchestrator.tasks.lm.checks)."""
+        from dataclasses import asdict
+
+        from orchestrator.tasks.lm.checks import check
+
+        check(params, cls.sources(asdict(params)))
+
     def model_source(self) -> str:
         """Where the pretrained model is loaded from."""
         return self.params.model
