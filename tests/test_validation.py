@@ -70,6 +70,13 @@ CASES = [  # (arguments, text the message must contain)
     (["+recipe=pkdq", "report.max_perplexity_ratio=1.2"], "report.max_perplexity_ratio=1.2 is not allowed: task "
                                                           "'digits' measures accuracy drop, not this: bound it with "
                                                           "report.max_loss"),
+    (["+recipe=pkdq", "report.max_download_mb=5"], "report.max_download_mb=5.0 is not allowed: limits "
+                                                   "browser_download_mb, which only the browser target measures"),
+    (["+recipe=pkdq", "eval.browser.threads=4"], "eval.browser.threads=4 is not allowed: configures the browser "
+                                                 "measurement, which this run does not take: add browser to "
+                                                 "eval.targets"),
+    (["+recipe=pkdq", "eval.samples=50"], "eval.samples=50 is not allowed: is how many test examples the other "
+                                          "targets"),
     (["+recipe=pkdq", "gate.max_loss=0.01", "gate.max_accuracy_drop=0.02"],
      "gate.max_accuracy_drop=0.02 is not allowed: means gate.max_loss, which is set to 0.01"),
 ]

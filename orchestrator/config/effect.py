@@ -7,9 +7,12 @@ Pure: reads the resolved config dict and the planned chains, imports nothing hea
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 
 from orchestrator.errors import ConfigError
+from orchestrator.measure import targets as target_registry
+from orchestrator.measure.evaluate import EvalSettings
 
 RAY_ONLY = {"num_cpus": 0, "max_retries": 2}  # executor.* keys only the Ray executor reads, with their defaults
 # stage settings every chain may use without naming the stage (the root's resources, the inserted export)
@@ -38,12 +41,40 @@ def check_effect(cfg: dict[str, Any], chain_steps: list[list[str]], pinned: froz
             raise ConfigError(where, value, f"no chain of this run has a {parts[1]} "
                               f"step (chains: {chains}), so it cannot take effect: add {parts[1]} to pipeline / "
                               "orderings, or drop the setting")
+    check_targets_effect(cfg)
     executor = cfg.get("executor") or {}
     if executor.get("kind", "local") != "ray":
         for key, default in RAY_ONLY.items():
             if executor.get(key, default) != default:
                 raise ConfigError(f"executor.{key}", executor[key], "is read by the Ray executor only: set "
                                   "executor=ray too, or drop it")
+
+
+def check_targets_effect(cfg: dict[str, Any]) -> None:
+    """A target's own settings and the constraints it adds need that target measured: `eval.browser.threads`
+    or `report.max_download_mb` without the browser in eval.targets would be read by nobody."""
+    evals, report = cfg.get("eval") or {}, cfg.get("report") or {}
+    settings = EvalSettings.from_config(evals)
+    listed = list(settings.targets)
+    for target in target_registry.all_targets():
+        if target.name == target_registry.REFERENCE or target.requested(settings):
+            continue
+        how = (f"add {target.name} to eval.targets (now {listed})" if target.selectable else
+               f"switch it on in eval.{target.name}")
+        for limit in target.limits:
+            if report.get(limit.key) is not None:
+                raise ConfigError(f"report.{limit.key}", report[limit.key], f"limits {limit.metric}, which only the "
+                                  f"{target.name} target measures, and this run does not: {how}")
+        block = evals.get(target.name)
+        if target.Settings is not None and isinstance(block, dict):
+            defaults = asdict(target.Settings())
+            for key, value in block.items():
+                if key in defaults and value != defaults[key]:
+                    raise ConfigError(f"eval.{target.name}.{key}", value, f"configures the {target.name} "
+                                      f"measurement, which this run does not take: {how}")
+    if settings.samples != EvalSettings().samples and all(t == target_registry.REFERENCE for t in listed):
+        raise ConfigError("eval.samples", settings.samples, "is how many test examples the other targets (browser, "
+                          f"node) score; eval.targets lists none (now {listed})")
 
 
 def _get(cfg: dict[str, Any], parts: list[str]) -> Any:
