@@ -66,6 +66,10 @@ def test_a_plugin_setting_an_old_flag_keeps_the_capability_and_a_half_declared_o
 
     assert supports(Padded, VariableLength) and not supports(Padded, Vocabulary)
     assert Half.kv_cache and missing(Half) == ["KVCache.onnx_logits", "Vocabulary.trim_vocab"]
+    plugins.check_capabilities({"padded": Padded})
+    with pytest.raises(plugins.PluginError, match="plugin task 'half' .* define KVCache.onnx_logits, "
+                                                  "Vocabulary.trim_vocab"):
+        plugins.check_capabilities({"half": Half})
 
 
 @pytest.mark.parametrize("overrides, key, lacks", [
