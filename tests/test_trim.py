@@ -165,7 +165,7 @@ def test_trim_layers_and_int4_int8_through_the_cli(files: dict[str, str], store:
 
 
 @pytest.mark.parametrize("overrides, key", [
-    (["orderings=[[trim]]"], "orderings"),
+    (["orderings=[[trim]]"], "stages.trim"),
     (["eval.pad_to=longest"], "eval.pad_to"),
     (["eval.pad_to=shortest"], "eval.pad_to"),
     (["task=tweets", "orderings=[[trim]]", "stages.trim.corpus=test"], "corpus"),

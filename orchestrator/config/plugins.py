@@ -89,6 +89,7 @@ def install() -> None:
     from orchestrator.tasks.base import Task
 
     tasks, stages = discover("task", Task, TASKS), discover("stage", Stage, REGISTRY)
+    check_capabilities(tasks)
     TASKS.update(tasks)
     REGISTRY.update(stages)
     for task in TASKS.values():
@@ -97,6 +98,16 @@ def install() -> None:
     for cls in discover("target", targets.Target, dict(targets.TARGETS)).values():
         _register_target(cls, "plugin")
     _installed = True
+
+
+def check_capabilities(tasks: dict[str, type]) -> None:
+    """Refuse a plugin task that declares a capability but leaves one of its methods unimplemented."""
+    from orchestrator.tasks.capabilities import missing
+
+    for name, cls in tasks.items():
+        if gaps := missing(cls):
+            raise PluginError(f"plugin task {name!r} ({_where(cls)}) declares capabilities it does not implement: "
+                              f"define {', '.join(gaps)} (see orchestrator/tasks/capabilities.py)")
 
 
 def _register_target(cls: type, source: str) -> None:

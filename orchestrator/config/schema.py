@@ -258,15 +258,15 @@ def validate_settings(cfg: dict[str, Any]) -> None:
 
 
 def validate_for_task(cfg: dict[str, Any], task_cls: type) -> None:
-    """Every requested target can measure this task's artifacts (each target says what it refuses: e.g. the
-    JavaScript harnesses a KV-cache LM graph); padding to the longest text needs texts; quality bounds speak
-    the task's loss."""
+    """Every requested target can measure this task's artifacts (each says what it refuses: e.g. the JavaScript
+    harnesses a KV-cache graph); pad_to=longest needs variable-length inputs; quality bounds speak its loss."""
+    from orchestrator.tasks.capabilities import VariableLength, require
+
     validate_loss(cfg, task_cls)
     evals = cfg.get("eval") or {}
     target_registry.check_task(task_cls, EvalSettings.from_config(evals))
-    if evals.get("pad_to", PAD_TO[0]) != PAD_TO[0] and not task_cls.variable_length:
-        raise ConfigError("eval.pad_to", evals["pad_to"], f"task {task_cls.name!r} has fixed-size inputs: only "
-                          f"{PAD_TO[0]} applies (longest pads texts: hf, tweets)")
+    if evals.get("pad_to", PAD_TO[0]) != PAD_TO[0]:
+        require(task_cls, VariableLength, "eval.pad_to", evals["pad_to"], f"only {PAD_TO[0]} applies")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -73,11 +73,11 @@ def hidden_loss(student: list, teacher: list) -> Any:
     return sum(F.mse_loss(s, t) for s, t in pairs) / len(pairs)
 
 
-def _has_hidden_states(task_cls: type) -> bool:
+def _layered(task_cls: type) -> bool:
     """Layered (transformer) tasks expose per-layer hidden states; others get the head-input loss."""
-    from orchestrator.tasks.base import Task
+    from orchestrator.tasks.capabilities import Layered, supports
 
-    return task_cls.hidden_states is not Task.hidden_states
+    return supports(task_cls, Layered)
 
 
 def kd_loss(student: Any, teacher: Any, labels: Any, temperature: float, alpha: float) -> Any:
@@ -137,16 +137,14 @@ class Distill(Stage):
 
     @classmethod
     def check_task(cls, params: DistillParams, task_cls: type) -> None:
-        """shrink needs a task that can drop layers (transformers); refuse it before any compute otherwise."""
-        from orchestrator.tasks.base import Task
+        """transfer needs unlabelled data, shrink / keep_layers a layered model: refused before any compute."""
+        from orchestrator.tasks.capabilities import Layered, TransferData, require
 
-        if params.transfer and task_cls.transfer_split is Task.transfer_split:
-            raise ConfigError("stages.distill.transfer", params.transfer, f"task {task_cls.name!r} has no "
-                              "unlabelled data to distill on; use 0 (or a Hugging Face task)")
+        if params.transfer:
+            require(task_cls, TransferData, "stages.distill.transfer", params.transfer, "use 0")
         for key in ("shrink", "keep_layers"):
-            if getattr(params, key) > (1 if key == "shrink" else 0) and task_cls.shrink is Task.shrink:
-                raise ConfigError(f"stages.distill.{key}", getattr(params, key), f"task {task_cls.name!r} "
-                                  "cannot drop layers; leave it unset (or use a Hugging Face task)")
+            if getattr(params, key) > (1 if key == "shrink" else 0):
+                require(task_cls, Layered, f"stages.distill.{key}", getattr(params, key), "leave it unset")
 
     def run(self, ctx: StageContext, model: Any) -> StageOutput:
         import torch
@@ -160,7 +158,7 @@ class Distill(Stage):
         elif p.shrink > 1:
             model = ctx.task.shrink(model, p.shrink)
         teacher = (ctx.teacher() if p.teacher == BASELINE else ctx.load(p.teacher)).eval()
-        layered = p.hidden_weight > 0 and _has_hidden_states(type(ctx.task))
+        layered = p.hidden_weight > 0 and _layered(type(ctx.task))
         hidden = _HiddenLoss(ctx.task, model, teacher) if p.hidden_weight and not layered else None
 
         kept: list = []  # the student's hidden states of the pass the training loop just made
@@ -183,7 +181,7 @@ class Distill(Stage):
 
         fit(ctx.task, model, p.epochs, p.lr, p.batch_size, loss_fn=loss, seed=ctx.seed,
             extra_params=list(hidden.proj.parameters()) if hidden else None, tokens=p.tokens,
-            split=ctx.task.transfer_split(p.transfer), forward=forward if layered else None)
+            split=ctx.task.transfer_split(p.transfer) if p.transfer else "train", forward=forward if layered else None)
         if hidden:
             hidden.close()
         simquant.snap(model)  # QAT/QAD: store the weights the model computes with

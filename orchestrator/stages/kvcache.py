@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import ConfigError, check_choice
+from orchestrator.errors import check_choice
 from orchestrator.stages.base import ONNX, Stage, StageContext, StageOutput
 
 DTYPES = ("fp32", "fp16", "int8", "int4")
@@ -58,9 +58,10 @@ class KVCache(Stage):
 
     @classmethod
     def check_task(cls, params: KVCacheParams, task_cls: type) -> None:
-        if not task_cls.kv_cache:
-            raise ConfigError("stages.kvcache", params.dtype, f"task {task_cls.name!r} has no KV cache: the "
-                              "kvcache stage is for language models (task=lm, tinylm, smollm2)")
+        """Only a task whose graph carries a KV cache takes the stage, before any compute."""
+        from orchestrator.tasks.capabilities import KVCache, require
+
+        require(task_cls, KVCache, "stages.kvcache", params.dtype)
 
     def run(self, ctx: StageContext, model: Any) -> StageOutput:
         import onnx

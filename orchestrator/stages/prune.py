@@ -85,16 +85,17 @@ class Prune(Stage):
     @classmethod
     def check_task(cls, params: PruneParams, task_cls: type) -> None:
         """activation / mix importance and `heads` need a task with its own structured pruning (LMs)."""
-        own = task_cls.structured_pruning
-        if params.importance in OWN_IMPORTANCES and not own:
-            raise ConfigError("stages.prune.importance", params.importance,
-                              f"ranks LM FFN neurons; task {task_cls.name!r} allows l1, l2, taylor, random")
+        from orchestrator.tasks.capabilities import StructuredPruning, require, supports
+
+        if params.importance in OWN_IMPORTANCES:  # they rank LM FFN neurons
+            require(task_cls, StructuredPruning, "stages.prune.importance", params.importance,
+                    "use l1, l2, taylor or random")
+        if params.heads:  # LM KV groups (other tasks prune heads with `ratio`)
+            require(task_cls, StructuredPruning, "stages.prune.heads", params.heads, "use 0")
+        own = supports(task_cls, StructuredPruning)
         if own and params.method == "structured" and params.importance not in ("l1", *OWN_IMPORTANCES):
             raise ConfigError("stages.prune.importance", params.importance,
                               f"task {task_cls.name!r} ranks FFN neurons by l1, activation or mix")
-        if params.heads and not own:
-            raise ConfigError("stages.prune.heads", params.heads, f"prunes LM KV groups; task {task_cls.name!r} "
-                              "prunes heads with `ratio` (use 0)")
         if own and params.global_pruning:
             raise ConfigError("stages.prune.global_pruning", True, f"task {task_cls.name!r} prunes every layer "
                               "alike (one config for all layers); use false")
@@ -104,9 +105,10 @@ class Prune(Stage):
 
         from orchestrator.artifacts import simquant
         from orchestrator.stages import sparsity
+        from orchestrator.tasks.capabilities import StructuredPruning, supports
 
         torch.manual_seed(ctx.seed)
-        if ctx.task.structured_pruning and self.params.method == "structured":
+        if supports(type(ctx.task), StructuredPruning) and self.params.method == "structured":
             return self._own(ctx, model)
         macs0, params0 = self._count(ctx, model)
         if self.params.method == "structured":

@@ -104,7 +104,9 @@ class Quantize(Stage):
     @classmethod
     def check_task(cls, params: QuantizeParams, task_cls: type) -> None:
         """Static calibration feeds plain examples; an LM's KV-cache graph takes more inputs than those."""
-        if params.mode == "int8" and params.method == "static" and task_cls.kv_cache:
+        from orchestrator.tasks.capabilities import KVCache, supports
+
+        if params.mode == "int8" and params.method == "static" and supports(task_cls, KVCache):
             raise ConfigError("stages.quantize.method", "static", f"task {task_cls.name!r} is a language model: "
                               "use int8 dynamic, int8_weight, int4, q4f16 or fp16")
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.errors import ConfigError, check_choice, check_range
+from orchestrator.errors import check_choice, check_range
 from orchestrator.stages.base import TORCH, Stage, StageContext, StageOutput
 
 
@@ -71,12 +71,10 @@ class Trim(Stage):
 
     @classmethod
     def check_task(cls, params: TrimParams, task_cls: type) -> None:
-        """Only tasks that can trim (a tokenizer and an embedding table) take the stage, before any compute."""
-        from orchestrator.tasks.base import Task
+        """Only tasks with a vocabulary (a tokenizer and an embedding table) take the stage, before any compute."""
+        from orchestrator.tasks.capabilities import Vocabulary, require
 
-        if task_cls.trim_vocab is Task.trim_vocab:
-            raise ConfigError("orderings", "trim", f"task {task_cls.name!r} has no vocabulary to trim: "
-                              "stages.trim needs a Hugging Face encoder task (hf, tweets)")
+        require(task_cls, Vocabulary, "stages.trim", cls.name)
 
     def run(self, ctx: StageContext, model: Any) -> StageOutput:
         import numpy as np

@@ -1,4 +1,7 @@
-"""The Task contract: model + data + metric. A task trains or loads the baseline that roots every DAG."""
+"""The Task contract: model + data + metric. A task trains or loads the baseline that roots every DAG.
+
+This is the core every task implements; the opt-in parts are in orchestrator.tasks.capabilities.
+"""
 
 from __future__ import annotations
 
@@ -17,10 +20,12 @@ REQUIRED = {"build_baseline": "build_baseline()", "batches": "batches(split, bat
 
 
 class Task:
-    """Base class. Subclasses provide data splits, the baseline model and the metric.
+    """Base class: the core every task implements. Subclasses provide data splits, the baseline model and the metric.
 
     Inputs are whatever `forward` accepts: a tensor for plain models, a dict of tensors for transformers.
     `onnx_batches` yields the same data as ONNX Runtime feeds, so torch and ONNX artifacts are scored alike.
+    What only some tasks can do (drop layers, trim a vocabulary, a KV-cache graph, ...) is an opt-in capability a
+    task declares by inheriting it: see orchestrator.tasks.capabilities.
     """
 
     name: ClassVar[str]
@@ -33,10 +38,12 @@ class Task:
     quality: ClassVar[Quality] = ACCURACY
     columns: ClassVar[Columns] = Columns()  # the report columns this task swaps in or adds
     report_notes: ClassVar[tuple[str, ...]] = ()  # printed under the report (e.g. where the model's weights come from)
-    kv_cache: ClassVar[bool] = False  # its ONNX graph takes past key/values (onnx_logits completes the feeds)
     check_examples: ClassVar[int] = 8  # test examples an export is checked on (an LM window is 256 of them)
-    structured_pruning: ClassVar[bool] = False  # True: `prune_structured` replaces torch-pruning (LMs)
-    variable_length: ClassVar[bool] = False  # inputs are texts that may be padded to their own length (pad_to)
+    # set by declaring the capability of the same name (see orchestrator.tasks.capabilities), which the measurement
+    # layer, below the tasks, cannot import; a plugin that sets one by hand is still taken to have the capability
+    kv_cache: ClassVar[bool] = False  # KVCache
+    structured_pruning: ClassVar[bool] = False  # StructuredPruning
+    variable_length: ClassVar[bool] = False  # VariableLength
     # measurement targets this family provides (orchestrator.measure.targets.Target subclasses), added to the
     # target registry by orchestrator.config.plugins.install(): e.g. the LMs' speculative decoding
     targets: ClassVar[tuple[type, ...]] = ()
@@ -122,44 +129,9 @@ class Task:
         """Extra torch-pruning MetaPruner arguments (e.g. attention heads for transformers, pruned at `ratio`)."""
         return {}
 
-    def prune_structured(self, model: Any, ratio: float, importance: str, heads: float) -> dict[str, float]:
-        """Structured pruning of its own (when `structured_pruning`): returns what it kept, as metrics."""
-        raise NotImplementedError
-
     def after_prune(self, model: Any) -> Any:
         """Repair module attributes that pruning invalidated (e.g. head counts); returns the model."""
         return model
-
-    def shrink(self, model: Any, k: int, count: int = 0) -> Any:
-        """Keep every k-th layer of `model`, or `count` layers (see `kept_layers`; a smaller student for
-        distillation); returns the model."""
-        raise NotImplementedError(f"task {self.name!r} cannot shrink a model (stages.distill.shrink needs "
-                                  "a layered model, e.g. a Hugging Face transformer task)")
-
-    def transfer_split(self, n: int) -> str:
-        """The name of a split of the train split plus `n` unlabelled texts (label -1) of the same data, for
-        distillation, where the teacher labels them (tasks with unlabelled data; 0 = 'train')."""
-        if n == 0:
-            return "train"
-        raise NotImplementedError(f"task {self.name!r} has no unlabelled data to distill on")
-
-    def token_ids(self, split: str) -> list[np.ndarray]:
-        """Token ids of every example of `split` (tasks with a tokenizer; what `trim` counts)."""
-        raise NotImplementedError(f"task {self.name!r} has no tokenizer")
-
-    def trim_vocab(self, model: Any, keep: np.ndarray) -> Any:
-        """Cut `model`'s input vocabulary to the token ids `keep` (plus the special tokens); returns the model."""
-        raise NotImplementedError(f"task {self.name!r} cannot trim a vocabulary (stages.trim needs a Hugging "
-                                  "Face encoder task: hf, tweets)")
-
-    def hidden_states(self, model: Any, inputs: Any) -> list:
-        """Per-layer hidden states of `model` on `inputs` (for hidden-state distillation)."""
-        raise NotImplementedError(f"task {self.name!r} exposes no hidden states (stages.distill.hidden_weight "
-                                  "needs a transformer task)")
-
-    def forward_with_states(self, model: Any, inputs: Any) -> tuple[Any, list]:
-        """`forward` and `hidden_states` together (tasks override it to do both in one pass)."""
-        return self.forward(model, inputs), self.hidden_states(model, inputs)
 
     def architecture_spec(self, model: Any) -> dict[str, Any]:
         """Plain data (JSON) that `architecture` needs to rebuild `model`'s architecture (default: none).

@@ -25,13 +25,14 @@ import numpy as np
 from orchestrator.errors import ConfigError
 from orchestrator.measure.metrics import classification
 from orchestrator.tasks.base import Task
+from orchestrator.tasks.capabilities import Layered, TransferData, VariableLength, Vocabulary
 from orchestrator.tasks.hf.params import HFParams
 from orchestrator.tasks.hf.precision import autocast
 
 KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-class HFClassification(Task):
+class HFClassification(Layered, Vocabulary, TransferData, VariableLength, Task):
     """A Hugging Face encoder + classification head on a labelled text table."""
 
     name = "hf"
@@ -40,7 +41,6 @@ class HFClassification(Task):
     output_names = ["logits"]
 
     libraries = ("torch", "transformers", "tokenizers", "numpy")
-    variable_length = True
 
     @classmethod
     def sources(cls, params: dict[str, Any]) -> dict[str, str]:

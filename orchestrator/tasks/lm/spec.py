@@ -89,9 +89,7 @@ def speculative(draft: Any, target: Any, prompt: list[int], tokens: int, k: int)
 
 def prompts(task: Any, count: int) -> list[list[int]]:
     """`count` prompts of PROMPT_TOKENS consecutive test tokens (fewer if the test split is short)."""
-    stream = task.splits["test"].ids.reshape(-1)
-    return [stream[i * PROMPT_TOKENS:(i + 1) * PROMPT_TOKENS].tolist()
-            for i in range(min(count, len(stream) // PROMPT_TOKENS))]
+    return task.draft_prompts(count, PROMPT_TOKENS)
 
 
 def measure(task: Any, draft_path: Path, target_path: Path, spec: dict[str, Any], threads: int) -> dict[str, float]:

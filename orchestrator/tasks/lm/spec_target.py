@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import ConfigError, check_choice, check_range
+from orchestrator.errors import check_choice, check_range
 from orchestrator.hashing import digest
 from orchestrator.measure.targets import Subject, Target, TargetError
+from orchestrator.tasks.capabilities import Drafting, require, supports
 
 
 @dataclass
@@ -58,13 +59,10 @@ class SpeculativeTarget(Target):
         return bool(settings.block(self.name).get("target"))
 
     def applies(self, task: Any, node: Subject) -> bool:
-        return bool(task.kv_cache) and node.root_key is not None  # the root does not draft for itself
+        return supports(type(task), Drafting) and node.root_key is not None  # the root does not draft for itself
 
     def check_task(self, task_cls: type, settings: Any) -> None:
-        if not task_cls.kv_cache:
-            raise ConfigError("eval.speculative", settings.block(self.name), f"task {task_cls.name!r} does not "
-                              "generate text: speculative decoding is measured on language models (task=lm, "
-                              "tinylm, smollm2)")
+        require(task_cls, Drafting, "eval.speculative", settings.block(self.name))
 
     def eval_key(self, settings: Any, node: Subject) -> str:
         """Keyed by the settings, the verifying node and the environment (the key it has always had)."""

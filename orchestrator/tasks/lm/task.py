@@ -24,6 +24,7 @@ import numpy as np
 
 from orchestrator.errors import check_choice, check_range
 from orchestrator.tasks.base import Task
+from orchestrator.tasks.capabilities import Drafting, KVCache, Layered, StructuredPruning
 from orchestrator.tasks.hf.data import check_source
 from orchestrator.tasks.lm.feeds import complete_feeds
 from orchestrator.tasks.lm.spec_target import SpeculativeTarget
@@ -84,7 +85,7 @@ LM_COLUMNS = Columns(
     legend="ms/token = one greedy decoding step at batch 1 with the KV cache")
 
 
-class LMTask(Task):
+class LMTask(KVCache, Drafting, StructuredPruning, Layered, Task):
     """A causal LM on a text corpus: perplexity, agreement with the baseline, and decoding speed."""
 
     name = "lm"
@@ -95,8 +96,6 @@ class LMTask(Task):
     output_names = ["logits"]
     quality = PERPLEXITY
     columns = LM_COLUMNS
-    structured_pruning = True
-    kv_cache = True
     check_examples = 2
     targets = (SpeculativeTarget,)
 
@@ -172,6 +171,11 @@ class LMTask(Task):
         """Logits (tokens, vocab) of the KV-cache graph on full windows: an empty past, every position."""
         out = sess.run(["logits"], complete_feeds(sess, feeds["input_ids"]))[0]
         return out.reshape(-1, out.shape[-1])
+
+    def draft_prompts(self, count: int, length: int) -> list[list[int]]:
+        """`count` prompts of `length` consecutive test tokens (fewer if the test split is short)."""
+        stream = self.splits["test"].ids.reshape(-1)
+        return [stream[i * length:(i + 1) * length].tolist() for i in range(min(count, len(stream) // length))]
 
     def example_inputs(self, batch_size: int = 1) -> tuple:
         inputs, _ = next(self.batches("test", batch_size))
