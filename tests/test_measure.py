@@ -109,7 +109,7 @@ def test_eval_hash_covers_settings_and_environment(monkeypatch: pytest.MonkeyPat
 
 def test_metric_modules_load_offline_with_an_empty_hub_cache(tmp_path: Path) -> None:
     """Shipped `evaluate` modules score offline: accuracy, and macro f1 that exposes a neglected rare class."""
-    code = ("import json, numpy as np; from orchestrator import metrics;"
+    code = ("import json, numpy as np; from orchestrator.measure import metrics;"
             "labels = np.array([0] * 9 + [1]); preds = np.zeros(10, int);"
             "print(json.dumps(metrics.classification(preds, labels)))")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
