@@ -71,16 +71,18 @@ class ReportConfig:
         for key in target_registry.limits():  # the constraints the targets add (see report_schema)
             if getattr(self, key, None) is not None:
                 check_range(key, getattr(self, key), 0.0, None, lo_open=True)
-        if self.max_loss is not None:
-            check_range("max_loss", self.max_loss, 0.0, None)
-        if self.max_accuracy_drop is not None:
-            check_range("max_accuracy_drop", self.max_accuracy_drop, 0.0, 1.0)
-        if self.max_perplexity_ratio is not None:
-            check_range("max_perplexity_ratio", self.max_perplexity_ratio, 1.0, None)
+        check_loss_bounds(self)
         if self.max_latency_ms is not None:
             check_range("max_latency_ms", self.max_latency_ms, 0.0, None, lo_open=True)
         if self.max_size_mb is not None:
             check_range("max_size_mb", self.max_size_mb, 0.0, None, lo_open=True)
+
+
+def check_loss_bounds(block: Any) -> None:
+    """The quality bounds a gate or report block may hold, each in its own units (task-specific: effect.py)."""
+    for key, lo, hi in (("max_loss", 0.0, None), ("max_accuracy_drop", 0.0, 1.0), ("max_perplexity_ratio", 1.0, None)):
+        if getattr(block, key) is not None:
+            check_range(key, getattr(block, key), lo, hi)
 
 
 @dataclass
@@ -94,12 +96,7 @@ class GateConfig:
     max_perplexity_ratio: float | None = None
 
     def __post_init__(self) -> None:
-        if self.max_loss is not None:
-            check_range("max_loss", self.max_loss, 0.0, None)
-        if self.max_accuracy_drop is not None:
-            check_range("max_accuracy_drop", self.max_accuracy_drop, 0.0, 1.0)
-        if self.max_perplexity_ratio is not None:
-            check_range("max_perplexity_ratio", self.max_perplexity_ratio, 1.0, None)
+        check_loss_bounds(self)
 
 
 def eval_schema() -> type:
