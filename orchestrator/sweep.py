@@ -13,7 +13,7 @@ from orchestrator import faults
 from orchestrator.config.executor import ExecutorConfig, Resources
 from orchestrator.config.schema import discover_recipes
 from orchestrator.config.settings import Settings, settle
-from orchestrator.engine import preflight, search
+from orchestrator.engine import preflight, search, study
 from orchestrator.engine.cache import Cache, is_url, mirror_dir, open_cache
 from orchestrator.engine.execute import execute
 from orchestrator.engine.executors import Executor, executor_for
@@ -178,8 +178,8 @@ def _prepared(settings: Settings, the_plan: Plan, keying: Keying, executor: Exec
 def _study(settings: Settings, pinned: frozenset[str]) -> tuple[str, str]:
     """(storage, name) of the search's study."""
     t = settings.tracking
-    return (search.storage_url(t.uri, t.enabled, settings.cache.dir),
-            search.study_name(settings.title, dict(settings.data), settings.search, pinned))
+    return (study.storage_url(t.uri, t.enabled, settings.cache.dir),
+            study.study_name(settings.title, dict(settings.data), settings.search, pinned))
 
 
 def _execute(settings: Settings, the_plan: Plan, cache: Cache, book: Logbook, executor: Executor,
@@ -257,13 +257,15 @@ def _search(settings: Settings, the_plan: Plan, keying: Keying, pinned: frozense
     objectives = search.objectives(settings.search, TASKS[settings.task].quality)
     driver = search.Search(dict(settings.data), settings.search, REGISTRY, TASKS, pinned, keying, objectives)
     driver.plan = the_plan
-    study = driver.open(*_study(settings, pinned))
+    the_study = driver.open(*_study(settings, pinned))
 
     def on_trial(leaf: str, point: search.Point) -> None:
         if tracker:
             tracker.trials.setdefault(leaf, (point.number, point.params))
 
-    driver.run(study, run_plan, results, on_trial)
+    driver.run(the_study, run_plan, results, on_trial)
+    if tracker:  # the trials and what mattered, on the parent run
+        tracker.log_report({}, {"search.md": study.summary(the_study, objectives)}, [], {}, {})
 
 
 def _finish(the_plan: Plan, results: dict[str, NodeResult], book: Logbook, wall: float, table: str) -> int:

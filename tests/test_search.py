@@ -41,6 +41,7 @@ def test_search_end_to_end_then_resumes(store: dict[str, str]) -> None:
     trials = {r.data.tags["orchestrator.trial"] for r in runs if "orchestrator.trial" in r.data.tags}
     assert trials and trials <= {"0", "1", "2", "3"}
     assert all("search.ordering" in r.data.params for r in runs if "orchestrator.trial" in r.data.tags)
+    assert any("| 3 | complete |" in p.read_text() for p in Path(store["artifacts"]).rglob("search.md"))
 
     again = run_cli(store, *SEARCH)  # the same command: the study continues, its trials answered from the cache
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]

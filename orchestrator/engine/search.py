@@ -14,20 +14,16 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from orchestrator.config.search import DIRECTIONS, Axis, SearchConfig, axes, grid_size, snap
-from orchestrator.engine.cache import is_url, mirror_dir
 from orchestrator.engine.executors.base import FAILED, NodeResult
 from orchestrator.engine.plan import BASELINE, Keying, Plan, Variant, check_chain, orderings, plan
 from orchestrator.errors import ConfigError
-from orchestrator.hashing import digest
 
 ORDERING = "ordering"  # the trial parameter that picks the chain
 TRIAL = "orchestrator.trial"  # the leaf run's tag (see orchestrator.tracking.tracker)
 TASKS_OWN = "the task's own direction"
-STUDY_KEYS = ("pipeline", "orderings", "stages", "sweep", "task", "seed", "eval", "gate")  # what names a study
 
 
 @dataclass
@@ -126,24 +122,6 @@ def describe(cfg: dict[str, Any], search: SearchConfig, pinned: frozenset[str], 
              "  objectives: " + ", ".join(f"{m} ({d if d in DIRECTIONS else TASKS_OWN})" for m, d in search.metrics),
              f"  study: {name} in {storage}"]
     return "\n".join(lines)
-
-
-def study_name(title: str, cfg: dict[str, Any], search: SearchConfig, pinned: frozenset[str]) -> str:
-    """The recipe and a hash of what defines the study (not its budget nor where it runs)."""
-    data = {k: cfg.get(k) for k in STUDY_KEYS}
-    data["search"] = {"sampler": search.sampler, "seed": search.seed, "objectives": search.objectives}
-    data["pinned"] = sorted(pinned & set(cfg.get("sweep") or {}))
-    return f"{title}-{digest(data)[:12]}"
-
-
-def storage_url(tracking_uri: str, tracking_on: bool, cache_dir: str) -> str:
-    """Where the study lives: beside a SQLite tracking store, else in the cache folder (this machine's mirror
-    of a remote one)."""
-    if tracking_on and tracking_uri.startswith("sqlite:///"):
-        return f"sqlite:///{Path(tracking_uri.removeprefix('sqlite:///')).resolve().parent / 'search.db'}"
-    folder = mirror_dir(cache_dir) if is_url(cache_dir) else Path(cache_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder.resolve() / 'search.db'}"
 
 
 def _sampler(search: SearchConfig, seed: int) -> Any:
