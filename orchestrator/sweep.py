@@ -13,7 +13,7 @@ from orchestrator import faults
 from orchestrator.config.executor import ExecutorConfig, Resources
 from orchestrator.config.schema import discover_recipes
 from orchestrator.config.settings import Settings, settle
-from orchestrator.engine import preflight
+from orchestrator.engine import preflight, search, study
 from orchestrator.engine.cache import Cache, is_url, mirror_dir, open_cache
 from orchestrator.engine.execute import execute
 from orchestrator.engine.executors import Executor, executor_for
@@ -62,6 +62,8 @@ def build_plan(data: dict[str, Any], recipe: str | None, pinned: frozenset[str] 
                           and k.split(".")[1] not in written | {"baseline", "export"}):
             _err(f"note: the recipe's sweep over {key} has no effect: no chain given on the command line has a "
                  f"{key.split('.')[1]} step")
+    if ((data.get("search") or {}).get("strategy") or "grid") != "grid":  # the points a search may visit, probed
+        return search.probe_plan(data, REGISTRY, TASKS, pinned, keying)
     return plan(data, REGISTRY, TASKS, pinned, keying)
 
 
@@ -142,17 +144,24 @@ def run_sweep(data: dict[str, Any], recipe: str | None, overrides: list[str] | N
         _err(f"error: {err}")
         return 2
     try:
-        return _prepared(settings, the_plan, keying, executor)
+        return _prepared(settings, the_plan, keying, executor, pinned_keys(overrides or []))
     finally:
         executor.close()
 
 
-def _prepared(settings: Settings, the_plan: Plan, keying: Keying, executor: Executor) -> int:
+def _prepared(settings: Settings, the_plan: Plan, keying: Keying, executor: Executor,
+              pinned: frozenset[str] = frozenset()) -> int:
     """The rest of a sweep once everything it needs answered: the plan (dry run) or the computation."""
     keying.fingerprints.save()
     cache = open_cache(settings.cache.dir)
+    searching = settings.search.strategy != "grid"
     if settings.dry_run:
-        print_plan(the_plan, cache)
+        if searching:
+            from orchestrator.stages import REGISTRY
+
+            print(search.describe(dict(settings.data), settings.search, pinned, REGISTRY, *_study(settings, pinned)))
+        else:
+            print_plan(the_plan, cache)
         return 0
     try:
         tracker = _tracker(settings)
@@ -160,10 +169,21 @@ def _prepared(settings: Settings, the_plan: Plan, keying: Keying, executor: Exec
         _err(f"error: tracking.uri={settings.tracking.uri!r} is not allowed: the store refused to open "
              f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); {preflight.LOCAL_HINT}")
         return 2
-    return _execute(settings, the_plan, cache, Logbook(tracker, settings.tracking.uri), executor)
+    book = Logbook(tracker, settings.tracking.uri)
+    if searching:
+        return _execute(settings, Plan(), cache, book, executor, (keying, pinned))
+    return _execute(settings, the_plan, cache, book, executor)
 
 
-def _execute(settings: Settings, the_plan: Plan, cache: Cache, book: Logbook, executor: Executor) -> int:
+def _study(settings: Settings, pinned: frozenset[str]) -> tuple[str, str]:
+    """(storage, name) of the search's study."""
+    t = settings.tracking
+    return (study.storage_url(t.uri, t.enabled, settings.cache.dir),
+            study.study_name(settings.title, dict(settings.data), settings.search, pinned))
+
+
+def _execute(settings: Settings, the_plan: Plan, cache: Cache, book: Logbook, executor: Executor,
+             searching: tuple[Keying, frozenset[str]] | None = None) -> int:
     from orchestrator.tasks import TASKS
 
     tracker = book.tracker
@@ -190,14 +210,25 @@ def _execute(settings: Settings, the_plan: Plan, cache: Cache, book: Logbook, ex
                         quality=task_cls.quality)
     results: dict[str, NodeResult] = {}
 
+    def on_start(node: Node, *where: str) -> None:
+        if node.key not in results:  # (a search's later trial meets nodes an earlier one computed)
+            progress.total = max(progress.total, len(the_plan.nodes))
+            progress.started(node, *where)
+
     def on_result(node: Node, result: NodeResult) -> None:
+        if node.key in results:
+            return
         results[node.key] = result
         progress.finished(node, result)
         book.call(f"node {node.key[:10]}", tracker.log_node if tracker else None, the_plan, node, result, results,
                   counts=True)
 
     try:
-        execute(the_plan, make_job, progress.started, on_result, executor=executor)
+        if searching:
+            _search(settings, the_plan, *searching, lambda p: execute(p, make_job, on_start, on_result,
+                                                                      executor=executor), results, tracker)
+        else:
+            execute(the_plan, make_job, on_start, on_result, executor=executor)
     finally:
         progress.close()
     report = build(rows_from_results(the_plan, results), Constraints.from_dict(vars(settings.report),
@@ -215,6 +246,26 @@ def _execute(settings: Settings, the_plan: Plan, cache: Cache, book: Logbook, ex
         if version:
             print(f"Registered {row.label} as {name} version {version} in the MLflow Model Registry")
     return _finish(the_plan, results, book, time.perf_counter() - start, render(report))
+
+
+def _search(settings: Settings, the_plan: Plan, keying: Keying, pinned: frozenset[str], run_plan: Any,
+            results: dict[str, NodeResult], tracker: Any) -> None:
+    """Run the search's trials through `run_plan` (the grid's executor); `the_plan` gathers their nodes."""
+    from orchestrator.stages import REGISTRY
+    from orchestrator.tasks import TASKS
+
+    objectives = search.objectives(settings.search, TASKS[settings.task].quality)
+    driver = search.Search(dict(settings.data), settings.search, REGISTRY, TASKS, pinned, keying, objectives)
+    driver.plan = the_plan
+    the_study = driver.open(*_study(settings, pinned))
+
+    def on_trial(leaf: str, point: search.Point) -> None:
+        if tracker:
+            tracker.trials.setdefault(leaf, (point.number, point.params))
+
+    driver.run(the_study, run_plan, results, on_trial)
+    if tracker:  # the trials and what mattered, on the parent run
+        tracker.log_report({}, {"search.md": study.summary(the_study, objectives)}, [], {}, {})
 
 
 def _finish(the_plan: Plan, results: dict[str, NodeResult], book: Logbook, wall: float, table: str) -> int:

@@ -54,7 +54,7 @@ CASES = [  # (arguments, text the message must contain)
                            "pipeline"),
     (["+recipe=bad_sweep_key"], "sweep.stages.prune.rate=0.3 is not allowed: no such key"),
     (["+recipe=bad_sweep_value"], "sweep.stages.prune.ratio=1.2 is not allowed: must be in [0, 1)"),
-    (["+recipe=sweep_not_list"], "sweep.stages.prune.ratio=0.3 is not allowed: must be a list of values"),
+    (["+recipe=sweep_not_list"], "sweep.stages.prune.ratio=0.3 is not allowed: must be a non-empty list of values"),
     (["+recipe=broken_yaml"], "recipe 'broken_yaml'"),
     (["+recipe=string_ratio"], "stages.prune.ratio='half' is not allowed: must be a number"),
     (["+recipe=with_callback"], "recipe='with_callback' is not allowed: recipe "),

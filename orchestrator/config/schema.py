@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from orchestrator.config.effect import validate_loss
 from orchestrator.config.executor import ExecutorConfig, Resources, baseline_schema, split_resources, with_resources
+from orchestrator.config.search import SearchConfig, check_objectives, search_config
 from orchestrator.config.typed import build
 from orchestrator.errors import ConfigError, check_choice, check_range
 from orchestrator.measure import targets as target_registry
@@ -139,7 +140,8 @@ def root_schema(registry: dict[str, type]) -> type:
         ("pipeline", list[str], field(default_factory=list)),
         ("orderings", list[list[str]], field(default_factory=list)),
         ("stages", stages, field(default_factory=stages)),
-        ("sweep", dict[str, list[Any]], field(default_factory=dict)),
+        ("sweep", dict[str, Any], field(default_factory=dict)),  # a list, or a range (config.search)
+        ("search", SearchConfig, field(default_factory=SearchConfig)),
         ("task", Any, field(default=None)),
         ("seed", int, field(default=0)),
         ("dry_run", bool, field(default=False)),
@@ -248,6 +250,8 @@ def validate_settings(cfg: dict[str, Any]) -> None:
         raise ConfigError("report.target", report.target, f"must be a measured target: add it to eval.targets "
                           f"(now {evals.targets})")
     build("gate", GateConfig, cfg.get("gate", {}))
+    check_objectives(search_config(cfg), evals.targets, {t.name: t.prefix for t in target_registry.all_targets()
+                                                         if t is not target_registry.reference()})
     tracking = cfg.get("tracking") or {}
     if report.register and not (tracking.get("enabled", True) and tracking.get("log_models", True)):
         raise ConfigError("report.register", report.register, "needs the models in MLflow: tracking.enabled=true "

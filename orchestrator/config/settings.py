@@ -23,6 +23,7 @@ from orchestrator.config.schema import (
     report_schema,
     stage_resources,
 )
+from orchestrator.config.search import SearchConfig, search_config
 from orchestrator.config.typed import build
 from orchestrator.measure.evaluate import EvalSettings
 
@@ -41,6 +42,7 @@ class Settings:
     executor: ExecutorConfig
     report: Any  # config.schema.ReportConfig plus the limits the targets add
     gate: GateConfig
+    search: SearchConfig  # how the space is walked: the grid, or a budgeted search
     resources: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))  # stage -> Resources
     export: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))  # how torch nodes are exported
     data: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))  # the resolved config, as given
@@ -77,6 +79,7 @@ def settle(data: dict[str, Any], recipe: str | None) -> Settings:
         executor=build("executor", ExecutorConfig, data.get("executor") or {}),
         report=build("report", report_schema(), data.get("report") or {}),
         gate=build("gate", GateConfig, data.get("gate") or {}),
+        search=search_config(data),
         resources=MappingProxyType(stage_resources(stages)),
         export=MappingProxyType(split_resources("export", stages.get("export", {}))[0]),
         data=MappingProxyType(data))

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 from orchestrator.config.effect import check_effect
 from orchestrator.config.schema import validate_for_task, validate_settings, validate_stages, validate_task
+from orchestrator.config.search import grid_values
 from orchestrator.engine.fingerprint import Fingerprints, library_versions
 from orchestrator.errors import ConfigError, PlanError
 from orchestrator.hashing import digest
@@ -157,11 +158,9 @@ def expand_sweep(cfg: dict[str, Any], pinned: frozenset[str] = frozenset()) -> l
     """(overrides, config) per point of the sweep's cartesian product, in declaration order.
 
     Keys in `pinned` (set explicitly on the command line) are not swept: the explicit value wins.
+    An axis is a list, or a range with a `step` (orchestrator.config.search).
     """
-    sweep = {k: v for k, v in (cfg.get("sweep") or {}).items() if k not in pinned}
-    for key, values in sweep.items():
-        if not isinstance(values, list) or not values:
-            raise ConfigError(f"sweep.{key}", values, "must be a non-empty list of values")
+    sweep = grid_values(cfg, pinned)  # a range with a step is enumerated
     keys = list(sweep)
     points = []
     for combo in itertools.product(*(sweep[k] for k in keys)):

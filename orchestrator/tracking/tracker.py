@@ -30,6 +30,7 @@ SWEEP_PID, SWEEP_HOST = "orchestrator.sweep_pid", "orchestrator.sweep_host"
 MODEL_LOGGED, MODEL_RUN = "orchestrator.model_logged", "orchestrator.model_run_id"  # where a node's ONNX lies
 MODEL_ID = "orchestrator.model_id"  # the MLflow logged model of the node's ONNX
 PARETO, RECOMMENDED, RECIPE = "orchestrator.pareto", "orchestrator.recommended", "orchestrator.recipe"
+TRIAL = "orchestrator.trial"  # a search's leaf: the number of the trial it answers; its params say what was sampled
 VARIANT, NOTE = "orchestrator.variant", "mlflow.note.content"  # the full variant label; the run's description
 MLFLOW_STATUS = {"done": "FINISHED", "cached": "FINISHED", "gated": "FINISHED", "failed": "FAILED",
                  "skipped": "KILLED"}
@@ -66,6 +67,7 @@ class Tracker:
         self.runs: dict[str, str] = {}  # node key -> its run in this sweep
         self.models: dict[str, str] = {}  # node key -> its logged model (this sweep's or an earlier copy)
         self.quality = ACCURACY  # the task's quality contract: its loss metric and what a run keeps of it
+        self.trials: dict[str, tuple[int, dict[str, str]]] = {}  # a search's leaf -> (its trial, sampled values)
 
     def _create_experiment(self, name: str, location: str | None) -> str:
         """Create `name`; a sweep that started at the same moment on a server may have created it first."""
@@ -103,6 +105,9 @@ class Tracker:
                 STATUS: result.status, LEAF: str(leaf).lower(), "orchestrator.stage": node.stage}
         if variant:
             tags[VARIANT] = variant
+        trial, sampled = self.trials.get(node.key, (None, {}))
+        if trial is not None:
+            tags[TRIAL] = str(trial)
         if getattr(result, "worker", ""):
             tags["orchestrator.worker"] = result.worker  # where it ran (Ray: node address / id, pid)
         if leaf and own and node.parent is not None:
@@ -112,7 +117,7 @@ class Tracker:
         rid = run.info.run_id
         self.runs[node.key] = rid
         faults.point("log:open")
-        params = [Param(k, v[:6000]) for k, v in runview.chain_params(plan, node.key).items()]
+        params = [Param(k, v[:6000]) for k, v in {**runview.chain_params(plan, node.key), **sampled}.items()]
         shown, everything = self._chain_metrics(plan, node, results, self.quality)
         if node.parent is not None and own:  # rounded: readable in the UI
             shown.update({k: round(v, 4) for k, v in runview.ratios(own, base, self.quality).items()})

@@ -1,0 +1,273 @@
+"""Search as a strategy of the planner's caller: Optuna proposes points of the space (an ordering and one value
+per sweep axis), the same planner turns each into nodes of the one DAG, and the caller's executor computes
+them, so a prefix another trial computed is a cache hit and a chain an earlier trial ran is answered from it.
+
+A trial whose chain meets a failed node fails; one that meets a gated (or thereby skipped) node is pruned; the
+rest are told the leaf's measured objectives. The study lives in Optuna's RDB storage under a name derived from
+the recipe and its settings, so the same command run again continues it. Optuna is imported here only.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.config.search import DIRECTIONS, Axis, SearchConfig, axes, grid_size, snap
+from orchestrator.engine.executors.base import FAILED, NodeResult
+from orchestrator.engine.plan import BASELINE, Keying, Plan, Variant, check_chain, orderings, plan
+from orchestrator.errors import ConfigError
+
+ORDERING = "ordering"  # the trial parameter that picks the chain
+TRIAL = "orchestrator.trial"  # the leaf run's tag (see orchestrator.tracking.tracker)
+TASKS_OWN = "the task's own direction"
+
+
+@dataclass
+class Point:
+    """One point of the space: a chain and a value per axis, and the trial that asked for it."""
+
+    number: int
+    chain: list[str]
+    values: dict[str, Any]
+
+    @property
+    def params(self) -> dict[str, str]:
+        """The sampled values as a run's params (`search.ordering`, `search.<axis>`)."""
+        return {f"search.{ORDERING}": ">".join(self.chain) or BASELINE,
+                **{f"search.{k}": str(v) for k, v in self.values.items()}}
+
+
+def _primitive(values: tuple[Any, ...]) -> bool:
+    return all(v is None or isinstance(v, (bool, int, float, str)) for v in values)
+
+
+def chain_label(chain: list[str]) -> str:
+    """A chain as its categorical choice names it."""
+    return ">".join(chain) or BASELINE
+
+
+def check_space(cfg: dict[str, Any], pinned: frozenset[str],
+                registry: dict[str, type]) -> tuple[list[list[str]], list[Axis]]:
+    """The chains and the axes some chain can use; ConfigError naming the key when there is nothing to search."""
+    chains = orderings(cfg)
+    space = [ax for ax in axes(cfg, pinned) if any(_applies(ax.key, c, registry) for c in chains)]
+    if len(chains) < 2 and all(len(ax.values() or (0, 1)) < 2 for ax in space):
+        raise ConfigError("search.strategy", "optuna", "the space has a single point: give several orderings "
+                          "or a sweep: axis with more than one value for a stage of the chain")
+    return chains, space
+
+
+def point_config(cfg: dict[str, Any], chain: list[str], values: dict[str, Any]) -> dict[str, Any]:
+    """The config of one point: its chain as the only ordering, each axis swept over its one value."""
+    point = copy.deepcopy(cfg)
+    point["orderings"], point["pipeline"] = [list(chain)], list(chain)
+    point["sweep"] = {k: [v] for k, v in values.items()}
+    return point
+
+
+def _applies(key: str, chain: list[str], registry: dict[str, type]) -> bool:
+    """Whether axis `key` can change `chain` (a stage's setting only where the chain runs that stage)."""
+    from orchestrator.engine.plan import _names
+
+    parts = key.split(".")
+    names = _names(check_chain(chain, registry, ORDERING), registry)
+    return parts[0] != "stages" or len(parts) < 3 or parts[1] in {*names, BASELINE}
+
+
+def plan_point(cfg: dict[str, Any], chain: list[str], values: dict[str, Any], registry: dict[str, type],
+               tasks: dict[str, type], pinned: frozenset[str], keying: Keying | None) -> Plan:
+    """The plan of one point by the very planner a grid uses (axes a chain lacks leave it unchanged)."""
+    used = {k: v for k, v in values.items() if _applies(k, chain, registry)}
+    mine = frozenset(k for k in pinned if _applies(k, chain, registry))
+    return plan(point_config(cfg, chain, used), registry, tasks, mine, keying)
+
+
+def merge(into: Plan, other: Plan) -> None:
+    """Add `other`'s nodes and variants to `into` (a leaf once)."""
+    for key, node in other.nodes.items():
+        into.nodes.setdefault(key, node)
+    leaves = into.leaves()
+    into.variants.extend(v for v in other.variants if v.leaf not in leaves)
+
+
+def probe_plan(cfg: dict[str, Any], registry: dict[str, type], tasks: dict[str, type],
+               pinned: frozenset[str] = frozenset(), keying: Keying | None = None) -> Plan:
+    """Validate a search before any compute: every chain with every axis at each listed value and at both ends
+    of each range (one axis at a time, the rest at the recipe's values); returns those points' plan (the
+    preflight checks its tasks, the executor its stages)."""
+    out = Plan()
+    merge(out, plan({**cfg, "sweep": {}}, registry, tasks, pinned, keying))
+    check_space(cfg, pinned, registry)
+    for ax in axes(cfg, pinned):
+        values = ax.values() if not ax.is_range else [snap(ax.low, ax.integer), snap(ax.high, ax.integer)]
+        merge(out, plan({**cfg, "sweep": {ax.key: values}}, registry, tasks, pinned, keying))
+    return out
+
+
+def describe(cfg: dict[str, Any], search: SearchConfig, pinned: frozenset[str], registry: dict[str, type],
+             storage: str, name: str) -> str:
+    """The dry run's account of a search: the space, its size as a grid, the budget, the study."""
+    chains, space = check_space(cfg, pinned, registry)
+    size = grid_size(len(chains), space)
+    lines = [f"search: {search.sampler} sampler over {len(chains)} orderings x {len(space)} axes",
+             f"  {ORDERING}: " + ", ".join(chain_label(c) for c in chains), *(f"  {a.describe()}" for a in space),
+             f"  as a grid: {size if size is not None else 'infinite (a continuous range)'} points",
+             f"  budget: {search.trials or 'unlimited'} trials"
+             + (f", {search.timeout_minutes:g} minutes" if search.timeout_minutes else "")
+             + f", {search.parallel} in flight",
+             "  objectives: " + ", ".join(f"{m} ({d if d in DIRECTIONS else TASKS_OWN})" for m, d in search.metrics),
+             f"  study: {name} in {storage}"]
+    return "\n".join(lines)
+
+
+def _sampler(search: SearchConfig, seed: int) -> Any:
+    import optuna
+
+    kinds = {"tpe": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler,
+             "random": optuna.samplers.RandomSampler}
+    return kinds[search.sampler](seed=seed)
+
+
+def _suggest(trial: Any, chains: list[list[str]], space: list[Axis]) -> Point:
+    """Ask the trial for one point of the space."""
+    labels = [chain_label(c) for c in chains]
+    chain = chains[labels.index(trial.suggest_categorical(ORDERING, labels))]
+    values: dict[str, Any] = {}
+    for ax in space:
+        if not ax.is_range:
+            if _primitive(ax.choices):
+                values[ax.key] = trial.suggest_categorical(ax.key, list(ax.choices))
+            else:
+                values[ax.key] = ax.choices[trial.suggest_categorical(ax.key, list(range(len(ax.choices))))]
+        elif ax.integer:
+            values[ax.key] = trial.suggest_int(ax.key, int(ax.low), int(ax.high), step=int(ax.step or 1),
+                                               log=ax.log)
+        else:
+            values[ax.key] = snap(trial.suggest_float(ax.key, float(ax.low), float(ax.high), step=ax.step,
+                                                      log=ax.log))
+    return Point(trial.number, chain, values)
+
+
+class Search:
+    """One invocation's share of a study: replay its completed trials, then ask and tell within the budget.
+
+    `run_plan(plan)` computes a plan's nodes (the caller's executor; results land in `results`, the first
+    result of a node kept); `on_trial(leaf, point)` is told which leaf answers which trial before it runs.
+    """
+
+    def __init__(self, cfg: dict[str, Any], search: SearchConfig, registry: dict[str, type],
+                 tasks: dict[str, type], pinned: frozenset[str], keying: Keying | None,
+                 objectives: list[tuple[str, str]]) -> None:
+        self.cfg, self.search, self.registry, self.tasks = cfg, search, registry, tasks
+        self.pinned, self.keying, self.objectives = pinned, keying, objectives
+        self.chains, self.space = check_space(cfg, pinned, registry)
+        self.plan = Plan()  # every trial's nodes and leaves: what the report and the run view read
+        self.say: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)
+
+    def open(self, storage: str, name: str) -> Any:
+        """The study (created, or loaded to continue)."""
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        seed = self.search.seed if self.search.seed is not None else int(self.cfg.get("seed", 0))
+        study = optuna.create_study(storage=storage, study_name=name, load_if_exists=True,
+                                    sampler=_sampler(self.search, seed), directions=[d for _, d in self.objectives])
+        asked = len(study.get_trials(deepcopy=False))
+        if asked:  # a continued study: a sampler seeded as before would draw its first points again
+            study.sampler = _sampler(self.search, seed + asked)
+        return study
+
+    def run(self, study: Any, run_plan: Callable[[Plan], None], results: dict[str, NodeResult],
+            on_trial: Callable[[str, Point], None]) -> None:
+        """Replay the study's completed trials from the cache, then run new ones until the budget is spent."""
+        from optuna.trial import TrialState
+
+        done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+        if done:
+            self.say(f"search: continuing study {study.study_name}: {len(done)} completed trials, from the cache")
+            points = [Point(t.number, t.user_attrs["chain"], t.user_attrs["values"]) for t in done]
+            self._batch(points, run_plan, results, on_trial)
+        budget = self.search.trials or None
+        deadline = time.monotonic() + 60 * self.search.timeout_minutes if self.search.timeout_minutes else None
+        finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+        count = sum(t.state in finished for t in study.get_trials(deepcopy=False))
+        while (budget is None or count < budget) and (deadline is None or time.monotonic() < deadline):
+            trials = [study.ask() for _ in range(min(self.search.parallel, (budget or count + 1) - count))]
+            points = [_suggest(t, self.chains, self.space) for t in trials]
+            for t, p in zip(trials, points, strict=True):
+                t.set_user_attr("chain", p.chain)
+                t.set_user_attr("values", p.values)
+            leaves = self._batch(points, run_plan, results, on_trial)
+            for trial, point, leaf in zip(trials, points, leaves, strict=True):
+                count += 1
+                self._tell(study, trial, point, leaf, results, count, budget)
+
+    def _batch(self, points: list[Point], run_plan: Callable[[Plan], None], results: dict[str, NodeResult],
+               on_trial: Callable[[str, Point], None]) -> list[str | None]:
+        """Plan the points and compute what this invocation has not yet; each point's leaf (None: refused)."""
+        batch, leaves = Plan(), []
+        for p in points:
+            try:
+                one = plan_point(self.cfg, p.chain, p.values, self.registry, self.tasks, self.pinned, self.keying)
+            except ConfigError as err:  # a value the probe did not reach (inside a range): this trial fails
+                self.say(f"trial {p.number}: {chain_label(p.chain)} {p.values} refused: {err}")
+                leaves.append(None)
+                continue
+            variant: Variant = one.variants[0]
+            leaves.append(variant.leaf)
+            on_trial(variant.leaf, p)
+            merge(self.plan, one)
+            if not self._blocked(one, variant.leaf, results):
+                merge(batch, one)
+        if batch.nodes:
+            run_plan(batch)
+        return leaves
+
+    def _blocked(self, one: Plan, leaf: str, results: dict[str, NodeResult]) -> bool:
+        """Whether the chain is answered already: its leaf, or a node on it that stops it, has a result."""
+        from orchestrator.engine.executors.base import BLOCKING
+
+        return leaf in results or any(results[n.key].status in BLOCKING for n in one.ancestors(leaf)
+                                      if n.key in results)
+
+    def _tell(self, study: Any, trial: Any, point: Point, leaf: str | None, results: dict[str, NodeResult],
+              count: int, budget: int | None) -> None:
+        """Tell Optuna how the trial ended, and say it on the progress stream."""
+        from optuna.trial import TrialState
+
+        chain = [self.plan.nodes[n.key] for n in self.plan.ancestors(leaf)] if leaf else []
+        stopped = next((results[n.key] for n in chain if n.key in results and results[n.key].status != "done"
+                        and results[n.key].status != "cached"), None)
+        if leaf is None or stopped is not None and stopped.status == FAILED:
+            study.tell(trial, state=TrialState.FAIL)
+            how = "failed"
+        elif stopped is not None:
+            study.tell(trial, state=TrialState.PRUNED)
+            how = f"pruned ({stopped.status} at {stopped.key[:10]})"
+        else:
+            metrics = results[leaf].metrics
+            missing = [m for m, _ in self.objectives if m not in metrics]
+            if missing:
+                study.tell(trial, state=TrialState.FAIL)
+                how = f"failed: the leaf has no {', '.join(missing)}"
+            else:
+                study.tell(trial, [float(metrics[m]) for m, _ in self.objectives])
+                how = " ".join(f"{m}={metrics[m]:.4g}" for m, _ in self.objectives)
+        label = next((v.label for v in self.plan.variants if v.leaf == leaf), chain_label(point.chain))
+        self.say(f"trial {count}/{budget or '∞'} (#{point.number}) {label}: {how}")
+
+
+def objectives(search: SearchConfig, quality: Any) -> list[tuple[str, str]]:
+    """(metric, direction) per objective with `quality` read as the task's own metric and direction."""
+    out = []
+    for metric, direction in search.metrics:
+        if metric == "quality":
+            metric = quality.metric
+            own = "maximize" if quality.higher_is_better else "minimize"
+            direction = direction if direction in DIRECTIONS else own
+        out.append((metric, str(direction)))
+    return out
