@@ -6,8 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import leaf_runs, run_cli
+from conftest import leaf_runs, run_cli
 
 SPACE = ("task=digits", "orderings=[[prune,quantize],[quantize]]",
          "++sweep={stages.prune.ratio: {low: 0.2, high: 0.6, step: 0.2}, stages.quantize.mode: [int8, fp16]}")
