@@ -290,16 +290,21 @@ def test_train_dtype_auto_follows_the_cpu_and_says_so_once(tmp_path: Path, monke
 def test_training_threads_default_to_the_workers_cores_but_digits() -> None:
     import os
 
+    from orchestrator.config.executor import ExecutorConfig
+    from orchestrator.config.typed import build
     from orchestrator.sweep import threads_per_worker
     from orchestrator.tasks import TASKS
 
-    executor = compose("task=tweets")["executor"]
-    assert executor["torch_threads"] is None  # unset: each task's own default
+    given = compose("task=tweets")["executor"]
+    assert given["torch_threads"] is None  # unset: each task's own default
+    executor = build("executor", ExecutorConfig, given)
     cores = max(1, (os.cpu_count() or 1))
     assert threads_per_worker(executor, None, TASKS["tweets"].torch_threads) == cores
     assert threads_per_worker(executor, None, TASKS["digits"].torch_threads) == 1  # measured faster on one
-    assert threads_per_worker({**executor, "workers": 2}, None, 0) == max(1, cores // 2)
-    assert threads_per_worker({**executor, "torch_threads": 3}, None, 1) == 3  # an explicit setting wins
+    two = build("executor", ExecutorConfig, {**given, "workers": 2})
+    assert threads_per_worker(two, None, 0) == max(1, cores // 2)
+    three = build("executor", ExecutorConfig, {**given, "torch_threads": 3})
+    assert threads_per_worker(three, None, 1) == 3  # an explicit setting wins
 
 
 @pytest.mark.slow
