@@ -34,6 +34,8 @@ def test_search_end_to_end_then_resumes(store: dict[str, str]) -> None:
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert "Recommended:" in out.stdout
     assert "trial 4/4" in out.stderr
+    last = [line for line in out.stderr.splitlines() if line.startswith("trial 4/4")][-1]
+    assert re.search(r"best so far: accuracy=[0-9.]+, Pareto front of [1-4]$", last), last
     nodes, executed = _counts(out.stdout)
     assert executed == nodes  # no node computed twice, shared prefixes included
     runs = leaf_runs(store, "adhoc")

@@ -258,7 +258,19 @@ class Search:
                 study.tell(trial, [float(metrics[m]) for m, _ in self.objectives])
                 how = " ".join(f"{m}={metrics[m]:.4g}" for m, _ in self.objectives)
         label = next((v.label for v in self.plan.variants if v.leaf == leaf), chain_label(point.chain))
-        self.say(f"trial {count}/{budget or '∞'} (#{point.number}) {label}: {how}")
+        self.say(f"trial {count}/{budget or '∞'} (#{point.number}) {label}: {how}; {self._best(study)}")
+
+    def _best(self, study: Any) -> str:
+        """The best so far: the best value of the first objective and, with several, the Pareto front's size."""
+        from optuna.trial import TrialState
+
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not done:
+            return "best so far: none"
+        metric, direction = self.objectives[0]
+        pick = max if direction == "maximize" else min
+        best = f"best so far: {metric}={pick(t.values[0] for t in done):.4g}"
+        return best if len(self.objectives) == 1 else f"{best}, Pareto front of {len(study.best_trials)}"
 
 
 def objectives(search: SearchConfig, quality: Any) -> list[tuple[str, str]]:
