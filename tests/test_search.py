@@ -34,6 +34,8 @@ def test_search_end_to_end_then_resumes(store: dict[str, str]) -> None:
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert "Recommended:" in out.stdout
     assert "trial 4/4" in out.stderr
+    last = [line for line in out.stderr.splitlines() if line.startswith("trial 4/4")][-1]
+    assert re.search(r"best so far: accuracy=[0-9.]+, Pareto front of [1-4]$", last), last
     nodes, executed = _counts(out.stdout)
     assert executed == nodes  # no node computed twice, shared prefixes included
     runs = leaf_runs(store, "adhoc")
@@ -50,6 +52,21 @@ def test_search_end_to_end_then_resumes(store: dict[str, str]) -> None:
 
     numbers = [t.number for t in _study(store).get_trials() if t.state == TrialState.COMPLETE]
     assert sorted(numbers) == [0, 1, 2, 3]
+
+    study = _study(store)  # a process killed mid-trial leaves it RUNNING: here one at trial 3's point
+    last = study.trials[3]
+    study.enqueue_trial(last.params)
+    stale = study.ask(fixed_distributions=last.distributions)
+    assert stale.params == last.params
+    more = run_cli(store, *SEARCH, "search.trials=5")  # within the budget: the stale trial is closed, its point redone
+    assert more.returncode == 0, more.stdout[-2000:] + more.stderr[-3000:]
+    assert f"trial #{stale.number} was left running" in more.stderr
+    assert _counts(more.stdout)[1] == 0  # from the cache
+    trials = _study(store).get_trials()
+    assert trials[stale.number].state == TrialState.FAIL
+    redo = [t for t in trials if t.user_attrs.get("redoes") == stale.number]
+    assert len(redo) == 1 and redo[0].state == TrialState.COMPLETE and redo[0].params == last.params
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 5
 
 
 @pytest.mark.parametrize(("setting", "key"), [

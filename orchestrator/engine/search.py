@@ -24,6 +24,7 @@ from orchestrator.errors import ConfigError
 ORDERING = "ordering"  # the trial parameter that picks the chain
 TRIAL = "orchestrator.trial"  # the leaf run's tag (see orchestrator.tracking.tracker)
 TASKS_OWN = "the task's own direction"
+REDOES = "redoes"  # the user attr of a trial that asks again the point of one a killed process left running
 
 
 @dataclass
@@ -186,6 +187,12 @@ class Search:
         """Replay the study's completed trials from the cache, then run new ones until the budget is spent."""
         from optuna.trial import TrialState
 
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # left by a killed process
+            if t.params:  # its point is asked again (from the cache where its nodes were computed)
+                study.enqueue_trial(t.params, user_attrs={REDOES: t.number})
+            study.tell(t.number, state=TrialState.FAIL)
+            self.say(f"search: trial #{t.number} was left running by an earlier process: closed as failed"
+                     + (", its point asked again" if t.params else ""))
         done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
         if done:
             self.say(f"search: continuing study {study.study_name}: {len(done)} completed trials, from the cache")
@@ -194,7 +201,9 @@ class Search:
         budget = self.search.trials or None
         deadline = time.monotonic() + 60 * self.search.timeout_minutes if self.search.timeout_minutes else None
         finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-        count = sum(t.state in finished for t in study.get_trials(deepcopy=False))
+        trials = study.get_trials(deepcopy=False)
+        redone = {t.user_attrs[REDOES] for t in trials if REDOES in t.user_attrs}  # not counted twice
+        count = sum(t.state in finished and t.number not in redone for t in trials)
         while (budget is None or count < budget) and (deadline is None or time.monotonic() < deadline):
             trials = [study.ask() for _ in range(min(self.search.parallel, (budget or count + 1) - count))]
             points = [_suggest(t, self.chains, self.space) for t in trials]
@@ -258,7 +267,19 @@ class Search:
                 study.tell(trial, [float(metrics[m]) for m, _ in self.objectives])
                 how = " ".join(f"{m}={metrics[m]:.4g}" for m, _ in self.objectives)
         label = next((v.label for v in self.plan.variants if v.leaf == leaf), chain_label(point.chain))
-        self.say(f"trial {count}/{budget or '∞'} (#{point.number}) {label}: {how}")
+        self.say(f"trial {count}/{budget or '∞'} (#{point.number}) {label}: {how}; {self._best(study)}")
+
+    def _best(self, study: Any) -> str:
+        """The best so far: the best value of the first objective and, with several, the Pareto front's size."""
+        from optuna.trial import TrialState
+
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not done:
+            return "best so far: none"
+        metric, direction = self.objectives[0]
+        pick = max if direction == "maximize" else min
+        best = f"best so far: {metric}={pick(t.values[0] for t in done):.4g}"
+        return best if len(self.objectives) == 1 else f"{best}, Pareto front of {len(study.best_trials)}"
 
 
 def objectives(search: SearchConfig, quality: Any) -> list[tuple[str, str]]:
