@@ -99,3 +99,51 @@ def test_on_a_transformer_int4_is_smaller_than_dynamic_int8(tmp_path: Path) -> N
         assert logits.shape == (2, 2) and np.isfinite(logits).all()
     assert sizes["int4"] < 0.8 * sizes["int8"] < 0.8 * path.stat().st_size
     assert fracs["int4"] > 0.9 and fracs["int8"] > 0.9  # embeddings (Gather) included in both
+
+
+class SplitSpy:
+    """The digits task, recording which splits `onnx_batches` was asked for."""
+
+    def __init__(self, task: Any) -> None:
+        self.task, self.splits = task, []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.task, name)
+
+    def onnx_batches(self, split: str, batch_size: int, *args: Any, **kwargs: Any) -> Any:
+        self.splits.append(split)
+        return self.task.onnx_batches(split, batch_size, *args, **kwargs)
+
+
+@pytest.mark.parametrize("algorithm", ["rtn", "k_quant", "hqq", "gptq"])
+def test_every_weight_only_algorithm_writes_matmulnbits(algorithm: str, digits: Any, fp32: Path,
+                                                        tmp_path: Path) -> None:
+    import onnx
+
+    spy = SplitSpy(digits)
+    params = QuantizeParams(mode="int4", block_size=32, algorithm=algorithm, calib_samples=64)
+    out = Quantize(params).run(ctx(spy, tmp_path), fp32)
+    ops = [n.op_type for n in onnx.load(str(out.model)).graph.node]
+    assert ops.count("MatMulNBits") == 2 and "Gemm" not in ops and out.metrics["quantized_tensors"] == 2
+    assert out.metrics["quant_algorithm"] == ["rtn", "k_quant", "hqq", "gptq"].index(algorithm)
+    assert out.metrics["quant_seconds"] > 0
+    assert spy.splits == (["calib"] if algorithm == "gptq" else [])  # gptq calibrates on calib, never test
+    acc = accuracy(digits, out.model)
+    print(f"{algorithm}: accuracy {acc:.4f} (fp32 {accuracy(digits, fp32):.4f}), {out.metrics['quant_seconds']:.2f}s")
+    assert acc >= accuracy(digits, fp32) - 0.03
+
+
+def test_algorithm_is_keyed_only_where_it_applies_and_only_when_not_rtn() -> None:
+    from orchestrator.errors import ConfigError
+
+    plan = lambda **own: Quantize.plan_params(own, {}, (), "quantize")  # noqa: E731
+    assert "algorithm" not in plan(mode="int4") and "algorithm" not in plan(mode="int4", algorithm="rtn")
+    assert plan(mode="int4", algorithm="hqq")["algorithm"] == "hqq" and "calib_samples" not in plan(
+        mode="int4", algorithm="hqq")
+    assert plan(mode="q4f16", algorithm="gptq")["calib_samples"] == 256
+    assert "algorithm" not in plan(mode="int8", algorithm="gptq") and "algorithm" not in plan(
+        mode="int4_int8", int4_matmul=False, algorithm="k_quant")
+    with pytest.raises(ConfigError, match="algorithm"):
+        QuantizeParams(mode="int4", algorithm="awq")
+    with pytest.raises(ConfigError, match="4-bit"):
+        QuantizeParams(mode="int8_weight", algorithm="gptq")

@@ -19,6 +19,7 @@ from orchestrator.tasks import TASKS
     ("stages.quantize.percentile=10.0", "stages.quantize.percentile", 10.0, "[50, 100]"),
     ("stages.quantize.block_size=48", "stages.quantize.block_size", 48, "power of two"),
     ("stages.quantize.block_size=8", "stages.quantize.block_size", 8, "[16, 4096]"),
+    ("stages.quantize.algorithm=awq", "stages.quantize.algorithm", "awq", "rtn, k_quant, hqq, gptq"),
     ("stages.fakequant.mode=int2", "stages.fakequant.mode", "int2", "inherit, int8, int4, fp16"),
     ("stages.fakequant.epochs=-1", "stages.fakequant.epochs", -1, "[0, 1000]"),
     ("stages.prune.method=random", "stages.prune.method", "random", "structured, unstructured"),

@@ -22,12 +22,16 @@ from orchestrator.stages.base import ONNX, Earlier, Stage, StageContext, StageOu
 MODES = ["int8", "fp16", "int4", "q4f16", "int8_weight", "int4_int8"]
 METHODS = ["dynamic", "static"]
 CALIBRATIONS = ["minmax", "entropy", "percentile"]
+ALGORITHMS = ["rtn", "k_quant", "hqq", "gptq"]  # = artifacts.weight_only.ALGORITHMS (planning imports no ORT)
 _USED = {"fp16": ["mode"], "int4": ["mode", "block_size", "symmetric"],
          "int8_weight": ["mode", "block_size", "symmetric"], "q4f16": ["mode", "block_size", "symmetric"],
          "int4_int8": ["mode", "block_size", "symmetric", "per_channel", "int4_matmul", "accuracy_level"],
          "dynamic": ["mode", "method", "per_channel", "symmetric"],
          "static": ["mode", "method", "per_channel", "symmetric", "calibration", "calib_samples"],
          "percentile": ["mode", "method", "per_channel", "symmetric", "calibration", "calib_samples", "percentile"]}
+
+
+_NBITS = ("int4", "q4f16", "int8_weight", "int4_int8")
 
 
 def _kind(p: dict[str, Any]) -> str:
@@ -57,6 +61,9 @@ class QuantizeParams:
     which precision its weight-reading nodes got (`ops_int4_matmul`, `ops_int8_matmul`, `ops_int4_gather`...).
     A MatMul on a transposed shared weight (an LM head tied to the embeddings) gets its own copy first,
     so int4 / int8 quantize the head too instead of skipping it.
+    algorithm (the MatMulNBits modes: int4, q4f16, int8_weight, int4_int8's int4 MatMul): rtn | k_quant |
+    hqq | gptq (see artifacts.weight_only); gptq calibrates on calib_samples samples of the `calib` split.
+    Runs report `quant_algorithm` (its index in ALGORITHMS) and `quant_seconds`.
     """
 
     mode: str = "int8"
@@ -69,6 +76,7 @@ class QuantizeParams:
     block_size: int = 32
     int4_matmul: bool = True
     accuracy_level: int = 4
+    algorithm: str = "rtn"
 
     def __post_init__(self) -> None:
         check_choice("mode", self.mode, MODES)
@@ -78,6 +86,10 @@ class QuantizeParams:
         check_range("percentile", self.percentile, 50.0, 100.0)
         check_range("block_size", self.block_size, 16, 4096)
         check_choice("accuracy_level", self.accuracy_level, [0, 1, 2, 3, 4])
+        check_choice("algorithm", self.algorithm, ALGORITHMS)
+        if self.algorithm == "gptq" and self.mode == "int8_weight":
+            raise ConfigError("algorithm", self.algorithm, "writes 4-bit weights only: use rtn, k_quant or hqq "
+                              "with int8_weight")
         if self.block_size & (self.block_size - 1):
             raise ConfigError("block_size", self.block_size, "must be a power of two >= 16 (16, 32, 64, 128, ...)")
 
@@ -99,7 +111,11 @@ class Quantize(Stage):
         """Only the params the chosen mode uses, so that e.g. a sweep over calibration methods does not
         make three identical dynamic-int8 nodes (and the logged params show what really applied)."""
         full = {**asdict(QuantizeParams()), **own}
-        return {k: full[k] for k in _USED[_kind(full)]}
+        used = _USED[_kind(full)]
+        nbits = full["mode"] in _NBITS and (full["mode"] != "int4_int8" or full["int4_matmul"])
+        if nbits and full["algorithm"] != "rtn":  # rtn stays unkeyed: existing keys hold
+            used = [*used, "algorithm", *(["calib_samples"] if full["algorithm"] == "gptq" else [])]
+        return {k: full[k] for k in used}
 
     @classmethod
     def check_task(cls, params: QuantizeParams, task_cls: type) -> None:
@@ -109,9 +125,13 @@ class Quantize(Stage):
         if params.mode == "int8" and params.method == "static" and supports(task_cls, KVCache):
             raise ConfigError("stages.quantize.method", "static", f"task {task_cls.name!r} is a language model: "
                               "use int8 dynamic, int8_weight, int4, q4f16 or fp16")
+        if params.mode in _NBITS and params.algorithm == "gptq" and supports(task_cls, KVCache):
+            raise ConfigError("stages.quantize.algorithm", "gptq", f"task {task_cls.name!r} is a language model "
+                              "(its KV-cache graph takes more than the calibration examples): use rtn, k_quant or hqq")
 
     def run(self, ctx: StageContext, model: Any) -> StageOutput:
         import logging
+        import time
 
         from orchestrator.artifacts.onnx_utils import precision_by_op, quantization_report
 
@@ -120,41 +140,55 @@ class Quantize(Stage):
         logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.ERROR)  # per node
         p, src, out = self.params, Path(model), ctx.work_dir / "model.onnx"
         metrics: dict[str, float] = {}
+        start = time.perf_counter()
         if p.mode == "fp16":
             _to_fp16(src, out)
         elif p.mode in ("int4", "int8_weight"):
             bits = 4 if p.mode == "int4" else 8
-            metrics["gemm_rewritten"] = float(_int4(src, out, p.block_size, p.symmetric, bits))
+            metrics["gemm_rewritten"] = float(_int4(src, out, p, bits, calib=_calib_feeds(ctx, p)))
         elif p.mode == "q4f16":
             int4 = ctx.work_dir / "int4.onnx.tmp"
-            metrics["gemm_rewritten"] = float(_int4(src, int4, p.block_size, p.symmetric))
+            metrics["gemm_rewritten"] = float(_int4(src, int4, p, calib=_calib_feeds(ctx, p)))
             _to_fp16(int4, out)
             int4.unlink()
         elif p.mode == "int4_int8":
-            metrics["gemm_rewritten"] = float(_int4_int8(src, out, p, ctx.work_dir))
+            metrics["gemm_rewritten"] = float(_int4_int8(src, out, p, ctx))
         elif p.method == "static":
             metrics["calib_samples"] = float(_static_int8(ctx, src, out, p))
         else:
             _dynamic_int8(src, out, p.per_channel, p.symmetric, ctx.work_dir)
+        metrics["quant_seconds"] = time.perf_counter() - start
+        if p.mode in _NBITS:
+            metrics["quant_algorithm"] = float(ALGORITHMS.index(p.algorithm))
         return StageOutput(out, {**metrics, **quantization_report(src, out), **precision_by_op(out)})
 
 
-def _int4_int8(src: Path, dst: Path, p: QuantizeParams, work: Path) -> int:
+def _calib_feeds(ctx: StageContext, p: QuantizeParams) -> list[dict[str, Any]] | None:
+    """GPTQ's calibration inputs: the first calib_samples examples of the `calib` (train) split, never test."""
+    if p.algorithm != "gptq":
+        return None
+    from itertools import islice
+
+    return [feeds for feeds, _ in islice(ctx.task.onnx_batches("calib", 1), p.calib_samples)]
+
+
+def _int4_int8(src: Path, dst: Path, p: QuantizeParams, ctx: StageContext) -> int:
     """Embedding tables int4; MatMul weights int4 (`int4_matmul`) or int8 dynamic; returns Gemms rewritten."""
     import shutil
 
     from orchestrator.artifacts.onnx_utils import precision_by_op
 
+    work = ctx.work_dir
     mid = work / "int4.onnx.tmp"
     if p.int4_matmul:
-        rewritten = _int4(src, mid, p.block_size, p.symmetric, accuracy_level=p.accuracy_level)
+        rewritten = _int4(src, mid, p, accuracy_level=p.accuracy_level, calib=_calib_feeds(ctx, p))
         if precision_by_op(mid).get("ops_float_matmul"):  # weights the int4 quantizer skipped: int8 then
             _dynamic_int8(mid, dst, p.per_channel, p.symmetric, work, ops=["MatMul"])
         else:
             shutil.copyfile(mid, dst)
     else:
         rewritten = _dynamic_int8(src, mid, p.per_channel, p.symmetric, work, ops=["MatMul"], rewrite_gemm=True)
-        _int4(mid, dst, p.block_size, p.symmetric, ops=("Gather",))
+        _int4(mid, dst, p, ops=("Gather",))
     mid.unlink()
     return rewritten
 
@@ -224,24 +258,20 @@ def _static_int8(ctx: StageContext, src: Path, dst: Path, p: QuantizeParams) -> 
     return reader.count
 
 
-def _int4(src: Path, dst: Path, block_size: int, symmetric: bool, bits: int = 4,
-          ops: tuple[str, ...] = ("MatMul", "Gather"), accuracy_level: int | None = None) -> int:
-    """Weight-only int4 (or int8) of MatMul weights and embedding tables; returns how many Gemm became MatMul."""
-    import numpy as np
+def _int4(src: Path, dst: Path, p: QuantizeParams, bits: int = 4, ops: tuple[str, ...] = ("MatMul", "Gather"),
+          accuracy_level: int | None = None, calib: list[dict[str, Any]] | None = None) -> int:
+    """Weight-only int4 (or int8) of MatMul weights and embedding tables with `p.algorithm`, blocks of
+    `p.block_size`; returns how many Gemm became MatMul."""
     import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     from orchestrator.artifacts.qdq import gemm_to_matmul, untie_transposed
+    from orchestrator.artifacts.weight_only import weight_only
 
     proto = onnx.load(str(src))
     rewritten = gemm_to_matmul(proto)
     untie_transposed(proto)
-    quantizer = MatMulNBitsQuantizer(proto, bits=bits, block_size=block_size, is_symmetric=symmetric,
-                                     op_types_to_quantize=ops, quant_axes=(("MatMul", 0), ("Gather", 1)),
-                                     nodes_to_exclude=non_table_gathers(proto), accuracy_level=accuracy_level)
-    with np.errstate(divide="ignore", invalid="ignore"):  # all-zero blocks: ORT maps them to 0 itself
-        quantizer.process()
-    quantizer.model.save_model_to_file(str(dst), False)
+    weight_only(proto, dst, bits=bits, block_size=p.block_size, symmetric=p.symmetric, ops=ops,
+                exclude=non_table_gathers(proto), accuracy_level=accuracy_level, algorithm=p.algorithm, calib=calib)
     return rewritten
 
 
