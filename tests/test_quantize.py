@@ -147,3 +147,29 @@ def test_algorithm_is_keyed_only_where_it_applies_and_only_when_not_rtn() -> Non
         QuantizeParams(mode="int4", algorithm="awq")
     with pytest.raises(ConfigError, match="4-bit"):
         QuantizeParams(mode="int8_weight", algorithm="gptq")
+
+
+@pytest.mark.parametrize("calibration", ["entropy", "percentile"])
+def test_histogram_calibration_survives_an_activation_too_small_to_bin(calibration: str, tmp_path: Path) -> None:
+    """x * 1e-44 is all subnormal: numpy cannot split its range into bins ("Too many bins for data range")."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(np.array([1e-44], np.float32), "scale"),
+             numpy_helper.from_array(rng.normal(size=(64, 32)).astype(np.float32), "w")]
+    nodes = [helper.make_node("Mul", ["x", "scale"], ["tiny"]), helper.make_node("MatMul", ["tiny", "w"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 32])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
+
+    class Task:
+        def onnx_batches(self, split: str, batch_size: int) -> Any:
+            for _ in range(4):
+                yield {"x": rng.normal(size=(batch_size, 64)).astype(np.float32)}, np.zeros(batch_size)
+
+    params = QuantizeParams(mode="int8", method="static", calibration=calibration, calib_samples=64)
+    out = Quantize(params).run(ctx(Task(), tmp_path / "q"), tmp_path / "m.onnx")
+    assert out.metrics["quantized_tensors"] == 1
+    y = session(out.model, 1).run(None, {"x": np.ones((2, 64), np.float32)})[0]
+    assert y.shape == (2, 32) and np.isfinite(y).all()

@@ -7,6 +7,8 @@ finds every linear layer); measurements of what a quantizer did live in onnx_uti
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -161,3 +163,34 @@ def _at_least_opset(proto: Any, version: int) -> Any:
         proto = onnx.version_converter.convert_version(proto, version)
     proto.ir_version = max(proto.ir_version, 10)
     return proto
+
+
+@contextmanager
+def safe_histograms() -> Iterator[None]:
+    """While active, ORT's histogram calibrators (entropy, percentile) flush subnormal activations to 0.
+
+    An activation whose values are all subnormal (|x| < 1.2e-38 in float32: a dead or constant channel
+    scaled to nothing) gives a histogram range too narrow for numpy to split into bins, and ORT's
+    collector raised "Too many bins for data range", failing the whole quantization. Such values are 0
+    at any int8 scale, so the tensor is histogrammed as exact zeros (ORT widens a zero range itself);
+    every other tensor is untouched.
+    """
+    import numpy as np
+    from onnxruntime.quantization import calibrate
+
+    original = calibrate.HistogramCollector
+
+    class Collector(original):  # type: ignore[misc,valid-type]
+        def collect(self, name_to_arr: dict[str, Any]) -> Any:
+            flushed = {}
+            for name, arr in name_to_arr.items():
+                arr = np.asarray(arr)
+                tiny = np.finfo(arr.dtype).tiny if arr.dtype.kind == "f" else 0
+                flushed[name] = np.where(np.abs(arr) < tiny, np.zeros((), arr.dtype), arr)
+            return super().collect(flushed)
+
+    calibrate.HistogramCollector = Collector
+    try:
+        yield
+    finally:
+        calibrate.HistogramCollector = original

@@ -242,13 +242,15 @@ def _static_int8(ctx: StageContext, src: Path, dst: Path, p: QuantizeParams) -> 
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    from orchestrator.artifacts.qdq import safe_histograms
+
     prepped = ctx.work_dir / "preprocessed.onnx.tmp"
     # symbolic shape inference fails on transformer exports; ONNX shape inference is enough here
     quant_pre_process(str(src), str(prepped), skip_symbolic_shape=True)
     reader = _Calibration(ctx.task, p.calib_samples)
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}[p.calibration]
-    with contextlib.redirect_stdout(io.StringIO()):  # the histogram calibrators print progress
+    with contextlib.redirect_stdout(io.StringIO()), safe_histograms():  # (histogram calibrators print progress)
         quantize_static(str(prepped), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=p.per_channel,
                         activation_type=QuantType.QInt8 if p.symmetric else QuantType.QUInt8,
                         weight_type=QuantType.QInt8, calibrate_method=method,
@@ -260,8 +262,7 @@ def _static_int8(ctx: StageContext, src: Path, dst: Path, p: QuantizeParams) -> 
 
 def _int4(src: Path, dst: Path, p: QuantizeParams, bits: int = 4, ops: tuple[str, ...] = ("MatMul", "Gather"),
           accuracy_level: int | None = None, calib: list[dict[str, Any]] | None = None) -> int:
-    """Weight-only int4 (or int8) of MatMul weights and embedding tables with `p.algorithm`, blocks of
-    `p.block_size`; returns how many Gemm became MatMul."""
+    """Weight-only int4 / int8 of MatMul weights and embedding tables (p.algorithm); returns Gemms rewritten."""
     import onnx
 
     from orchestrator.artifacts.qdq import gemm_to_matmul, untie_transposed
