@@ -145,8 +145,9 @@ def test_algorithm_is_keyed_only_where_it_applies_and_only_when_not_rtn() -> Non
         mode="int4_int8", int4_matmul=False, algorithm="k_quant")
     with pytest.raises(ConfigError, match="algorithm"):
         QuantizeParams(mode="int4", algorithm="awq")
-    with pytest.raises(ConfigError, match="4-bit"):
-        QuantizeParams(mode="int8_weight", algorithm="gptq")
+    for algorithm in ("gptq", "hqq"):  # no 8-bit MatMulNBits that ORT's CPU kernel runs
+        with pytest.raises(ConfigError, match="8-bit"):
+            QuantizeParams(mode="int8_weight", algorithm=algorithm)
 
 
 @pytest.mark.parametrize("calibration", ["entropy", "percentile"])
@@ -173,3 +174,19 @@ def test_histogram_calibration_survives_an_activation_too_small_to_bin(calibrati
     assert out.metrics["quantized_tensors"] == 1
     y = session(out.model, 1).run(None, {"x": np.ones((2, 64), np.float32)})[0]
     assert y.shape == (2, 32) and np.isfinite(y).all()
+
+
+@pytest.mark.parametrize("mode, algorithm, nbits", [("int8_weight", "k_quant", 2),
+                                                    ("q4f16", "gptq", 2), ("int4_int8", "hqq", 2)])
+def test_algorithms_in_the_other_weight_only_modes(mode: str, algorithm: str, nbits: int, digits: Any, fp32: Path,
+                                                   tmp_path: Path) -> None:
+    """int8_weight keeps 8 bits with k_quant; q4f16 and int4_int8 get the algorithm's int4 MatMuls."""
+    import onnx
+
+    out = Quantize(QuantizeParams(mode=mode, algorithm=algorithm, calib_samples=32)).run(ctx(digits, tmp_path), fp32)
+    proto = onnx.load(str(out.model))
+    found = [n for n in proto.graph.node if n.op_type == "MatMulNBits"]
+    assert len(found) == nbits
+    bits = {a.i for n in found for a in n.attribute if a.name == "bits"}
+    assert bits == {8 if mode == "int8_weight" else 4}
+    assert accuracy(digits, out.model) >= accuracy(digits, fp32) - 0.03

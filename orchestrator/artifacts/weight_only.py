@@ -69,7 +69,8 @@ def weight_only(proto: Any, dst: Path, *, bits: int, block_size: int, symmetric:
     """Quantize the weights of `ops` (MatMul, Gather) in `proto` to `bits` bits in blocks, with `algorithm`;
     write the model to `dst`. `exclude`: node names left alone; `calib`: input feeds (gptq only).
 
-    hqq is asymmetric only (its offsets are float), whatever `symmetric` says; gptq writes 4 bits only.
+    hqq is asymmetric only (its offsets are float, which ORT's CPU kernel refuses at 8 bits), whatever
+    `symmetric` says; gptq writes 4 bits only.
     """
     import numpy as np
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer

@@ -87,9 +87,9 @@ class QuantizeParams:
         check_range("block_size", self.block_size, 16, 4096)
         check_choice("accuracy_level", self.accuracy_level, [0, 1, 2, 3, 4])
         check_choice("algorithm", self.algorithm, ALGORITHMS)
-        if self.algorithm == "gptq" and self.mode == "int8_weight":
-            raise ConfigError("algorithm", self.algorithm, "writes 4-bit weights only: use rtn, k_quant or hqq "
-                              "with int8_weight")
+        if self.algorithm in ("gptq", "hqq") and self.mode == "int8_weight":  # gptq: 4 bits; hqq: float offsets
+            raise ConfigError("algorithm", self.algorithm, "has no 8-bit MatMulNBits that ONNX Runtime's CPU kernel "
+                              "runs: use rtn or k_quant with int8_weight")
         if self.block_size & (self.block_size - 1):
             raise ConfigError("block_size", self.block_size, "must be a power of two >= 16 (16, 32, 64, 128, ...)")
 
