@@ -190,3 +190,15 @@ def test_algorithms_in_the_other_weight_only_modes(mode: str, algorithm: str, nb
     bits = {a.i for n in found for a in n.attribute if a.name == "bits"}
     assert bits == {8 if mode == "int8_weight" else 4}
     assert accuracy(digits, out.model) >= accuracy(digits, fp32) - 0.03
+
+
+def test_gptq_is_refused_on_a_kv_cache_language_model() -> None:
+    """Its graph takes past key/values besides the calibration examples, as for static int8."""
+    from orchestrator.errors import ConfigError
+
+    class LM:
+        name, kv_cache = "tinylm", True
+
+    with pytest.raises(ConfigError, match="stages.quantize.algorithm"):
+        Quantize.check_task(QuantizeParams(mode="int4", algorithm="gptq"), LM)
+    Quantize.check_task(QuantizeParams(mode="int4", algorithm="k_quant"), LM)

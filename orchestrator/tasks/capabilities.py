@@ -11,7 +11,7 @@ nothing calls a capability's method on a task that did not declare it.
 | capability          | methods                                    | asked by                                          |
 |---------------------|--------------------------------------------|---------------------------------------------------|
 | `StructuredPruning` | prune_structured                           | stages.prune (importance, heads, own pruning)     |
-| `KVCache`           | onnx_logits (completes the cache feeds)    | stages.kvcache, stages.quantize (static), targets |
+| `KVCache`           | onnx_logits (completes the cache feeds)    | stages.kvcache, quantize (static, gptq), targets  |
 | `VariableLength`    | onnx_batches / latency_feeds honour pad_to | eval.pad_to, latency_seq_len                      |
 | `Layered`           | shrink, hidden_states, forward_with_states | stages.distill (shrink, keep_layers, hidden KD)   |
 | `Vocabulary`        | token_ids, trim_vocab (and a `tokenizer`)  | stages.trim                                       |
