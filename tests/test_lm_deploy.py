@@ -246,3 +246,27 @@ def test_kivi_settings_stay_out_of_default_node_keys_and_are_checked() -> None:
         with pytest.raises(ConfigError) as err:
             KVCacheParams(**bad)
         assert err.value.key == key
+
+
+def test_speculative_decoding_rolls_back_only_the_full_precision_window_of_a_grouped_cache(
+        lm: Any, spec_pair: tuple, tmp_path: Path) -> None:
+    import onnx
+
+    from orchestrator.measure.probe import session
+    from orchestrator.stages.kvcache import KVCacheParams, rewrite
+    from orchestrator.tasks.lm import spec as lm_spec
+
+    grouped = []
+    for path in spec_pair:
+        model = onnx.load(str(path))
+        rewrite(model, "int4", KVCacheParams("int4", key_grouping="channel", residual=8, group=4))
+        grouped.append(tmp_path / path.name)
+        onnx.save(model, str(grouped[-1]))
+    draft, target = (session(p, 1) for p in grouped)
+    prompt = lm_spec.prompts(lm, 1)[0][:40]
+    text, _, accepted, proposed, _ = lm_spec.speculative(draft, target, prompt, 24, 3)
+    assert len(text) >= 24 and 0 < proposed
+    _, past = lm_spec._step(target, prompt, None)
+    assert lm_spec._length(past) == 40 and lm_spec._length(lm_spec._cut(past, 35)) == 35
+    with pytest.raises(ValueError, match="stages.kvcache.residual"):
+        lm_spec._cut(past, 20)

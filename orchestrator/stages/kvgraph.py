@@ -90,7 +90,7 @@ def build_grouped(b: Builder, graph: Any, past_in: Any, new: str, name: str, ful
     total = b.op("Add", [before, b.op("Shape", [rest], start=2, end=3)])
     over = b.op("Div", [b.op("Sub", [total, b.const([spec["residual"]], i64)]), b.const([group], i64)])
     quantized = b.op("Max", [b.op("Mul", [over, b.const([group], i64)]), b.const([0], i64)])
-    leaving = b.op("Sub", [quantized, before])
+    leaving = b.op("Max", [b.op("Sub", [quantized, before]), b.const([0], i64)])  # 0 after a rollback
     chunk = b.op("Cast", [b.op("Slice", [rest, b.const([0], i64), leaving, seq])], to=TensorProto.FLOAT)
     b.op("Slice", [rest, leaving, b.const([INT64_MAX], i64), seq], out=f"{name}_residual")
     if spec["per_channel"]:  # [b, h, m, d] -> [b, h, m/group, group, d]: absmax over each group's tokens
