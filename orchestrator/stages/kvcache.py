@@ -22,8 +22,8 @@ cache, so a query early in a window reads keys that a token-by-token decoder wou
 precision, and per-channel scales span their whole group; decoding reaches the same stored cache (the first
 layer's exactly), with at least as many full-precision tokens along the way. The default layout stays as it
 was (same graph, same node keys). Attention always reads the dequantized cache, the current token's
-key/value included, as a runtime that writes to the cache before attending does, so the one-pass
-perplexity of the node is the perplexity a decoder with this cache sees. Why a stage and not an eval
+key/value included, as a runtime that writes to the cache before attending does, so with the default
+layout the one-pass perplexity of the node is the perplexity a decoder with this cache sees. Why a stage and not an eval
 setting: the precision changes the graph's inputs and outputs (the artifact a deployment runs), so it is
 keyed, cached, swept and reported like any other artifact; `fp32` leaves the graph unchanged (the
 reference row of a sweep). The stage logs `kv_bits` and `kv_agreement` (share of test positions whose
