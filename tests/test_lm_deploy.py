@@ -192,3 +192,81 @@ def test_external_data_outside_the_models_folder_is_never_read(lm: Any, base_onn
         model_files(split)
     with pytest.raises(ValueError):
         size_bytes(split)
+
+
+def test_a_kivi_cache_groups_keys_per_channel_keeps_a_full_precision_window_and_stays_small(
+        lm: Any, kv_models: dict, tmp_path: Path) -> None:
+    import onnx
+
+    from orchestrator.measure.probe import session
+    from orchestrator.stages.kvcache import KVCacheParams, rewrite
+    from orchestrator.tasks.lm.feeds import complete_feeds
+    from orchestrator.tasks.lm.measure import _presents, quality, speed
+
+    params = KVCacheParams("int4", key_grouping="channel", residual=16, group=16)
+    model = onnx.load(str(kv_models["fp32"]))
+    rewrite(model, "int4", params)
+    onnx.save(model, str(tmp_path / "kivi.onnx"))
+    sess = session(tmp_path / "kivi.onnx", 1)
+    ids = lm.splits["test"].ids[:1, :40]
+    full, stepped, past = _decode(sess, ids, 24)
+    # 40 tokens: keys of positions 0-15 in one per-channel group, 16-39 at full precision; values per token
+    # up to the last 16 (the window)
+    assert past["past_key_values.0.key"].shape[2:] == (16, 16)
+    assert past["past_key_values.0.key_scale"].shape[2:] == (1, 32)
+    assert past["past_key_values.0.key_residual"].shape[2] == 24 and past["past_key_values.0.value"].shape[2] == 24
+    assert past["past_key_values.0.value_scale"].shape[2:] == (24, 1)
+    # token by token the decoder stores the first layer's cache exactly as a prefill of the same 40 tokens does
+    # (later layers differ: during decoding the window held more full-precision tokens than the prefill's)
+    prefill = _presents(sess, sess.run(None, complete_feeds(sess, ids)))
+    first = [k for k in past if k.startswith("past_key_values.0.")]
+    assert len(first) == 6 and all(np.allclose(prefill[k], past[k], atol=1e-5) for k in first)
+    assert np.isfinite(stepped).all() and stepped.shape == full.shape
+    kivi_mb = speed(lm, sess)["kv_cache_mb_per_1k_tokens"]
+    fp16_mb = speed(lm, session(kv_models["fp16"], 1))["kv_cache_mb_per_1k_tokens"]
+    assert kivi_mb < fp16_mb
+    ppl = quality(lm, sess, None)[0]["perplexity"]
+    per_token = quality(lm, session(kv_models["int4"], 1), None)[0]["perplexity"]
+    assert ppl <= per_token * 1.01
+
+
+def test_kivi_settings_stay_out_of_default_node_keys_and_are_checked() -> None:
+    from orchestrator.stages.kvcache import KVCache, KVCacheParams
+
+    plan = KVCache.plan_params
+    assert plan({"dtype": "int4"}, {}, (), "kvcache") == {"dtype": "int4"}
+    assert plan({"dtype": "int4", "key_grouping": "token", "residual": 0, "group": 64}, {}, (), "kvcache") == {
+        "dtype": "int4"}
+    assert plan({"dtype": "int4", "key_grouping": "channel", "residual": 128}, {}, (), "kvcache") == {
+        "dtype": "int4", "key_grouping": "channel", "residual": 128}
+    assert plan({"key_grouping": "channel", "group": 64}, {}, (), "kvcache") == {"key_grouping": "channel", "group": 64}
+    for bad, key in (({"residual": -1}, "residual"), ({"key_grouping": "head"}, "key_grouping"),
+                     ({"group": 0}, "group"), ({"dtype": "fp16", "residual": 8}, "residual"),
+                     ({"dtype": "fp32", "key_grouping": "channel"}, "key_grouping")):
+        with pytest.raises(ConfigError) as err:
+            KVCacheParams(**bad)
+        assert err.value.key == key
+
+
+def test_speculative_decoding_rolls_back_only_the_full_precision_window_of_a_grouped_cache(
+        lm: Any, spec_pair: tuple, tmp_path: Path) -> None:
+    import onnx
+
+    from orchestrator.measure.probe import session
+    from orchestrator.stages.kvcache import KVCacheParams, rewrite
+    from orchestrator.tasks.lm import spec as lm_spec
+
+    grouped = []
+    for path in spec_pair:
+        model = onnx.load(str(path))
+        rewrite(model, "int4", KVCacheParams("int4", key_grouping="channel", residual=8, group=4))
+        grouped.append(tmp_path / path.name)
+        onnx.save(model, str(grouped[-1]))
+    draft, target = (session(p, 1) for p in grouped)
+    prompt = lm_spec.prompts(lm, 1)[0][:40]
+    text, _, accepted, proposed, _ = lm_spec.speculative(draft, target, prompt, 24, 3)
+    assert len(text) >= 24 and 0 < proposed
+    _, past = lm_spec._step(target, prompt, None)
+    assert lm_spec._length(past) == 40 and lm_spec._length(lm_spec._cut(past, 35)) == 35
+    with pytest.raises(ValueError, match="stages.kvcache.residual"):
+        lm_spec._cut(past, 20)

@@ -59,3 +59,13 @@ def test_fakequant_cannot_inherit_a_mode_it_does_not_simulate() -> None:
 
     with pytest.raises(ConfigError, match="stages.quantize.mode='int2'.*quantize>prune"):
         FakeQuant.plan_params({"mode": "inherit"}, {"quantize": {"mode": "int2"}}, (), "quantize>prune")
+
+
+@pytest.mark.parametrize("override, key", [("stages.kvcache.residual=-1", "stages.kvcache.residual"),
+                                           ("stages.kvcache.key_grouping=head", "stages.kvcache.key_grouping"),
+                                           ("stages.kvcache.group=0", "stages.kvcache.group")])
+def test_bad_kv_cache_layouts_name_their_key(override: str, key: str) -> None:
+    cfg = compose("+recipe=llm_deploy", "~sweep", override)
+    with pytest.raises(ConfigError) as err:
+        plan(cfg, REGISTRY, TASKS)
+    assert err.value.key == key

@@ -9,11 +9,21 @@ the cache it returns and takes back is stored at the chosen precision:
   over the head dimension: scale = max|x| / 127, q = round(x / scale);
 - `int4`: the same with q in [-7, 7], two values packed per byte (uint8, low nibble first).
 
-Per head and per token (one scale for each head's `head_dim` values at each position) is the grouping of
-the per-token schemes (e.g. KIVI's value cache); keys are not grouped per channel, which matters at 4 bits
-and shows in the measured perplexity. Attention always reads the dequantized cache, the current token's
-key/value included, as a runtime that writes to the cache before attending does, so the one-pass
-perplexity of the node is the perplexity a decoder with this cache sees. Why a stage and not an eval
+Per head and per token (one scale for each head's `head_dim` values at each position) is the default
+grouping. At 4 bits keys want per-channel scales (KIVI): `key_grouping: channel` and `residual` select the
+grouped layout (int8/int4; kvgraph.build_grouped). Each cache tensor is then stored as codes, fp16 scales
+and a full-precision window (`present.N.key_residual`, the model's float type): of the T tokens cached the
+first Q = max(0, floor((T - residual) / group) * group) are quantized, groups aligned at absolute positions,
+so a group of keys is quantized once, per channel (absmax over its `group` tokens, one scale per channel and
+group in `key_scale`), when it leaves the window; values are quantized per token (group 1) as they leave it.
+With `residual: 0` and per-channel keys the last, incomplete group still stays at full precision. The byte
+counts include codes, scales and window. One-pass scoring is a prefill: every query reads the same stored
+cache, so a query early in a window reads keys that a token-by-token decoder would still hold at full
+precision, and per-channel scales span their whole group; decoding reaches the same stored cache (the first
+layer's exactly), with at least as many full-precision tokens along the way. The default layout stays as it
+was (same graph, same node keys). Attention always reads the dequantized cache, the current token's
+key/value included, as a runtime that writes to the cache before attending does, so with the default
+layout the one-pass perplexity of the node is the perplexity a decoder with this cache sees. Why a stage and not an eval
 setting: the precision changes the graph's inputs and outputs (the artifact a deployment runs), so it is
 keyed, cached, swept and reported like any other artifact; `fp32` leaves the graph unchanged (the
 reference row of a sweep). The stage logs `kv_bits` and `kv_agreement` (share of test positions whose
@@ -27,10 +37,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import check_choice
+from orchestrator.errors import ConfigError, check_choice, check_range
 from orchestrator.stages.base import ONNX, Stage, StageContext, StageOutput
+from orchestrator.stages.kvgraph import Builder, build_grouped
 
 DTYPES = ("fp32", "fp16", "int8", "int4")
+GROUPINGS = ("token", "channel")
+DEFAULTS = {"key_grouping": "token", "residual": 0, "group": 32}  # left out of a node's params (its key)
 BITS = {"fp32": 32, "fp16": 16, "int8": 8, "int4": 4}
 QMAX = {"int8": 127.0, "int4": 7.0}
 PAST, PRESENT = "past_key_values.", "present."
@@ -38,12 +51,28 @@ PAST, PRESENT = "past_key_values.", "present."
 
 @dataclass
 class KVCacheParams:
-    """dtype: the precision the KV cache is stored in (fp32 = unchanged)."""
+    """dtype: the precision the KV cache is stored in (fp32 = unchanged). For int8/int4 only:
+    key_grouping: `token` (one scale per head and token) or `channel` (one per channel and group of `group`
+    tokens, KIVI's key scheme); residual: the latest tokens kept at full precision (0 = none)."""
 
     dtype: str = "int8"
+    key_grouping: str = "token"
+    residual: int = 0
+    group: int = 32
 
     def __post_init__(self) -> None:
         check_choice("dtype", self.dtype, DTYPES)
+        check_choice("key_grouping", self.key_grouping, GROUPINGS)
+        check_range("residual", self.residual, 0, 1_000_000)
+        check_range("group", self.group, 1, 4096)
+        for key, default in DEFAULTS.items():
+            if key != "group" and getattr(self, key) != default and self.dtype not in QMAX:
+                raise ConfigError(key, getattr(self, key), f"applies to an int8 or int4 cache, not {self.dtype}")
+
+    @property
+    def grouped(self) -> bool:
+        """Whether the cache takes the grouped layout (codes + scales + full-precision window)."""
+        return self.key_grouping != "token" or self.residual > 0
 
 
 class KVCache(Stage):
@@ -55,6 +84,15 @@ class KVCache(Stage):
     produces = ONNX
     Params = KVCacheParams
     libraries = ("onnx",)
+
+    @classmethod
+    def plan_params(cls, own: dict[str, Any], stages: dict[str, dict[str, Any]],
+                    earlier: tuple[Any, ...], chain: str) -> dict[str, Any]:
+        """The settings at their defaults stay out of the node's params, so existing keys do not change;
+        `group` only counts for per-channel keys."""
+        channel = own.get("key_grouping", "token") == "channel"
+        return {k: v for k, v in own.items()
+                if not (k in DEFAULTS and (v == DEFAULTS[k] or (k == "group" and not channel)))}
 
     @classmethod
     def check_task(cls, params: KVCacheParams, task_cls: type) -> None:
@@ -72,7 +110,7 @@ class KVCache(Stage):
         src, out = Path(model), ctx.work_dir / "model.onnx"
         graph = onnx.load(str(src))
         if self.params.dtype != "fp32":
-            rewrite(graph, self.params.dtype)
+            rewrite(graph, self.params.dtype, self.params)
         onnx.save(graph, str(out))
         parent = lm_measure.reference_tokens(ctx.task, src, 1)  # once per process: siblings share the parent
         mine = lm_measure.quality(ctx.task, session(out, 1), None)[1]
@@ -80,8 +118,9 @@ class KVCache(Stage):
                                  "kv_agreement": float((parent == mine).mean())})
 
 
-def rewrite(model: Any, dtype: str) -> None:
-    """Make every `present.*` = Concat(past, new) of `model` store its cache at `dtype` (in place)."""
+def rewrite(model: Any, dtype: str, params: KVCacheParams | None = None) -> None:
+    """Make every `present.*` = Concat(past, new) of `model` store its cache at `dtype` (in place); `params`
+    choose the grouped layout (None: per-token scales, no full-precision window)."""
     import onnx
 
     graph = model.graph
@@ -97,12 +136,13 @@ def rewrite(model: Any, dtype: str) -> None:
         if concat is None or concat.op_type != "Concat" or concat.input[0] != past or past not in inputs:
             raise ValueError(f"kvcache: {name} is not Concat({past}, new); this graph's cache layout is not "
                              "supported (export with optimum's text-generation-with-past, before graph fusion)")
-        _rewrite_one(graph, concat, inputs[past], name, dtype, opset)
+        _rewrite_one(graph, concat, inputs[past], name, dtype, opset, params)
     del graph.value_info[:]  # stale float shapes of renamed tensors; ORT infers them again
     onnx.checker.check_model(model)
 
 
-def _rewrite_one(graph: Any, concat: Any, past_in: Any, name: str, dtype: str, opset: int) -> None:
+def _rewrite_one(graph: Any, concat: Any, past_in: Any, name: str, dtype: str, opset: int,
+                 params: KVCacheParams | None) -> None:
     """Replace one cache Concat: quantize the new entries, concatenate stored, dequantize for attention."""
     float_type = past_in.type.tensor_type.elem_type
     new, full = concat.input[1], f"{name}/dequantized"
@@ -112,15 +152,19 @@ def _rewrite_one(graph: Any, concat: Any, past_in: Any, name: str, dtype: str, o
                 node.input[i] = full
     dims = past_in.type.tensor_type.shape.dim
     head_dim = dims[3].dim_value
-    b = _Builder(graph, name, opset)
-    _build(b, graph, past_in, new, name, full, dtype, dims, head_dim, float_type)
+    b = Builder(graph, name, opset)
+    if params is not None and params.grouped:
+        _logical_past(graph, past_in, concat, opset)
+        _build_grouped(b, graph, past_in, new, name, full, dtype, dims, head_dim, float_type, params)
+    else:
+        _build(b, graph, past_in, new, name, full, dtype, dims, head_dim, float_type)
     at = list(graph.node).index(concat)  # the new nodes take the Concat's place: the graph stays sorted
     graph.node.remove(concat)
     for offset, node in enumerate(b.nodes):
         graph.node.insert(at + offset, node)
 
 
-def _build(b: _Builder, graph: Any, past_in: Any, new: str, name: str, full: str, dtype: str, dims: Any,
+def _build(b: Builder, graph: Any, past_in: Any, new: str, name: str, full: str, dtype: str, dims: Any,
            head_dim: int, float_type: int) -> None:
     """The nodes (into `b`) and I/O changes that store one cache tensor at `dtype`."""
     from onnx import TensorProto, helper
@@ -159,6 +203,51 @@ def _build(b: _Builder, graph: Any, past_in: Any, new: str, name: str, full: str
                                                       [_dim(d) for d in dims[:3]] + [1]))
 
 
+def _logical_past(graph: Any, past_in: Any, concat: Any, opset: int) -> None:
+    """Nodes other than the cache Concat that read a past input (the export derives the mask's length from its
+    shape) read a stand-in of the past's full length instead: quantized tokens + the full-precision window."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    readers = [n for n in graph.node if n is not concat and past_in.name in n.input]
+    if not readers:
+        return
+    b, stand_in = Builder(graph, f"{past_in.name}/logical", opset), f"{past_in.name}/logical"
+    window = f"{past_in.name}_residual"
+    tokens = b.op("Add", [b.op("Shape", [past_in.name], start=2, end=3), b.op("Shape", [window], start=2, end=3)])
+    shape = b.op("Concat", [b.op("Shape", [window], start=0, end=2), tokens, b.op("Shape", [window], start=3)], axis=0)
+    zero = numpy_helper.from_array(np.zeros((1,), dtype=np.float32), f"{stand_in}_zero")
+    graph.initializer.append(zero)
+    b.op("Expand", [zero.name, shape], out=stand_in)
+    for node in readers:
+        for i, tensor in enumerate(node.input):
+            if tensor == past_in.name:
+                node.input[i] = stand_in
+    for offset, node in enumerate(b.nodes):
+        graph.node.insert(offset, node)
+
+
+def _build_grouped(b: Builder, graph: Any, past_in: Any, new: str, name: str, full: str, dtype: str, dims: Any,
+                   head_dim: int, float_type: int, params: KVCacheParams) -> None:
+    """The grouped layout (see kvgraph.build_grouped): keys per channel if asked, values always per token."""
+    from onnx import TensorProto
+
+    if head_dim == 0 or (dtype == "int4" and head_dim % 2):
+        raise ValueError(f"kvcache: {past_in.name} needs a static (and for int4 even) head dimension")
+    per_channel = params.key_grouping == "channel" and name.endswith(".key")
+    dims[2].dim_param = f"{past_in.name}_quantized"  # keys and values now hold different numbers of tokens
+    build_grouped(b, graph, past_in, new, name, full, {
+        "qmax": QMAX[dtype], "int4": dtype == "int4", "per_channel": per_channel,
+        "group": params.group if per_channel else 1, "residual": params.residual, "head_dim": head_dim,
+        "float_type": float_type, "dims": dims})
+    stored_type = TensorProto.UINT8 if dtype == "int4" else TensorProto.INT8
+    past_in.type.tensor_type.elem_type = stored_type
+    if dtype == "int4":
+        dims[3].dim_value = head_dim // 2
+    _set_output(graph, name, stored_type, dims, head_dim // 2 if dtype == "int4" else head_dim)
+    next(o for o in graph.output if o.name == name).type.tensor_type.shape.dim[2].dim_param = f"{name}_quantized"
+
+
 def _dim(d: Any) -> Any:
     return d.dim_param or d.dim_value
 
@@ -170,62 +259,3 @@ def _set_output(graph: Any, name: str, elem_type: int, dims: Any, last: int) -> 
     index = next(i for i, o in enumerate(graph.output) if o.name == name)
     shape = [_dim(d) for d in dims[:3]] + [last]
     graph.output[index].CopyFrom(helper.make_tensor_value_info(name, elem_type, shape))
-
-
-class _Builder:
-    """Appends nodes (and constants) to a graph under unique names derived from one prefix."""
-
-    def __init__(self, graph: Any, prefix: str, opset: int) -> None:
-        self.graph, self.prefix, self.opset, self.count = graph, prefix, opset, 0
-        self.nodes: list[Any] = []
-
-    def _name(self) -> str:
-        self.count += 1
-        return f"{self.prefix}/kv{self.count}"
-
-    def op(self, op_type: str, inputs: list[str], out: str | None = None, **attrs: Any) -> str:
-        from onnx import helper
-
-        name = self._name()
-        out = out or f"{name}_out"
-        self.nodes.append(helper.make_node(op_type, inputs, [out], name=name, **attrs))
-        return out
-
-    def const(self, value: Any, dtype: Any = None) -> str:
-        import numpy as np
-        from onnx import numpy_helper
-
-        name = f"{self._name()}_const"
-        self.graph.initializer.append(numpy_helper.from_array(np.asarray(value, dtype=dtype or np.float32), name))
-        return name
-
-    def reduce_max(self, x: str) -> str:
-        """Max over the last axis, kept (axes became an input in opset 18)."""
-        import numpy as np
-
-        if self.opset >= 18:
-            return self.op("ReduceMax", [x, self.const([-1], np.int64)], keepdims=1)
-        return self.op("ReduceMax", [x], axes=[-1], keepdims=1)
-
-    def pack4(self, q: str, head_dim: int) -> str:
-        """[b, h, s, d] of integers in [-7, 7] -> [b, h, s, d/2] uint8, q[2i] + 8 in the low nibble."""
-        import numpy as np
-
-        pairs = self.op("Reshape", [self.op("Add", [q, self.const(8.0)]),
-                                    self.const([0, 0, 0, head_dim // 2, 2], np.int64)])
-        lo = self.op("Slice", [pairs, self.const([0], np.int64), self.const([1], np.int64), self.const([-1], np.int64)])
-        hi = self.op("Slice", [pairs, self.const([1], np.int64), self.const([2], np.int64), self.const([-1], np.int64)])
-        byte = self.op("Add", [lo, self.op("Mul", [hi, self.const(16.0)])])
-        return self.op("Cast", [self.op("Squeeze", [byte, self.const([-1], np.int64)])], to=2)  # 2 = UINT8
-
-    def unpack4(self, packed: str, head_dim: int) -> str:
-        """The inverse of pack4, as float values in [-7, 7]."""
-        import numpy as np
-
-        x = self.op("Cast", [packed], to=1)  # 1 = FLOAT
-        hi = self.op("Floor", [self.op("Div", [x, self.const(16.0)])])
-        lo = self.op("Sub", [x, self.op("Mul", [hi, self.const(16.0)])])
-        axis = self.const([-1], np.int64)
-        pairs = self.op("Concat", [self.op("Unsqueeze", [lo, axis]), self.op("Unsqueeze", [hi, axis])], axis=-1)
-        both = self.op("Reshape", [pairs, self.const([0, 0, 0, head_dim], np.int64)])
-        return self.op("Sub", [both, self.const(8.0)])

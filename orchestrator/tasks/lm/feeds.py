@@ -19,7 +19,7 @@ CACHE_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tens
 def complete_feeds(sess: Any, input_ids: np.ndarray, past: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """Feeds for the KV-cache graph: the ids, an all-ones mask, positions after `past`, and the past (or empty)."""
     batch, length = input_ids.shape
-    start = 0 if not past else next(iter(past.values())).shape[2]
+    start = 0 if not past else cached_tokens(past)
     feeds: dict[str, Any] = {"input_ids": input_ids}
     for arg in sess.get_inputs():
         if arg.name == "attention_mask":
@@ -32,3 +32,10 @@ def complete_feeds(sess: Any, input_ids: np.ndarray, past: dict[str, np.ndarray]
             else:
                 feeds[arg.name] = np.zeros((batch, arg.shape[1], 0, arg.shape[3]), dtype=CACHE_TYPES[arg.type])
     return feeds
+
+
+def cached_tokens(past: dict[str, np.ndarray]) -> int:
+    """The positions a past holds: its first tensor's, plus its full-precision window in kvcache's grouped layout."""
+    first = next(iter(past))
+    window = past.get(f"{first}_residual")
+    return past[first].shape[2] + (0 if window is None else window.shape[2])

@@ -37,12 +37,27 @@ def _step(sess: Any, tokens: list[int], past: Past | None) -> tuple[np.ndarray, 
 
 
 def _cut(past: Past, length: int) -> Past:
-    """The cache of the first `length` positions (every cache tensor is [batch, heads, positions, ...])."""
-    return {k: v[:, :, :length] for k, v in past.items()}
+    """The cache of the first `length` positions (every cache tensor is [batch, heads, positions, ...]).
+
+    In kvcache's grouped layout (`*_residual` windows) the quantized part stays and the window is cut; a cut
+    into the quantized part (more rejected tokens than the window holds) is refused."""
+    windows = {k[: -len("_residual")] for k in past if k.endswith("_residual")}
+    if not windows:
+        return {k: v[:, :, :length] for k, v in past.items()}
+    out = dict(past)
+    for base in windows:
+        quantized = past[base].shape[2]
+        if length < quantized:
+            raise ValueError(f"speculative decoding: cannot roll {base} back to {length} positions, {quantized} "
+                             "are already quantized (raise stages.kvcache.residual above the draft length)")
+        out[f"{base}_residual"] = past[f"{base}_residual"][:, :, :length - quantized]
+    return out
 
 
 def _length(past: Past) -> int:
-    return next(iter(past.values())).shape[2]
+    from orchestrator.tasks.lm.feeds import cached_tokens
+
+    return cached_tokens(past)
 
 
 def greedy(sess: Any, prompt: list[int], tokens: int) -> tuple[list[int], float]:
