@@ -109,10 +109,10 @@ def test_int4_quantizes_the_tied_head_too(lm: Any, base_onnx: Path, tmp_path: Pa
     import onnx
 
     from orchestrator.artifacts.onnx_utils import quantization_report
-    from orchestrator.stages.quantize import _int4
+    from orchestrator.stages.quantize import QuantizeParams, _int4
 
     out = tmp_path / "int4.onnx"
-    _int4(base_onnx, out, 32, True)
+    _int4(base_onnx, out, QuantizeParams(mode="int4", block_size=32, symmetric=True))
     graph = onnx.load(str(out)).graph
     producer = next(n for n in graph.node if "logits" in n.output)
     assert producer.op_type == "MatMulNBits"  # the head, a MatMul on Transpose(embedding), was quantized
