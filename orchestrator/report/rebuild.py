@@ -59,12 +59,11 @@ LEGACY_ARGS = ("max_accuracy_drop", "max_perplexity_ratio")  # what --max-loss w
 
 def logged_task(tags: dict[str, str]) -> tuple[Quality, Columns, list[str]]:
     """The quality, columns and notes of a logged sweep's task: from its class where installed, else the
-    contract logged on the parent run (sweeps logged before it: the classifiers' accuracy)."""
-    from orchestrator.config.plugins import install
+    contract logged on the parent run (sweeps logged before it: the classifiers' accuracy). Plugins are
+    installed by `main` first."""
     from orchestrator.tasks import TASKS
     from orchestrator.tasks.quality import ACCURACY
 
-    install()
     cls = TASKS.get(tags.get("orchestrator.task", ""))
     if cls is not None:
         return cls.quality, cls.columns, list(cls.report_notes)
