@@ -19,7 +19,7 @@ from orchestrator.engine.execute import execute
 from orchestrator.engine.executors import Executor, executor_for
 from orchestrator.engine.executors.base import CACHED, FAILED, GATED, SKIPPED, Job, NodeResult
 from orchestrator.engine.fingerprint import Fingerprints
-from orchestrator.engine.plan import Keying, Node, Plan, plan
+from orchestrator.engine.plan import Keying, Node, Plan, named_stages, plan
 from orchestrator.errors import ConfigError, PlanError
 from orchestrator.measure import targets
 from orchestrator.measure.evaluate import environment
@@ -57,7 +57,7 @@ def build_plan(data: dict[str, Any], recipe: str | None, pinned: frozenset[str] 
     for key in sorted(pinned & set(data.get("sweep") or {})):
         _err(f"note: {key} is set on the command line, so the recipe's sweep over it is dropped")
     if pinned & {"pipeline", "orderings"}:
-        written = {s for chain in (data.get("orderings") or [data.get("pipeline") or []]) for s in chain}
+        written = named_stages(data)
         for key in sorted(k for k in data.get("sweep") or {} if k.split(".")[0] == "stages"
                           and k.split(".")[1] not in written | {"baseline", "export"}):
             _err(f"note: the recipe's sweep over {key} has no effect: no chain given on the command line has a "

@@ -11,7 +11,7 @@ import io
 from pathlib import Path
 
 from conftest import compose
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.__main__ import main
@@ -38,6 +38,8 @@ scalars = st.one_of(
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(key=st.sampled_from(KEYS), value=scalars, extra=st.sampled_from(["", "task=tweets"]))
+@example(key="pipeline", value="[[prune]]", extra="")  # once crashed the note about dropped sweeps
+@example(key="pipeline", value="[{a: 1}]", extra="")
 def test_any_override_plans_or_names_the_key(tmp_path: Path, key: str, value: str, extra: str) -> None:
     argv = ["+recipe=pkdq", "dry_run=true", f"cache.dir={tmp_path / 'cache'}", "tracking=none",
             *([extra] if extra else []), f"{key}={value}"]

@@ -177,6 +177,12 @@ def orderings(cfg: dict[str, Any]) -> list[list[str]]:
     return [list(c) for c in chains]
 
 
+def named_stages(cfg: dict[str, Any]) -> set[str]:
+    """Every stage name the chains mention, read before validation (so malformed entries are skipped, not fatal)."""
+    chains = cfg.get("orderings") or [cfg.get("pipeline") or []]
+    return {s for c in chains if isinstance(c, list) for s in c if isinstance(s, str)}
+
+
 def _resolve(name: str, rest: list[str], registry: dict[str, type]) -> str:
     """The stage that runs for `name`: its torch twin where a torch stage follows (ONNX has no way back)."""
     cls, twin = registry[name], getattr(registry[name], "torch_twin", None)
@@ -192,7 +198,11 @@ def check_chain(chain: list[str], registry: dict[str, type], where: str) -> list
     as the twin where a torch stage comes after it; a chain that ends fake-quantized in torch gets a
     final export that turns it into a real low-precision ONNX model.
     """
+    if not isinstance(chain, list):
+        raise ConfigError(where, chain, "a list of stage names, e.g. [prune, distill, quantize]")
     for i, name in enumerate(chain):
+        if not isinstance(name, str):
+            raise ConfigError(f"{where}[{i}]", name, "a stage name; known stages: " + ", ".join(sorted(registry)))
         if name not in registry:
             raise ConfigError(f"{where}[{i}]", name, "unknown stage; known stages: " + ", ".join(sorted(registry)))
     steps, domain = [], TORCH
