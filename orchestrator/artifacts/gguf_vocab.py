@@ -127,11 +127,13 @@ def add_vocab(writer: Any, tokenizer: Any, vocab_size: int) -> None:
     merges = [m if isinstance(m, str) else " ".join(m) for m in merges]  # tokenizers >= 0.20 stores pairs
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre(pre)
+    byte_level = next(p for p in _pieces(_backend(tokenizer).get("pre_tokenizer")) if p.get("type") == "ByteLevel")
+    writer.add_add_space_prefix(bool(byte_level.get("add_prefix_space")))
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges(merges)
     for key, token_id in (("bos", tokenizer.bos_token_id), ("eos", tokenizer.eos_token_id),
-                          ("unknown", tokenizer.unk_token_id), ("padding", tokenizer.pad_token_id)):
+                          ("unk", tokenizer.unk_token_id), ("pad", tokenizer.pad_token_id)):
         if token_id is not None:
             getattr(writer, f"add_{key}_token_id")(token_id)
     # written explicitly (the converter copies them only when tokenizer_config.json has them) so that
