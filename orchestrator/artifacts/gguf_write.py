@@ -5,7 +5,8 @@ the tokenizer half is `gguf_vocab`. The file matches what llama.cpp's `convert_h
 for the `llama` architecture, with one difference that pruning needs: shapes are read from the
 tensors, not the config, so a model whose layers were pruned to different FFN widths or head counts
 gets per-layer arrays (llama.cpp's `load_hparams` reads feed_forward_length, head_count and
-head_count_kv with `get_key_or_arr`). Quantizing further (Q8_0, Q4_K_M, ...) is llama.cpp's job.
+head_count_kv with `get_key_or_arr`) under llama.cpp's `deci` architecture, the one that builds each
+layer at its own width. Quantizing further (Q8_0, Q4_K_M, ...) is llama.cpp's job.
 """
 
 from __future__ import annotations
@@ -130,7 +131,11 @@ def write(model: Any, tokenizer: Any, path: Path, dtype: str = "F16", name: str 
     hp = hparams(model)
     path = Path(path)
     partial = path.with_name(f"{path.name}.{os.getpid()}.part")
-    writer = gguf.GGUFWriter(str(partial), "llama")
+    # llama.cpp's llama architecture creates every layer's tensors with layer 0's widths (its loader rejects
+    # a narrower FFN in another layer); its `deci` architecture (Llama with per-layer FFN widths and head
+    # counts, for NAS-pruned Llamas) builds each layer from its own entries, with the same tensors and RoPE
+    ragged = any(isinstance(hp[k], list) for k in ("feed_forward_length", "head_count", "head_count_kv"))
+    writer = gguf.GGUFWriter(str(partial), "deci" if ragged else "llama")
     writer.add_type(gguf.GGUFType.MODEL)
     writer.add_name(name)
     writer.add_context_length(hp["context_length"])
