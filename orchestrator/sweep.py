@@ -133,7 +133,7 @@ def run_sweep(data: dict[str, Any], recipe: str | None, overrides: list[str] | N
         from orchestrator.tasks import TASKS
 
         preflight.check_cache(settings.cache.dir)
-        preflight.check_tasks(the_plan.children(None), TASKS)  # the model and data files, dry runs included
+        preflight.check_plan(the_plan, TASKS)  # model and data files, the steps' runtimes; dry runs included
         if not settings.dry_run:
             preflight.check_tracking(vars(settings.tracking))
             targets.check(settings.eval)

@@ -46,7 +46,7 @@ def test_planted_pickle_runs_nothing_and_the_node_is_rebuilt(store: dict[str, st
     out = run_cli(store, "+recipe=pkdq", "sweep={}", "tracking=none", "eval.repeats=31")
     assert out.returncode == 0, out.stderr
     assert not marker.exists()
-    assert "refused (model file 'model.pt' is neither ONNX nor model.safetensors" in out.stderr
+    assert "refused (model file 'model.pt' is neither ONNX, GGUF nor model.safetensors" in out.stderr
     for key in torch_nodes:  # rebuilt in the safe format
         assert cache.has(key) and cache.model_path(key).name == "model.safetensors"
         assert not (cache.path(key) / "model.pt").exists()

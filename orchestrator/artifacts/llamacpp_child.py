@@ -1,7 +1,7 @@
 """The child process of the llama.cpp runtime: loads libllama, then quantizes a GGUF or measures one.
 
 Run as `python -m orchestrator.artifacts.llamacpp_child REQUEST.json ANSWER.json`; `llamacpp` starts it (one fresh
-process per job, so a crash in the C library stays here and `ru_maxrss` is this model's own). The request's
+process per job, so a crash in the C library stays here and the peak RSS is this model's own). The request's
 `op` is `quantize` or `measure`; see `llamacpp.quantize` and `llamacpp.measure_child` for the keys.
 Measuring mirrors the ONNX LM measurement (orchestrator/tasks/lm/measure.py): the same scoring of windows, the
 same warm-up / prefill / decode order, the same timed spans (the runtime call only, not the argmax).
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import resource
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from orchestrator.artifacts import llamacpp_abi as abi
+from orchestrator.artifacts.memory import peak_rss_mb
 
 LOGIT_ROWS = 64  # positions per float64 log-softmax chunk: 64 x a 49k vocabulary is 25 MB
 
@@ -194,7 +194,7 @@ def measure(lib: ctypes.CDLL, req: dict[str, Any], out_dir: Path) -> dict[str, A
             answer["greedy_ids"] = run.generate([int(t) for t in greedy["prompt"]], max(n - 1, 0))[2][:n]
     finally:
         run.close()
-    answer["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    answer["peak_rss_mb"] = peak_rss_mb()  # VmHWM: ru_maxrss would carry the forking sweep's size over exec
     return answer
 
 

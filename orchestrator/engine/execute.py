@@ -63,8 +63,8 @@ def _save(model: Any, folder: Path, task: Any) -> str:
     if isinstance(model, (str, Path)):
         src = Path(model)
         if src.parent.resolve() != folder.resolve():
-            shutil.copy(src, folder / "model.onnx")
-            return "model.onnx"
+            shutil.copy(src, folder / f"model{src.suffix or '.onnx'}")
+            return f"model{src.suffix or '.onnx'}"
         return src.name
     from orchestrator.artifacts import torch_io
 
@@ -98,18 +98,19 @@ def _run_stage(job: Job, cache: Cache, task: Any, folder: Path) -> tuple[Any, di
 
 
 def _measure(job: Job, cache: Cache, task: Any, folder: Path, model_file: str) -> dict[str, float]:
-    """Measure the model in `folder`; torch models are exported first (kept as measured.onnx).
+    """Measure the model in `folder`; torch models are exported first (kept as measured.onnx), other formats
+    (a GGUF) are measured by the target that owns them (targets.measuring), under the same metric names.
 
     Agreement is against the root baseline's measured ONNX (measured first: parents run before children).
     """
     path = folder / model_file
-    domain = "torch" if path.suffix == ".safetensors" else "onnx"
+    domain = targets.format_of(path)
     same = _parent_measured_same(job, cache, path) if domain == "onnx" else None
     if same is not None:
         return same
     reference = None if job.node.key == job.root_key else _measured_path(cache, job.root_key)
-    metrics = targets.reference().measure(onnx_for(task, domain, path, folder, job.export), task, job.settings,
-                                          reference)
+    measured = onnx_for(task, domain, path, folder, job.export) if domain in ("torch", "onnx") else path
+    metrics = targets.measuring(domain).measure(measured, task, job.settings, reference)
     if domain == "torch":
         metrics["params"] = float(torch_io.param_count(path))
     return metrics
@@ -227,7 +228,8 @@ def _other_targets(job: Job, cache: Cache, task: Any) -> tuple[dict[str, float],
     """Measurements on every other target the registry has for this node (eval.targets, and those a task family
     provides, e.g. speculative decoding), cached per target; a target's failure is reported, not fatal."""
     root = job.node.key == job.root_key
-    node = targets.Subject(job.node.key, _measured_path(cache, job.node.key), "onnx", None if root else job.root_key,
+    measured = _measured_path(cache, job.node.key)
+    node = targets.Subject(job.node.key, measured, targets.format_of(measured), None if root else job.root_key,
                            None if root else _measured_path(cache, job.root_key))
     if not targets.for_node(job.settings, task, node):
         return {}, {}

@@ -22,15 +22,31 @@ from typing import Any
 CHUNK = 1 << 20
 
 
+NPM = "npm:"  # a library name with this prefix is an npm package of the pinned JavaScript runtimes
+NPM_MODULES = Path(__file__).resolve().parents[1] / "measure" / "targets" / "browser" / "node_modules"
+
+
 def library_versions(names: tuple[str, ...] | list[str]) -> dict[str, str]:
-    """Installed distribution versions of `names` ('absent' where not installed), without importing them."""
+    """Installed versions of `names` ('absent' where not installed), without importing them: Python
+    distributions, and npm packages (`npm:@scope/name`, e.g. the prebuilt llama.cpp the `gguf` stage runs)."""
     out = {}
     for name in sorted(set(names)):
+        if name.startswith(NPM):
+            out[name] = npm_version(name.removeprefix(NPM))
+            continue
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[name] = "absent"
     return out
+
+
+def npm_version(package: str) -> str:
+    """The installed version of npm `package` among the pinned runtimes ('absent' where not installed)."""
+    try:
+        return str(json.loads((NPM_MODULES / package / "package.json").read_text())["version"])
+    except (OSError, ValueError, KeyError):
+        return "absent"
 
 
 class Fingerprints:

@@ -209,7 +209,7 @@ def check_chain(chain: list[str], registry: dict[str, type], where: str) -> list
     for i, name in enumerate(chain):
         stage = _resolve(name, chain[i + 1:], registry)
         cls = registry[stage]
-        if domain != cls.consumes and cls.consumes == ONNX and EXPORT in registry:
+        if domain == TORCH and cls.consumes == ONNX and EXPORT in registry:
             steps.append(Step(EXPORT, True, EXPORT))
             domain = registry[EXPORT].produces
         if domain != cls.consumes:

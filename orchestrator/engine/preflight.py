@@ -52,6 +52,32 @@ def check_tasks(roots: list[Any], tasks: dict[str, type]) -> None:
             cls.check(cls.Params(**root.params))
 
 
+def check_plan(plan: Any, tasks: dict[str, type]) -> None:
+    """Every task of `plan` opens its model and data, and every step can run here (see the two below)."""
+    from orchestrator.stages import REGISTRY
+
+    check_tasks(plan.children(None), tasks)
+    check_stages(plan, REGISTRY, tasks)
+
+
+def check_stages(plan: Any, stages: dict[str, type], tasks: dict[str, type]) -> None:
+    """Every distinct (step, task) of the plan can run here (Stage.preflight: e.g. its runtime is installed
+    and it can read the task's model), so a missing package is one line before the first node, not after it."""
+    root_of: dict[str, dict[str, Any]] = {}
+    seen: set[str] = set()
+    for node in plan.nodes.values():  # topological: a parent comes before its children
+        root_of[node.key] = node.params if node.parent is None else root_of[node.parent]
+        cls = stages.get(node.stage) if node.parent is not None else None
+        if cls is None:
+            continue
+        task = root_of[node.key]
+        mark = json.dumps([node.stage, node.params, task], sort_keys=True, default=str)
+        if mark not in seen:
+            seen.add(mark)
+            task_cls = tasks[task["name"]]
+            cls.preflight(cls.Params(**node.params), task_cls, task_cls.Params(**task))
+
+
 def check_folder(key: str, folder: str | Path, min_free_mb: float = MIN_FREE_MB) -> None:
     """`folder` can be created, written and has room; ConfigError naming `key` otherwise."""
     path = Path(folder).expanduser()

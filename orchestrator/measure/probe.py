@@ -29,28 +29,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from orchestrator.artifacts.memory import peak_rss_mb  # re-exported: every child reports its peak this way
 from orchestrator.artifacts.onnx_utils import session  # re-exported: the one way to open a model
 
 RUNS_AFTER_FIRST = 3  # a few more calls per batch size, so steady-state buffers are part of the peak
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident set size so far, in MB (10^6 bytes).
-
-    Linux: VmHWM of /proc/self/status, the high-water mark of this program's own memory. Not getrusage's
-    ru_maxrss: that survives exec, so a child forked from the sweep (torch loaded, hundreds of MB) would
-    report the parent's size. Elsewhere ru_maxrss is the best there is.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024 / 1e6  # kB
-    except OSError:
-        pass
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1e6 if sys.platform == "darwin" else peak * 1024 / 1e6  # bytes on macOS, KiB on Linux
 
 
 def probe(path: Path, feeds_one: dict[str, Any], feeds_big: dict[str, Any], threads: int,

@@ -45,7 +45,7 @@ class StageContext:
 
 @dataclass
 class StageOutput:
-    """A stage's result: the model (a torch module, or the path of an ONNX file inside work_dir) + metrics."""
+    """A stage's result: the model (a torch module, or the path of its file inside work_dir: ONNX, GGUF) + metrics."""
 
     model: Any
     metrics: dict[str, float] = field(default_factory=dict)
@@ -92,6 +92,11 @@ class Stage:
     @classmethod
     def check_task(cls, params: Any, task_cls: type) -> None:
         """Raise ConfigError, before any compute, if `params` need something the task class lacks."""
+
+    @classmethod
+    def preflight(cls, params: Any, task_cls: type, task_params: Any) -> None:
+        """Raise ConfigError, before any compute, if this step cannot run on the task's own model and data
+        here (a runtime not installed, a model it cannot read); may open files, unlike `check_task`."""
 
     def run(self, ctx: StageContext, model: Any) -> StageOutput:
         """Apply the stage to `model` (torch module or ONNX path, per `consumes`)."""

@@ -21,6 +21,7 @@ from typing import Any
 
 from orchestrator import faults
 from orchestrator.engine.plan import Node, Plan
+from orchestrator.measure import targets
 from orchestrator.tasks.quality import ACCURACY, Quality
 from orchestrator.tracking import runview
 
@@ -105,6 +106,9 @@ class Tracker:
                 STATUS: result.status, LEAF: str(leaf).lower(), "orchestrator.stage": node.stage}
         if variant:
             tags[VARIANT] = variant
+        if getattr(result, "onnx_path", None):  # which format it is and which runtime measured it
+            fmt = targets.format_of(Path(result.onnx_path))
+            tags.update({"orchestrator.format": fmt, "orchestrator.runtime": targets.measuring(fmt).label})
         trial, sampled = self.trials.get(node.key, (None, {}))
         if trial is not None:
             tags[TRIAL] = str(trial)
@@ -165,19 +169,31 @@ class Tracker:
         """Save `path` in MLflow's ONNX flavor as a logged model of `run_id`; returns its model id."""
         import mlflow.onnx
         import onnx
-        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
 
         from orchestrator.artifacts.onnx_utils import model_files
 
+        if path.suffix == ".gguf":  # no MLflow flavor runs a GGUF: the file and its Ollama Modelfile, as they are
+            model = self.client.create_logged_model(self.experiment_id, name="model", source_run_id=run_id,
+                                                    tags={NODE_KEY: key}, model_type="gguf")
+            for file in (path, path.with_name("Modelfile")):
+                if file.is_file():
+                    self.client.log_model_artifact(model.model_id, str(file))
+            return self._finish_model(run_id, model.model_id)
         model = self.client.create_logged_model(self.experiment_id, name="model", source_run_id=run_id,
                                                 tags={NODE_KEY: key}, model_type="onnx")
         with tempfile.TemporaryDirectory() as tmp:  # external data (a split or > 2 GB model) stays external
             mlflow.onnx.save_model(onnx.load(str(path)), f"{tmp}/model", pip_requirements=["onnxruntime"],
                                    save_as_external_data=len(model_files(path)) > 1)
             self.client.log_model_artifacts(model.model_id, f"{tmp}/model")
-        self.client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
-        self.client.log_outputs(run_id, [LoggedModelOutput(model.model_id, 0)])
-        return model.model_id
+        return self._finish_model(run_id, model.model_id)
+
+    def _finish_model(self, run_id: str, model_id: str) -> str:
+        """Mark logged model `model_id` ready and an output of `run_id`; returns its id."""
+        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+
+        self.client.finalize_logged_model(model_id, LoggedModelStatus.READY)
+        self.client.log_outputs(run_id, [LoggedModelOutput(model_id, 0)])
+        return model_id
 
     def register(self, name: str, key: str, tags: dict[str, str]) -> str:
         """Register node `key`'s logged model (of this sweep) as a new version of `name`; returns the version."""

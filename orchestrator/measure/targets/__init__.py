@@ -8,19 +8,23 @@ the config schema, the report, the MLflow run view) asks this module, never a ta
 `eval.targets` lists them (default `[ort]`). The reference target `ort` is always measured (quality, the
 gate and the report come from it); every other target's metrics are cached per node under its own key
 (settings + runtime versions), so adding `browser` to a finished sweep measures in the browser only.
+A node whose artifact is not ONNX is measured, in place of `ort`, by the target that owns its format
+(`measuring`: `llamacpp` for a GGUF), under the same metric names.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from orchestrator.measure.targets.base import SIZE, Column, Limit, Subject, Target, TargetError
 from orchestrator.measure.targets.browser import BrowserTarget
+from orchestrator.measure.targets.llamacpp import LlamaCppTarget
 from orchestrator.measure.targets.node import NodeTarget
 from orchestrator.measure.targets.ort import OrtTarget
 
 REFERENCE = OrtTarget.name  # measured for every node, whatever eval.targets says
-TARGETS: dict[str, type[Target]] = {cls.name: cls for cls in (OrtTarget, BrowserTarget, NodeTarget)}
+TARGETS: dict[str, type[Target]] = {cls.name: cls for cls in (OrtTarget, BrowserTarget, NodeTarget, LlamaCppTarget)}
 
 
 class TargetClash(ValueError):
@@ -51,6 +55,20 @@ def all_targets() -> list[Target]:
 def reference() -> Target:
     """The reference target (`ort`): every node is measured on it."""
     return get(REFERENCE)
+
+
+def format_of(path: Path) -> str:
+    """The artifact format of a node's model file: torch (safetensors), gguf, else onnx."""
+    return {".safetensors": "torch", ".gguf": "gguf"}.get(path.suffix, "onnx")
+
+
+def measuring(fmt: str) -> Target:
+    """The target whose metrics are a node's own for artifacts of format `fmt`: `ort` for ONNX (and torch,
+    exported first), the target that declares `measures_format` for another (`llamacpp` for GGUF)."""
+    for target in all_targets():
+        if getattr(target, "measures_format", False) and fmt in target.formats:
+            return target
+    return reference()
 
 
 def selectable() -> list[str]:
@@ -116,5 +134,5 @@ def tags(settings: Any) -> dict[str, str]:
 
 
 __all__ = ["REFERENCE", "SIZE", "TARGETS", "Column", "Limit", "Subject", "Target", "TargetClash", "TargetError",
-           "all_targets", "check", "check_task", "extra", "for_node", "get", "limits", "measure_extra",
-           "reference", "register", "selectable", "tags"]
+           "all_targets", "check", "check_task", "extra", "for_node", "format_of", "get", "limits", "measure_extra",
+           "measuring", "reference", "register", "selectable", "tags"]
