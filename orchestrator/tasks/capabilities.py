@@ -17,6 +17,7 @@ nothing calls a capability's method on a task that did not declare it.
 | `Vocabulary`        | token_ids, trim_vocab (and a `tokenizer`)  | stages.trim                                       |
 | `TransferData`      | transfer_split                             | stages.distill.transfer                           |
 | `Drafting`          | draft_prompts                              | eval.speculative                                  |
+| `LlamaCpp`          | gguf_tokenizer, measure_gguf               | stages.gguf, the llamacpp target                  |
 
 Three capabilities were once ClassVar flags (`kv_cache`, `structured_pruning`, `variable_length`): a task that
 declares one gets its flag set (the measurement layer, below the tasks, still reads it), and a plugin that only
@@ -189,5 +190,27 @@ class Drafting(Capability, lacks="does not generate text", wants="a language mod
         raise _unimplemented(self, "Drafting.draft_prompts")
 
 
-__all__ = ["ABOUT", "Capability", "Drafting", "KVCache", "Layered", "StructuredPruning", "TransferData",
+class LlamaCpp(Capability, lacks="cannot be written as GGUF", wants="a causal language model llama.cpp runs",
+               tasks="lm, tinylm, smollm2"):
+    """A causal LM that llama.cpp runs: the `gguf` stage writes its torch model and tokenizer as a GGUF, and the
+    `llamacpp` target measures that file on the task's own test windows, as the task measures its ONNX."""
+
+    @required
+    def gguf_tokenizer(self) -> tuple[Any, Any]:
+        """The tokenizer the GGUF carries (the one the test windows were made with), and the GGUF it came from
+        (its vocabulary is copied as it is: a tokenizer rebuilt from a GGUF loses its pre-tokenizer), or None."""
+        raise _unimplemented(self, "LlamaCpp.gguf_tokenizer")
+
+    @required
+    def measure_gguf(self, path: Any, settings: Any, reference: Any) -> dict[str, float]:
+        """Every metric of the GGUF at `path`, named as the task's ONNX metrics (`reference`: the root's ONNX)."""
+        raise _unimplemented(self, "LlamaCpp.measure_gguf")
+
+    @classmethod
+    def gguf_unsupported(cls, params: Any) -> str | None:
+        """Before any compute: why this task's model cannot be written as GGUF (None: it can)."""
+        return None
+
+
+__all__ = ["ABOUT", "Capability", "Drafting", "KVCache", "LlamaCpp", "Layered", "StructuredPruning", "TransferData",
            "VariableLength", "Vocabulary", "declared", "missing", "require", "supports"]

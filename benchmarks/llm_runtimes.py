@@ -1,0 +1,93 @@
+"""Print the LLM runtimes study from MLflow side by side: each leaf's format, runtime, size, perplexity, speed,
+memory, and the decode speed the memory bandwidth would allow.
+
+Reads the latest sweep (parent run) of the `llm_runtimes` experiment (`recipes/llm_runtimes.yaml`): ONNX leaves
+measured in ONNX Runtime and GGUF leaves measured in llama.cpp, on the same test token ids. The last column is
+the bandwidth limit: a decoding step reads every weight once, so tokens/s cannot exceed the copy bandwidth
+measured here (numpy, one thread, median of 5 copies of 256 MB) divided by the file's bytes; a row far below
+it leaves speed to software, not hardware. Run the study first, e.g.
+
+    python -m orchestrator +recipe=llm_runtimes task=smollm2
+    python benchmarks/llm_runtimes.py [--tracking-uri sqlite:///mlruns/mlflow.db] [--experiment llm_runtimes]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ordering_table import LEAF, PARENT, PIPELINE, latest_parent  # noqa: E402
+from ordering_table import table as markdown_table  # noqa: E402
+
+COLUMNS = ["chain", "format", "runtime", "MB", "perplexity", "x ppl", "prefill ms", "tok/s", "RSS MB", "limit tok/s"]
+
+
+def copy_bandwidth_gbs(mb: int = 256, repeats: int = 5) -> float:
+    """Measured memory copy bandwidth (GB/s, read + write counted once each), median of `repeats`."""
+    import numpy as np
+
+    src = np.ones(mb * 2**20 // 8)
+    dst = np.empty_like(src)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.copyto(dst, src)
+        times.append(time.perf_counter() - start)
+    return 2 * src.nbytes / statistics.median(times) / 1e9
+
+
+def rows(uri: str, experiment: str, bandwidth_gbs: float) -> list[dict[str, Any]]:
+    """One row per leaf of the latest sweep, by perplexity (the baseline first)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        raise SystemExit(f"no experiment {experiment!r} in {uri}")
+    parent = latest_parent(client, found.experiment_id)
+    leaves = client.search_runs([found.experiment_id], f"tags.`{PARENT}` = '{parent.info.run_id}' "
+                                f"and tags.`{LEAF}` = 'true'", max_results=10000)
+    out = []
+    for run in leaves:
+        m, tags = run.data.metrics, run.data.tags
+        base = m.get("baseline/perplexity")
+        out.append({"chain": tags.get("orchestrator.variant") or tags.get(PIPELINE, "?"),
+                    "format": tags.get("orchestrator.format", "?"), "runtime": tags.get("orchestrator.runtime", "?"),
+                    "MB": m.get("model_size_mb"), "perplexity": m.get("perplexity"),
+                    "x ppl": m["perplexity"] / base if base and "perplexity" in m else 1.0,
+                    "prefill ms": m.get("prefill_ms"), "tok/s": m.get("decode_tokens_per_s"),
+                    "RSS MB": m.get("peak_rss_mb"),
+                    "limit tok/s": bandwidth_gbs * 1e3 / m["model_size_mb"] if m.get("model_size_mb") else None})
+    return sorted(out, key=lambda r: (tags_order(r), r["perplexity"] or float("inf")))
+
+
+def tags_order(row: dict[str, Any]) -> int:
+    """The baseline first."""
+    return 0 if row["chain"] == "baseline" else 1
+
+
+def table(data: list[dict[str, Any]]) -> str:
+    """A Markdown table of the rows."""
+    return markdown_table(data, COLUMNS, {"MB": "{:.1f}", "perplexity": "{:.3f}", "x ppl": "{:.3f}",
+                                          "prefill ms": "{:.0f}", "tok/s": "{:.1f}", "RSS MB": "{:.0f}",
+                                          "limit tok/s": "{:.0f}"})
+
+
+def main() -> None:
+    """Print the table for the latest llm_runtimes sweep."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tracking-uri", default="sqlite:///mlruns/mlflow.db")
+    parser.add_argument("--experiment", default="llm_runtimes")
+    args = parser.parse_args()
+    bandwidth = copy_bandwidth_gbs()
+    print(f"copy bandwidth: {bandwidth:.1f} GB/s (numpy, 1 thread, median of 5)")
+    print(table(rows(args.tracking_uri, args.experiment, bandwidth)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""`gguf`: torch -> a GGUF file quantized by llama.cpp's own quantizer, the format llama.cpp and Ollama run.
+
+The node's causal LM is written as an F16 (or F32) GGUF with its tokenizer (orchestrator.artifacts.gguf_write,
+tensor layout and metadata as llama.cpp's converter writes them), then `llama_model_quantize` from the pinned
+prebuilt llama.cpp turns it into `type` (orchestrator.artifacts.llamacpp). An Ollama `Modelfile` lies beside
+it, so `ollama create NAME -f Modelfile` takes the node's folder as it is. The node is measured by the
+`llamacpp` target (the task's perplexity protocol on the same token ids, decoding speed, memory), so its
+numbers sit in the same columns as the ONNX leaves'.
+
+It ends a chain: nothing consumes a GGUF. A fake-quantized model (an earlier `quantize` run as `fakequant`)
+is written with its grid weights, then quantized again to `type`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.errors import ConfigError, check_choice
+from orchestrator.stages.base import TORCH, Stage, StageContext, StageOutput
+
+GGUF = "gguf"
+# llama.cpp's file types we offer: F32/F16 are written directly, the rest by llama.cpp's quantizer
+TYPES = ("F32", "F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0")
+RUNTIME = "npm:@node-llama-cpp/linux-x64"  # the prebuilt llama.cpp (its version is in every gguf node's key)
+
+
+@dataclass
+class GGUFParams:
+    """type: the llama.cpp file type of the GGUF (Ollama's default is Q4_K_M; Q8_0 keeps the float model's
+    quality; F16/F32 are the unquantized conversion)."""
+
+    type: str = "Q4_K_M"
+
+    def __post_init__(self) -> None:
+        check_choice("type", self.type, list(TYPES))
+
+
+class GGUFStage(Stage):
+    """Write the incoming causal LM as GGUF and quantize it to `type` with llama.cpp's quantizer."""
+
+    name = GGUF
+    version = "1"
+    consumes = TORCH
+    produces = GGUF
+    Params = GGUFParams
+    libraries = ("torch", "transformers", "gguf", "numpy", RUNTIME)
+
+    @classmethod
+    def check_task(cls, params: Any, task_cls: type) -> None:
+        from orchestrator.tasks.capabilities import LlamaCpp, require
+
+        require(task_cls, LlamaCpp, "pipeline", GGUF)
+
+    @classmethod
+    def preflight(cls, params: Any, task_cls: type, task_params: Any) -> None:
+        """The runtime is installed and the task's model is an architecture the GGUF writer knows."""
+        from orchestrator.artifacts.llamacpp import RuntimeMissing, lib_path
+
+        try:
+            lib_path()
+        except RuntimeMissing as err:
+            raise ConfigError("pipeline", GGUF, str(err)) from None
+        why = task_cls.gguf_unsupported(task_params)
+        if why:
+            raise ConfigError("task.model", getattr(task_params, "model", "") or task_params.name,
+                              f"cannot be written as GGUF: {why}")
+
+    def run(self, ctx: StageContext, model: Any) -> StageOutput:
+        from orchestrator.artifacts import gguf_write, llamacpp, simquant
+
+        if simquant.mode_of(model):  # fake-quantized: its grid weights, in float, are what llama.cpp quantizes
+            model = simquant.lower(model)[0]
+        tokenizer, vocab_source = ctx.task.gguf_tokenizer()
+        out = ctx.work_dir / "model.gguf"
+        start = time.perf_counter()
+        direct = self.params.type in ("F32", "F16")
+        source = out if direct else ctx.work_dir / "f16.gguf.tmp"
+        gguf_write.write(model, tokenizer, source, "F32" if self.params.type == "F32" else "F16",
+                         tokenizer_source=vocab_source)
+        written = time.perf_counter()
+        if not direct:
+            llamacpp.quantize(source, out, self.params.type, os.cpu_count() or 1)  # threads: same bytes
+            source.unlink()
+        gguf_write.modelfile(ctx.work_dir, out.name, getattr(tokenizer, "chat_template", None))
+        params = sum(p.numel() for p in model.parameters())
+        return StageOutput(out, {"gguf_write_seconds": written - start,
+                                 "gguf_quantize_seconds": time.perf_counter() - written,
+                                 "gguf_bits_per_weight": out.stat().st_size * 8 / max(params, 1)})

@@ -1,0 +1,126 @@
+"""GGUF leaves measured in llama.cpp beside ONNX leaves, on tinylm: the runtimes agree on the float model, the
+quantized files shrink, the report ranks every format together, and bad input is refused before compute."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import leaf_runs, run_cli
+from test_lm_cli import TINY
+from test_task_checks import refused, tiny_gguf
+
+pytest.importorskip("transformers")
+llamacpp = pytest.importorskip("orchestrator.artifacts.llamacpp")
+try:
+    llamacpp.lib_path()
+except llamacpp.RuntimeMissing as err:  # the README's test command installs it: say why, never pass silently
+    pytest.skip(str(err), allow_module_level=True)
+
+
+TASK = [a for a in TINY if a.startswith("task")]  # (a distill setting would be refused in a chain without distill)
+
+
+@pytest.fixture(scope="module")
+def runtimes(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], str]:
+    """One llm_runtimes sweep on tinylm: (store, stdout)."""
+    root = tmp_path_factory.mktemp("runtimes")
+    store = {"cache": str(root / "cache"), "uri": f"sqlite:///{root / 'mlflow.db'}", "artifacts": str(root / "art")}
+    proc = run_cli(store, "+recipe=llm_runtimes", *TINY, "eval.threads=1")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return store, proc.stdout
+
+
+def _by_variant(store: dict[str, str]) -> dict[str, object]:
+    return {r.data.tags.get("orchestrator.variant") or r.data.tags["orchestrator.pipeline"]: r
+            for r in leaf_runs(store, "llm_runtimes")}
+
+
+def test_gguf_leaves_are_measured_in_llamacpp_on_the_same_axes(runtimes) -> None:
+    store, stdout = runtimes
+    runs = _by_variant(store)
+    ggufs = {v: r for v, r in runs.items() if r.data.tags.get("orchestrator.format") == "gguf"}
+    assert len(ggufs) == 8, sorted(runs)  # 2 chains x F16, Q8_0, Q4_K_M, Q4_0
+    assert {r.data.tags["orchestrator.runtime"] for r in ggufs.values()} == {"llama.cpp"}
+    assert runs["quantize"].data.tags["orchestrator.runtime"] == "ONNX Runtime (Python)"
+    wanted = {"perplexity", "bits_per_byte", "teacher_agreement", "prefill_ms", "decode_tokens_per_s",
+              "decode_latency_p50_ms", "kv_cache_mb_per_1k_tokens", "load_ms", "peak_rss_mb", "model_size_mb",
+              "gguf_token_agreement"}
+    for variant, run in ggufs.items():
+        assert wanted <= set(run.data.metrics), (variant, sorted(run.data.metrics))
+        assert run.data.metrics["gguf_token_agreement"] == 1.0  # our tokenizer, written into the GGUF
+    base = runs["baseline"].data.metrics
+    f16 = runs["gguf [type=F16]"].data.metrics
+    # the float model scores the same in llama.cpp as in ONNX Runtime, on the same ids
+    assert f16["perplexity"] == pytest.approx(base["perplexity"], rel=0.005)
+    assert f16["teacher_agreement"] > 0.98
+    q8, q4 = runs["gguf [type=Q8_0]"].data.metrics, runs["gguf [type=Q4_0]"].data.metrics
+    assert q8["perplexity"] == pytest.approx(base["perplexity"], rel=0.03)
+    assert q4["model_size_mb"] < q8["model_size_mb"] < f16["model_size_mb"]
+    assert "gguf [type=Q4_0]" in stdout  # the report ranks the GGUF leaves with the ONNX ones
+
+
+def test_each_gguf_has_an_ollama_modelfile_and_is_logged_as_the_node_model(runtimes) -> None:
+    store, _ = runtimes
+    folders = [p.parent for p in Path(store["cache"]).rglob("model.gguf")]
+    assert len(folders) == 8
+    for folder in folders:
+        assert (folder / "Modelfile").read_text().startswith("FROM ./model.gguf")
+        assert not list(folder.glob("*.tmp"))  # the F16 intermediate is gone
+    from mlflow.tracking import MlflowClient
+
+    run = _by_variant(store)["gguf [type=Q4_K_M]"]
+    client = MlflowClient(tracking_uri=store["uri"])
+    model = client.get_logged_model(run.data.tags["orchestrator.model_id"])
+    names = {Path(f.path).name for f in client.list_logged_model_artifacts(model.model_id)}
+    assert {"model.gguf", "Modelfile"} <= names
+
+
+def test_the_float_model_generates_the_same_text_in_llamacpp_and_onnx_runtime(runtimes) -> None:
+    store, _ = runtimes
+    from orchestrator.measure.probe import session
+    from orchestrator.tasks.lm.feeds import complete_feeds
+
+    meta = [json.loads(p.read_text()) for p in Path(store["cache"]).rglob("meta.json")]
+    root = next(m for m in meta if m["parent"] is None)
+    f16 = next(m for m in meta if m["stage"] == "gguf" and m["params"]["type"] == "F16" and m["parent"] == root["key"])
+    base_onnx = _node(store, root["key"]) / "measured.onnx"
+    prompt = [int(t) for t in np.arange(5, 37)]
+    sess, ids, past = session(base_onnx, 1), list(prompt), None
+    out = sess.run(None, complete_feeds(sess, np.asarray([prompt])))
+    for _ in range(32):
+        token = int(out[0][0, -1].argmax())
+        ids.append(token)
+        past = {n.replace("present.", "past_key_values."): v
+                for n, v in zip([o.name for o in sess.get_outputs()], out, strict=True) if n.startswith("present.")}
+        out = sess.run(None, complete_feeds(sess, np.asarray([[token]]), past))
+    theirs = llamacpp.greedy(_node(store, f16["key"]) / "model.gguf", prompt, 32, threads=1)
+    assert theirs == ids[len(prompt):]
+
+
+def _node(store: dict[str, str], key: str) -> Path:
+    return next(p.parent for p in Path(store["cache"]).rglob("meta.json") if json.loads(p.read_text())["key"] == key)
+
+
+def test_a_gguf_type_llamacpp_does_not_offer_is_refused(tmp_path: Path) -> None:
+    msg = refused(tmp_path, "pipeline=[gguf]", *TASK, "stages.gguf.type=Q3_K")
+    assert "stages.gguf.type='Q3_K'" in msg and "Q4_K_M" in msg
+
+
+def test_a_missing_llamacpp_names_the_install_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORCHESTRATOR_LLAMA_LIB", str(tmp_path / "absent" / "libllama.so"))
+    msg = refused(tmp_path, "pipeline=[gguf]", *TASK)
+    assert "pipeline='gguf'" in msg and "npm ci --prefix orchestrator/measure/targets/browser" in msg
+
+
+def test_an_architecture_the_gguf_writer_does_not_know_is_refused(tmp_path: Path) -> None:
+    model = tiny_gguf(tmp_path / "m.gguf", arch="gpt2")
+    msg = refused(tmp_path, "pipeline=[gguf]", "task=lm", f"task.model={model}", "task.context=64")
+    assert "task.model=" in msg and "cannot be written as GGUF" in msg
+
+
+def test_nothing_can_follow_a_gguf(tmp_path: Path) -> None:
+    msg = refused(tmp_path, "pipeline=[gguf,quantize]", *TASK)
+    assert "gguf" in msg and "quantize" in msg
