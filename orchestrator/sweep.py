@@ -25,7 +25,7 @@ from orchestrator.measure import targets
 from orchestrator.measure.evaluate import environment
 from orchestrator.report.pareto import Constraints
 from orchestrator.report.progress import Estimator, Progress, estimate_text
-from orchestrator.report.tradeoff import build, publish, render, rows_from_results
+from orchestrator.report.tradeoff import build, publish, render, rows_from_results, task_notes
 from orchestrator.tracking.logbook import Logbook
 
 
@@ -233,7 +233,7 @@ def _execute(settings: Settings, the_plan: Plan, cache: Cache, book: Logbook, ex
         progress.close()
     report = build(rows_from_results(the_plan, results), Constraints.from_dict(vars(settings.report),
                                                                                task_cls.quality), task_cls.columns)
-    report.notes = list(task_cls.report_notes)
+    report.notes = task_notes(task_cls, report.rows)
     faults.point("report")
     book.call("the report", publish if tracker else None, tracker, report, settings.title, env)
     name = settings.report.register

@@ -124,3 +124,23 @@ def test_an_architecture_the_gguf_writer_does_not_know_is_refused(tmp_path: Path
 def test_nothing_can_follow_a_gguf(tmp_path: Path) -> None:
     msg = refused(tmp_path, "pipeline=[gguf,quantize]", *TASK)
     assert "gguf" in msg and "quantize" in msg
+
+
+def test_a_gguf_whose_rebuilt_tokenizer_splits_text_otherwise_is_refused(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """transformers rebuilds a GGUF's tokenizer without its pre-tokenizer: llama.cpp splits by the GGUF's
+    (here llama3's digit rule), so the ids would differ from a llama.cpp user's on 8% of the test text."""
+    from orchestrator.artifacts import gguf_vocab, gguf_write
+    from orchestrator.tasks.lm.tinylm import TinyLM, TinyLMParams
+
+    task = TinyLM(TinyLMParams(vocab_size=512, hidden_size=32, layers=2, ffn=64, context=64), 0)
+    model = task.load_pretrained()
+    gguf_write.write(model, task.tokenizer, tmp_path / "same.gguf", "F16")
+    monkeypatch.setattr(gguf_vocab, "pre_name", lambda tokenizer: "llama3")
+    gguf_write.write(model, task.tokenizer, tmp_path / "other.gguf", "F16")
+    msg = refused(tmp_path, "task=lm", f"task.model={tmp_path / 'other.gguf'}", "task.context=64")
+    assert "task.model=" in msg and "splits the test text unlike the GGUF's own in llama.cpp" in msg
+    assert "% of ids agree" in msg
+    from orchestrator.tasks.lm.tokcheck import compare
+
+    assert compare(str(tmp_path / "same.gguf"), "", "text")["agreement"] == 1.0

@@ -150,3 +150,10 @@ def greedy(model: Path, prompt: list[int], tokens: int, threads: int = 1, timeou
                              "decode_steps": 0, "warmup_steps": 0, "prefill_repeats": 0,
                              "greedy": {"prompt": prompt, "tokens": tokens}, "out_dir": work}, timeout_s)
     return [int(t) for t in out["greedy_ids"]]
+
+
+def tokenize(model: Path, text: str, timeout_s: float = 600.0) -> dict[str, Any]:
+    """The GGUF's own tokenizer on `text`, in a child: `ids` (nothing added), `bos_id`, `add_bos`, `n_vocab`."""
+    lib_path()
+    with tempfile.TemporaryDirectory(prefix="llamacpp-t-") as work:
+        return _run_child({"op": "tokenize", "model": str(model), "text": text}, Path(work), timeout_s)

@@ -198,12 +198,23 @@ def measure(lib: ctypes.CDLL, req: dict[str, Any], out_dir: Path) -> dict[str, A
     return answer
 
 
+def tokenize(lib: ctypes.CDLL, req: dict[str, Any]) -> dict[str, Any]:
+    """The GGUF's own tokenization of `text` (nothing added) and what its vocabulary says about BOS."""
+    run = Runner(lib, {**req, "threads": 1}, 8, 8)
+    try:
+        return {"ids": run.tokenize(req["text"]), "bos_id": int(lib.llama_vocab_bos(run.vocab)),
+                "add_bos": bool(lib.llama_vocab_get_add_bos(run.vocab)), "n_vocab": run.n_vocab}
+    finally:
+        run.close()
+
+
 def main(argv: list[str]) -> int:
     """Read the request, run it, write the answer; a Python error becomes a non-zero exit with its message."""
     req_path, answer_path = Path(argv[0]), Path(argv[1])
     req = json.loads(req_path.read_text())
     lib = open_lib(req["lib"])
-    answer = quantize(lib, req) if req["op"] == "quantize" else measure(lib, req, answer_path.parent)
+    ops = {"quantize": quantize, "tokenize": tokenize}
+    answer = ops[req["op"]](lib, req) if req["op"] in ops else measure(lib, req, answer_path.parent)
     answer_path.write_text(json.dumps(answer))
     return 0
 

@@ -15,7 +15,7 @@ from typing import Any
 from orchestrator.engine.plan import BASELINE
 from orchestrator.measure import targets
 from orchestrator.report.pareto import LOSS, Constraints, Row
-from orchestrator.report.tradeoff import baseline_label, build, limit_keys, markdown, render
+from orchestrator.report.tradeoff import baseline_label, build, limit_keys, markdown, render, task_notes
 from orchestrator.tasks.quality import Columns, Quality
 
 
@@ -99,7 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     report = build(rows_from_runs(sweep["children"]), limits, own_columns)
-    report.notes = notes
+    from orchestrator.tasks import TASKS
+
+    cls = TASKS.get(sweep["tags"].get("orchestrator.task", ""))
+    report.notes = task_notes(cls, report.rows) if cls is not None else notes
     title = sweep["tags"].get("orchestrator.recipe", sweep["experiment"])
     out = Path(args.out or Path(".cache/orchestrator/reports") / sweep["run_id"])
     env = {k: v for k, v in sweep["tags"].items() if k.startswith("orchestrator.env.")}

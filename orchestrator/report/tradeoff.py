@@ -138,6 +138,12 @@ def collapses(report: Report) -> list[str]:
     return [f"{q.metric.capitalize()} collapse (>= {said}): " + ", ".join(bad)] if bad else []
 
 
+def task_notes(task_cls: type, rows: list[Row]) -> list[str]:
+    """The task's notes under the report, and its warnings about implausible baselines (printed loudly)."""
+    warnings = [w for r in rows if r.is_baseline for w in task_cls.baseline_warnings(r.metrics)]
+    return [*warnings, *task_cls.report_notes]
+
+
 def terminal_table(report: Report) -> str:
     """A compact fixed-width table for the terminal."""
     cols = columns(report, TERMINAL)

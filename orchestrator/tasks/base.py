@@ -60,6 +60,12 @@ class Task:
         return lacking + ([] if isinstance(getattr(cls, "Params", None), type) else ["Params (a dataclass)"])
 
     @classmethod
+    def baseline_warnings(cls, metrics: dict[str, float]) -> list[str]:
+        """What is implausible about a baseline's measured `metrics` (e.g. an LM that codes its test text worse
+        than gzip: a tokenizer or weights gone wrong), each a line the report prints loudly; [] = nothing."""
+        return []
+
+    @classmethod
     def check(cls, params: Any) -> None:
         """Raise ConfigError (naming the task key) for model or data files this task cannot use.
 

@@ -28,6 +28,7 @@ def check_model(params: Any, path: Path) -> None:
         positions = models.check_folder("task.model", path, "causal")
     elif path.suffix.lower() == ".gguf":
         positions = models.check_gguf("task.model", path)
+        check_gguf_tokenizer(params, path)
     else:
         parent = path.parent if (path.parent / "config.json").is_file() else None
         hint = f": give the folder that holds it ({parent})" if parent else ""
@@ -35,6 +36,37 @@ def check_model(params: Any, path: Path) -> None:
                           f"a .gguf file or a save_pretrained folder{hint}")
     if positions is not None and params.context > positions:
         raise ConfigError("task.context", params.context, f"this model reads at most {positions} tokens")
+
+
+MIN_TOKEN_AGREEMENT = 0.98  # SmolLM2's rebuilt tokenizer agrees on 99.8% (whitespace before digits differs)
+
+
+def check_gguf_tokenizer(params: Any, path: Path) -> None:
+    """The tokenizer transformers rebuilds from the GGUF splits the test text as the GGUF's own does in llama.cpp
+    (orchestrator.tasks.lm.tokcheck, in a child: these checks import no transformers). Skipped, with a note,
+    where llama.cpp is not installed or the comparison itself fails: the baseline then meets any real problem."""
+    import json
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "orchestrator.tasks.lm.tokcheck", str(path), params.dataset, params.text_column]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        done = None
+    lines = done.stdout.strip().splitlines() if done is not None and done.returncode == 0 else []
+    if not lines:
+        why = "timed out" if done is None else (done.stderr.strip().splitlines() or ["no output"])[-1]
+        print(f"note: task.model={path}: its tokenizer was not compared with llama.cpp's ({why[:200]})",
+              file=sys.stderr)
+        return
+    found = json.loads(lines[-1])
+    if found["agreement"] < MIN_TOKEN_AGREEMENT:
+        raise ConfigError("task.model", str(path), f"the tokenizer transformers rebuilds from this GGUF splits the "
+                          f"test text unlike the GGUF's own in llama.cpp (only {found['agreement']:.1%} of ids agree; "
+                          f"{found['transformers_ids']:,} ids vs {found['gguf_ids']:,}): every perplexity would "
+                          "describe other tokens than a llama.cpp or Ollama user's; give the model as a "
+                          "save_pretrained folder with its tokenizer files instead")
 
 
 def check_corpus(params: Any, path: Path) -> None:

@@ -56,7 +56,19 @@ def quality(task: Any, sess: Any, reference: np.ndarray | None) -> tuple[dict[st
     metrics = {"perplexity": float(np.exp(total / test.tokens)),
                "bits_per_byte": total / np.log(2) / max(test.text_bytes, 1),
                "teacher_agreement": 1.0 if reference is None else float((pred == reference).mean())}
+    if reference is None:  # the baseline: what a general-purpose compressor does on the same text, for scale
+        metrics["gzip_bits_per_byte"] = gzip_bits_per_byte(task)
     return metrics, pred
+
+
+def gzip_bits_per_byte(task: Any) -> float:
+    """gzip -9's bits per byte on the test split's text: a language model of text should do better."""
+    import gzip
+
+    from orchestrator.tasks.lm.data import JOIN
+
+    text = JOIN.join(task.documents["test"]).encode("utf-8")
+    return 8 * len(gzip.compress(text, 9)) / max(len(text), 1)
 
 
 def reference_tokens(task: Any, path: Path, threads: int) -> np.ndarray:

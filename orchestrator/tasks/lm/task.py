@@ -192,6 +192,15 @@ class LMTask(KVCache, Drafting, StructuredPruning, Layered, LlamaCpp, Task):
 
         return measure(self, path, settings, reference)
 
+    @classmethod
+    def baseline_warnings(cls, metrics: dict[str, float]) -> list[str]:
+        bpb, gz = metrics.get("bits_per_byte"), metrics.get("gzip_bits_per_byte")
+        if bpb is None or gz is None or bpb < gz:
+            return []
+        return [f"WARNING: the baseline codes the test text in {bpb:.2f} bits per byte, no better than gzip -9 "
+                f"({gz:.2f}): implausible for a language model of text. Check the model's tokenizer (a GGUF's "
+                "rebuilt by transformers can differ from its own) and weights before trusting any number here."]
+
     def gguf_tokenizer(self) -> tuple[Any, Path | None]:
         source = Path(self.model_source()) if self.model_source().endswith(".gguf") else None
         return self.tokenizer, source
