@@ -72,7 +72,10 @@ def _child_env(threads: int, home: Path) -> dict[str, str]:
     root = str(Path(__file__).resolve().parents[2])  # so `-m orchestrator...` works without an install too
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HOME=str(home / "hf"),
-               OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false")
+               OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), TOKENIZERS_PARALLELISM="false",
+               # onnxruntime and og persist a telemetry device id under ~/.cache/Microsoft at import unless
+               # told not to; XDG_CACHE_HOME catches anything else that would write a cache there
+               ORT_DISABLE_TELEMETRY="1", XDG_CACHE_HOME=str(home / "cache"))
     return env
 
 
