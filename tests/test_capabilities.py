@@ -17,6 +17,7 @@ from orchestrator.tasks.capabilities import (
     Drafting,
     KVCache,
     Layered,
+    LLMRuntimes,
     StructuredPruning,
     TransferData,
     VariableLength,
@@ -27,7 +28,7 @@ from orchestrator.tasks.capabilities import (
 )
 
 TEXT = {Layered, Vocabulary, TransferData, VariableLength}
-LM = {KVCache, Drafting, StructuredPruning, Layered}
+LM = {KVCache, Drafting, StructuredPruning, Layered, LLMRuntimes}
 EXPECTED = {"digits": set(), "hf": TEXT, "tweets": TEXT, "lm": LM, "tinylm": LM, "smollm2": LM}
 
 

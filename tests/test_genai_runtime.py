@@ -58,7 +58,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def _request(tiny: dict[str, Any], folder: Path) -> dict[str, Any]:
     return {"model": folder, "threads": 1, "windows": tiny["windows"], "prompt": tiny["prompt"], "decode_steps": 8,
             "warmup_steps": 2, "prefill_repeats": 2, "text": "def f(x): return x",
-            "greedy": {"prompt": tiny["prompt"], "tokens": STEPS}, "out": folder.parent / f"{folder.name}-answer"}
+            "greedy": {"prompt": tiny["prompt"], "tokens": STEPS}, "out_dir": folder.parent / f"{folder.name}-answer"}
 
 
 def _size(folder: Path) -> int:

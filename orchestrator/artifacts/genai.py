@@ -136,7 +136,7 @@ def measure_child(request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
 
     request: `model` (GenAI folder), `threads`, `windows` (.npy of token ids, [n_windows, context + 1]),
     `prompt` (token ids), `decode_steps`, `warmup_steps`, `prefill_repeats`, optional `text` (str) and
-    `greedy` ({"prompt": ids, "tokens": n}), optional `out` (a folder for the files the answer names; default
+    `greedy` ({"prompt": ids, "tokens": n}), optional `out_dir` (a folder for the files the answer names; default
     a new temporary folder that the caller then owns).
     answer: `nll` (total next-token NLL in nats over all windows), `tokens` (positions scored), `top1` (path of
     an .npy of the argmax per scored position, in window order), `prefill_ms` (list), `decode_ms` (list, per
@@ -145,8 +145,8 @@ def measure_child(request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     """
     check_installed()
     request = dict(request)
-    request["out"] = str(Path(request.get("out") or tempfile.mkdtemp(prefix="genai-measure-")).resolve())
-    Path(request["out"]).mkdir(parents=True, exist_ok=True)
+    request["out_dir"] = str(Path(request.get("out_dir") or tempfile.mkdtemp(prefix="genai-measure-")).resolve())
+    Path(request["out_dir"]).mkdir(parents=True, exist_ok=True)
     for key in ("model", "windows"):
         request[key] = str(Path(request[key]).resolve())
     with tempfile.TemporaryDirectory(prefix="genai-child-") as work:

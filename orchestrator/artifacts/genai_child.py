@@ -12,7 +12,6 @@ process only, gives it the two names and the config shape it expects; the weight
 from __future__ import annotations
 
 import json
-import resource
 import runpy
 import sys
 import time
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from orchestrator.artifacts.memory import peak_rss_mb  # VmHWM: ru_maxrss survives the spawn
 
 # Classes the 0.18 builder imports at module level that transformers 4.57 lacks; it uses them only for
 # Qwen3.5 checkpoints, which transformers 4.57 cannot load anyway.
@@ -160,7 +161,7 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
 
     windows = np.load(request["windows"])
     total, count, top1 = _score(og, model, windows)
-    out = Path(request["out"])
+    out = Path(request["out_dir"])
     np.save(out / "top1.npy", top1)
     answer.update(nll=total, tokens=count, top1=str(out / "top1.npy"))
 
@@ -191,22 +192,6 @@ def measure(request: dict[str, Any]) -> dict[str, Any]:
         answer["greedy_ids"] = [int(t) for t in gen.get_sequence(0)[len(ids):]]
     answer["peak_rss_mb"] = peak_rss_mb()
     return answer
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory, MB (MiB).
-
-    VmHWM first: it belongs to the address space made at exec. ru_maxrss also keeps the high-water mark of
-    the address space the child was spawned from, and subprocess spawns with vfork, so it would report the
-    parent's RSS whenever that is larger (a caller holding a torch model).
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def main(argv: list[str]) -> None:

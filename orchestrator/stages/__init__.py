@@ -6,6 +6,7 @@ from orchestrator.stages.base import ONNX, TORCH, Earlier, Stage, StageContext, 
 from orchestrator.stages.distill import Distill
 from orchestrator.stages.export import Export
 from orchestrator.stages.fakequant import FakeQuant
+from orchestrator.stages.genai import GenAIStage
 from orchestrator.stages.gguf import GGUFStage
 from orchestrator.stages.graph import Graph
 from orchestrator.stages.kvcache import KVCache
@@ -15,7 +16,7 @@ from orchestrator.stages.split import Split
 from orchestrator.stages.trim import Trim
 
 REGISTRY: dict[str, type[Stage]] = {cls.name: cls for cls in (Prune, Distill, Export, Quantize, FakeQuant, Graph,
-                                                             KVCache, Split, Trim, GGUFStage)}
+                                                             KVCache, Split, Trim, GGUFStage, GenAIStage)}
 # plugin stages are added by orchestrator.config.plugins.install() (see orchestrator/tasks/__init__.py for why)
 
 __all__ = ["ONNX", "TORCH", "REGISTRY", "Earlier", "Stage", "StageContext", "StageOutput", "get_stage",

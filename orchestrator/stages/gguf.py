@@ -50,9 +50,9 @@ class GGUFStage(Stage):
 
     @classmethod
     def check_task(cls, params: Any, task_cls: type) -> None:
-        from orchestrator.tasks.capabilities import LlamaCpp, require
+        from orchestrator.tasks.capabilities import LLMRuntimes, require
 
-        require(task_cls, LlamaCpp, "pipeline", GGUF)
+        require(task_cls, LLMRuntimes, "pipeline", GGUF)
 
     @classmethod
     def preflight(cls, params: Any, task_cls: type, task_params: Any) -> None:
@@ -63,7 +63,7 @@ class GGUFStage(Stage):
             lib_path()
         except RuntimeMissing as err:
             raise ConfigError("pipeline", GGUF, str(err)) from None
-        why = task_cls.gguf_unsupported(task_params)
+        why = task_cls.runtime_unsupported(GGUF, task_params)
         if why:
             raise ConfigError("task.model", getattr(task_params, "model", "") or task_params.name,
                               f"cannot be written as GGUF: {why}")

@@ -17,7 +17,7 @@ nothing calls a capability's method on a task that did not declare it.
 | `Vocabulary`        | token_ids, trim_vocab (and a `tokenizer`)  | stages.trim                                       |
 | `TransferData`      | transfer_split                             | stages.distill.transfer                           |
 | `Drafting`          | draft_prompts                              | eval.speculative                                  |
-| `LlamaCpp`          | gguf_tokenizer, measure_gguf               | stages.gguf, the llamacpp target                  |
+| `LLMRuntimes`       | gguf_tokenizer, save_hf, measure_runtime   | stages.gguf / genai, llamacpp / genai targets     |
 
 Three capabilities were once ClassVar flags (`kv_cache`, `structured_pruning`, `variable_length`): a task that
 declares one gets its flag set (the measurement layer, below the tasks, still reads it), and a plugin that only
@@ -190,27 +190,34 @@ class Drafting(Capability, lacks="does not generate text", wants="a language mod
         raise _unimplemented(self, "Drafting.draft_prompts")
 
 
-class LlamaCpp(Capability, lacks="cannot be written as GGUF", wants="a causal language model llama.cpp runs",
-               tasks="lm, tinylm, smollm2"):
-    """A causal LM that llama.cpp runs: the `gguf` stage writes its torch model and tokenizer as a GGUF, and the
-    `llamacpp` target measures that file on the task's own test windows, as the task measures its ONNX."""
+class LLMRuntimes(Capability, lacks="is not a causal language model", wants="one that llama.cpp or ONNX Runtime "
+                  "GenAI runs", tasks="lm, tinylm, smollm2"):
+    """A causal LM that the LLM runtimes run: the `gguf` stage writes it as GGUF for llama.cpp, the `genai` stage
+    builds it as an ONNX Runtime GenAI folder, and the `llamacpp` / `genai` targets measure those on the task's
+    own test windows, as the task measures its ONNX."""
 
     @required
     def gguf_tokenizer(self) -> tuple[Any, Any]:
         """The tokenizer the GGUF carries (the one the test windows were made with), and the GGUF it came from
         (its vocabulary is copied as it is: a tokenizer rebuilt from a GGUF loses its pre-tokenizer), or None."""
-        raise _unimplemented(self, "LlamaCpp.gguf_tokenizer")
+        raise _unimplemented(self, "LLMRuntimes.gguf_tokenizer")
 
     @required
-    def measure_gguf(self, path: Any, settings: Any, reference: Any) -> dict[str, float]:
-        """Every metric of the GGUF at `path`, named as the task's ONNX metrics (`reference`: the root's ONNX)."""
-        raise _unimplemented(self, "LlamaCpp.measure_gguf")
+    def save_hf(self, model: Any, folder: Any) -> None:
+        """`model` and the task's tokenizer as a save_pretrained folder (what the GenAI builder reads)."""
+        raise _unimplemented(self, "LLMRuntimes.save_hf")
+
+    @required
+    def measure_runtime(self, fmt: str, path: Any, settings: Any, reference: Any) -> dict[str, float]:
+        """Every metric of the `fmt` artifact at `path`, named as the task's ONNX metrics (`reference`: the
+        root's ONNX)."""
+        raise _unimplemented(self, "LLMRuntimes.measure_runtime")
 
     @classmethod
-    def gguf_unsupported(cls, params: Any) -> str | None:
-        """Before any compute: why this task's model cannot be written as GGUF (None: it can)."""
+    def runtime_unsupported(cls, fmt: str, params: Any) -> str | None:
+        """Before any compute: why this task's model cannot become a `fmt` artifact (None: it can)."""
         return None
 
 
-__all__ = ["ABOUT", "Capability", "Drafting", "KVCache", "LlamaCpp", "Layered", "StructuredPruning", "TransferData",
+__all__ = ["ABOUT", "Capability", "Drafting", "KVCache", "LLMRuntimes", "Layered", "StructuredPruning", "TransferData",
            "VariableLength", "Vocabulary", "declared", "missing", "require", "supports"]

@@ -172,11 +172,13 @@ class Tracker:
 
         from orchestrator.artifacts.onnx_utils import model_files
 
-        if path.suffix == ".gguf":  # no MLflow flavor runs a GGUF: the file and its Ollama Modelfile, as they are
+        fmt = targets.format_of(path)
+        if fmt in ("gguf", "genai"):  # no MLflow flavor runs these: their files as they are (+ Ollama's Modelfile)
             model = self.client.create_logged_model(self.experiment_id, name="model", source_run_id=run_id,
-                                                    tags={NODE_KEY: key}, model_type="gguf")
-            for file in (path, path.with_name("Modelfile")):
-                if file.is_file():
+                                                    tags={NODE_KEY: key}, model_type=fmt)
+            files = [path, path.with_name("Modelfile")] if fmt == "gguf" else sorted(path.parent.iterdir())
+            for file in files:
+                if file.is_file() and file.name != "meta.json":
                     self.client.log_model_artifact(model.model_id, str(file))
             return self._finish_model(run_id, model.model_id)
         model = self.client.create_logged_model(self.experiment_id, name="model", source_run_id=run_id,

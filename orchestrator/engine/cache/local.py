@@ -25,13 +25,13 @@ FORMAT = 2  # 2: torch models as safetensors + JSON (format 1 pickled them and i
 
 
 def unsafe_model_file(name: Any) -> str | None:
-    """Why a node's model file name is refused (None: fine): only ONNX, GGUF and our safetensors files are read
-    (data formats: none of them can run code when loaded)."""
+    """Why a node's model file name is refused (None: fine): only ONNX, GGUF, a GenAI folder's genai_config.json
+    and our safetensors files are read (data formats: none of them can run code when loaded)."""
     from orchestrator.artifacts.torch_io import WEIGHTS
 
     if not isinstance(name, str) or "/" in name or "\\" in name or name.startswith("."):
         return f"model file {name!r} is not a plain file name"
-    if name != WEIGHTS and not name.endswith((".onnx", ".gguf")):
+    if name not in (WEIGHTS, "genai_config.json") and not name.endswith((".onnx", ".gguf")):
         return (f"model file {name!r} is neither ONNX, GGUF nor {WEIGHTS}: pickled torch files are never loaded "
                 "(they can run code)")
     return None

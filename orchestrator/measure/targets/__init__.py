@@ -19,12 +19,14 @@ from typing import Any
 
 from orchestrator.measure.targets.base import SIZE, Column, Limit, Subject, Target, TargetError
 from orchestrator.measure.targets.browser import BrowserTarget
-from orchestrator.measure.targets.llamacpp import LlamaCppTarget
 from orchestrator.measure.targets.node import NodeTarget
 from orchestrator.measure.targets.ort import OrtTarget
+from orchestrator.measure.targets.runtimes import GenAITarget, LlamaCppTarget
 
+GENAI_CONFIG = "genai_config.json"  # the file that names a GenAI folder as a node's model
 REFERENCE = OrtTarget.name  # measured for every node, whatever eval.targets says
-TARGETS: dict[str, type[Target]] = {cls.name: cls for cls in (OrtTarget, BrowserTarget, NodeTarget, LlamaCppTarget)}
+TARGETS: dict[str, type[Target]] = {cls.name: cls for cls in (OrtTarget, BrowserTarget, NodeTarget, LlamaCppTarget,
+                                                                  GenAITarget)}
 
 
 class TargetClash(ValueError):
@@ -58,8 +60,9 @@ def reference() -> Target:
 
 
 def format_of(path: Path) -> str:
-    """The artifact format of a node's model file: torch (safetensors), gguf, else onnx."""
-    return {".safetensors": "torch", ".gguf": "gguf"}.get(path.suffix, "onnx")
+    """The artifact format of a node's model file: torch (safetensors), gguf, genai (a GenAI folder's
+    genai_config.json), else onnx."""
+    return "genai" if path.name == GENAI_CONFIG else {".safetensors": "torch", ".gguf": "gguf"}.get(path.suffix, "onnx")
 
 
 def measuring(fmt: str) -> Target:

@@ -24,7 +24,7 @@ import numpy as np
 
 from orchestrator.errors import check_choice, check_range
 from orchestrator.tasks.base import Task
-from orchestrator.tasks.capabilities import Drafting, KVCache, Layered, LlamaCpp, StructuredPruning
+from orchestrator.tasks.capabilities import Drafting, KVCache, Layered, LLMRuntimes, StructuredPruning
 from orchestrator.tasks.hf.data import check_source
 from orchestrator.tasks.lm.feeds import complete_feeds
 from orchestrator.tasks.lm.spec_target import SpeculativeTarget
@@ -85,7 +85,7 @@ LM_COLUMNS = Columns(
     legend="ms/token = one greedy decoding step at batch 1 with the KV cache")
 
 
-class LMTask(KVCache, Drafting, StructuredPruning, Layered, LlamaCpp, Task):
+class LMTask(KVCache, Drafting, StructuredPruning, Layered, LLMRuntimes, Task):
     """A causal LM on a text corpus: perplexity, agreement with the baseline, and decoding speed."""
 
     name = "lm"
@@ -205,16 +205,20 @@ class LMTask(KVCache, Drafting, StructuredPruning, Layered, LlamaCpp, Task):
         source = Path(self.model_source()) if self.model_source().endswith(".gguf") else None
         return self.tokenizer, source
 
-    def measure_gguf(self, path: Path, settings: Any, reference: Path | None) -> dict[str, float]:
-        from orchestrator.tasks.lm.gguf import measure
+    def save_hf(self, model: Any, folder: Path) -> None:
+        model.save_pretrained(folder, safe_serialization=True)
+        self.tokenizer.save_pretrained(folder)
 
-        return measure(self, path, settings, reference)
+    def measure_runtime(self, fmt: str, path: Path, settings: Any, reference: Path | None) -> dict[str, float]:
+        from orchestrator.tasks.lm.runtimes import measure
+
+        return measure(self, fmt, path, settings, reference)
 
     @classmethod
-    def gguf_unsupported(cls, params: Any) -> str | None:
-        from orchestrator.tasks.lm.gguf import unsupported
+    def runtime_unsupported(cls, fmt: str, params: Any) -> str | None:
+        from orchestrator.tasks.lm.runtimes import unsupported
 
-        return unsupported(params, cls.sources(vars(params)).get("model", ""))
+        return unsupported(fmt, cls.sources(vars(params)).get("model", ""))
 
     def load_pretrained(self) -> Any:
         """The model before any fine-tune."""

@@ -4,7 +4,7 @@ Run before any compute for every `.gguf` model an LM task reads (orchestrator.ta
 process because the checks import neither torch nor transformers: the tokenizer transformers rebuilds from a
 GGUF can lack the GGUF's pre-tokenizer (SmolLM2: whitespace before a digit, 0.3% of ids differ) or come out
 broken (a perplexity 30x too high, and nothing said so). Prints one JSON line: the share of test-text ids the
-two agree on (`agreement`, see orchestrator.tasks.lm.gguf.token_agreement), both counts and what the GGUF's
+two agree on (`agreement`, see orchestrator.tasks.lm.runtimes.token_agreement), both counts and what the GGUF's
 vocabulary says about BOS.
 
     python -m orchestrator.tasks.lm.tokcheck MODEL.gguf DATASET TEXT_COLUMN
@@ -20,8 +20,8 @@ def compare(model: str, dataset: str, column: str) -> dict[str, object]:
     """Both tokenizations of the test split's text, compared."""
     from orchestrator.artifacts.llamacpp import tokenize
     from orchestrator.tasks.lm.data import JOIN, load_splits
-    from orchestrator.tasks.lm.gguf import token_agreement
     from orchestrator.tasks.lm.model import load_tokenizer
+    from orchestrator.tasks.lm.runtimes import token_agreement
 
     text = JOIN.join(load_splits(dataset, column)["test"])
     theirs = tokenize(model, text)  # first: a file llama.cpp cannot load fails here, before transformers loads
