@@ -32,6 +32,7 @@ _USED = {"fp16": ["mode"], "int4": ["mode", "block_size", "symmetric"],
 
 
 _NBITS = ("int4", "q4f16", "int8_weight", "int4_int8")
+_CONTROLLED = ("int4", "int8_weight", "int8")  # modes whose groups accuracy control can raise
 
 
 def _kind(p: dict[str, Any]) -> str:
@@ -64,6 +65,10 @@ class QuantizeParams:
     algorithm (the MatMulNBits modes: int4, q4f16, int8_weight, int4_int8's int4 MatMul): rtn | k_quant |
     hqq | gptq (see artifacts.weight_only); gptq calibrates on calib_samples samples of the `calib` split.
     Runs report `quant_algorithm` (its index in ALGORITHMS) and `quant_seconds`.
+    sensitivity / max_loss (modes int4, int8_weight, int8; see stages.accuracy_control): the loss each group
+    of weights causes, on val_samples examples of the task's validation split, logged as a table; max_loss
+    (the task's own loss: accuracy points as a fraction, a perplexity ratio; null or 0 = off) raises the most
+    sensitive groups (int4 -> int8 -> float) until the validation loss against the float parent is within it.
     """
 
     mode: str = "int8"
@@ -77,6 +82,9 @@ class QuantizeParams:
     int4_matmul: bool = True
     accuracy_level: int = 4
     algorithm: str = "rtn"
+    sensitivity: bool = False
+    max_loss: float | None = None
+    val_samples: int = 512
 
     def __post_init__(self) -> None:
         check_choice("mode", self.mode, MODES)
@@ -90,6 +98,12 @@ class QuantizeParams:
         if self.algorithm in ("gptq", "hqq") and self.mode == "int8_weight":  # gptq: 4 bits; hqq: float offsets
             raise ConfigError("algorithm", self.algorithm, "has no 8-bit MatMulNBits that ONNX Runtime's CPU kernel "
                               "runs: use rtn or k_quant with int8_weight")
+        check_range("val_samples", self.val_samples, 1, 1000000)
+        if self.max_loss is not None:
+            check_range("max_loss", self.max_loss, 0)
+        if (self.sensitivity or self.max_loss) and self.mode not in _CONTROLLED:
+            raise ConfigError("max_loss" if self.max_loss else "sensitivity", self.max_loss or self.sensitivity,
+                              f"applies to modes {', '.join(_CONTROLLED)}, not {self.mode}")
         if self.block_size & (self.block_size - 1):
             raise ConfigError("block_size", self.block_size, "must be a power of two >= 16 (16, 32, 64, 128, ...)")
 
@@ -115,6 +129,8 @@ class Quantize(Stage):
         nbits = full["mode"] in _NBITS and (full["mode"] != "int4_int8" or full["int4_matmul"])
         if nbits and full["algorithm"] != "rtn":  # rtn stays unkeyed: existing keys hold
             used = [*used, "algorithm", *(["calib_samples"] if full["algorithm"] == "gptq" else [])]
+        if full["sensitivity"] or full["max_loss"]:  # off stays unkeyed: existing keys hold
+            used = [*used, "sensitivity", *(["max_loss"] if full["max_loss"] else []), "val_samples"]
         return {k: full[k] for k in used}
 
     @classmethod
@@ -128,6 +144,10 @@ class Quantize(Stage):
         if params.mode in _NBITS and params.algorithm == "gptq" and supports(task_cls, KVCache):
             raise ConfigError("stages.quantize.algorithm", "gptq", f"task {task_cls.name!r} is a language model "
                               "(its KV-cache graph takes more than the calibration examples): use rtn, k_quant or hqq")
+        quality = task_cls.quality if params.max_loss else None  # max_loss is said in the task's own loss
+        if quality is not None and quality.loss == "ratio" and params.max_loss < 1.0:
+            raise ConfigError("stages.quantize.max_loss", params.max_loss, f"is a ratio of {quality.metric} to the "
+                              "float parent's: must be >= 1 (1.1 = 10% worse)")
 
     def run(self, ctx: StageContext, model: Any) -> StageOutput:
         import logging
@@ -142,7 +162,9 @@ class Quantize(Stage):
         p, src, out = self.params, Path(model), ctx.work_dir / "model.onnx"
         metrics: dict[str, float] = {}
         start = time.perf_counter()
-        if p.mode == "fp16":
+        if p.sensitivity or p.max_loss:
+            metrics.update(_controlled(ctx, src, out, p))
+        elif p.mode == "fp16":
             to_fp16(src, out)
         elif p.mode in ("int4", "int8_weight"):
             bits = 4 if p.mode == "int4" else 8
@@ -162,6 +184,26 @@ class Quantize(Stage):
         if p.mode in _NBITS:
             metrics["quant_algorithm"] = float(ALGORITHMS.index(p.algorithm))
         return StageOutput(out, {**metrics, **quantization_report(src, out), **precision_by_op(out)})
+
+
+def _controlled(ctx: StageContext, src: Path, out: Path, p: QuantizeParams) -> dict[str, float]:
+    """The mode's quantization built group by group, for the sensitivity table and accuracy control."""
+    from orchestrator.artifacts.mixed_precision import Mixed, Options
+    from orchestrator.artifacts.ort_int8 import Calibration
+    from orchestrator.stages import accuracy_control
+
+    kind = p.method if p.mode == "int8" else p.mode
+    static = {"calibration": p.calibration, "percentile": p.percentile} if kind == "static" else {}
+    reader = Calibration(ctx.task, p.calib_samples) if kind == "static" else None
+    mixed = Mixed(src, ctx.work_dir, Options(kind, p.block_size, p.symmetric, p.per_channel, p.algorithm,
+                                             calib_feeds=_calib_feeds(ctx, p), static=static, reader=reader))
+    try:
+        metrics = accuracy_control.run(ctx.task, src, out, mixed, samples=p.val_samples, sensitivity=p.sensitivity,
+                                       max_loss=p.max_loss, log=ctx.log)
+    finally:
+        mixed.close()
+    return {**metrics, "gemm_rewritten": float(mixed.gemm_rewritten), **({"calib_samples": float(reader.count)}
+                                                                          if reader else {})}
 
 
 def _static_int8(ctx: StageContext, src: Path, dst: Path, p: QuantizeParams) -> int:
