@@ -147,9 +147,14 @@ def write_report(folder: Path, rows: list[Row], quality: Any, split: str) -> Non
     lines = [f"Loss on the {split} split ({quality.limit_words()}), restoring one group to float at a time.", "",
              "| group | params | loss, all quantized | loss, this group float | gain |", "|---|---:|---:|---:|---:|"]
     lines += [f"| {r.group} | {r.params} | {quality.short_loss(r.loss_all_quantized)} | "
-              f"{quality.short_loss(r.loss_group_float)} | {r.gain:.4g} |" for r in rows]
+              f"{quality.short_loss(r.loss_group_float)} | {_gain(r.gain, quality)} |" for r in rows]
     (folder / "sensitivity.md").write_text("\n".join(lines) + "\n")
     _bar_chart(folder / "sensitivity.png", rows, quality)
+
+
+def _gain(gain: float, quality: Any) -> str:
+    """A gain in the loss's units: points for a drop (a difference of drops), a plain number for ratios."""
+    return quality.short_loss(gain) if quality.loss == "drop" else f"{gain:+.3f}"
 
 
 def _bar_chart(path: Path, rows: list[Row], quality: Any) -> None:
