@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import leaf_runs, run_cli
 
-from conftest import run_cli
 from orchestrator.stages import REGISTRY, StageContext
 from orchestrator.stages.quantize import Quantize, QuantizeParams
 
@@ -158,6 +158,16 @@ def test_tinylm_sensitivity_is_by_block_and_in_perplexity_ratios(tmp_path: Path)
     assert (tmp_path / "q" / "report" / "sensitivity.png").stat().st_size > 0
     assert spy.read == {"val"}
 
+    import onnx
+
+    from orchestrator.artifacts.mixed_precision import Mixed, Options
+
+    mixed = Mixed(path, tmp_path, Options("int4"))  # ORT's Gather quantizer has 4 bits only: int8 means float
+    table = next(g for g in mixed.groups if set(g.nodes) <= mixed.tables)
+    assert mixed.ladder_of(table) == ("int4", "float")
+    ops = {n.op_type for n in onnx.load(str(mixed.build({table.name: "int8"}, tmp_path / "m.onnx"))).graph.node}
+    assert "Gather" in ops and "GatherBlockQuantized" not in ops
+
 
 @pytest.mark.parametrize("overrides, key, words", [
     (["stages.quantize.max_loss=-1"], "stages.quantize.max_loss", "[0, inf]"),
@@ -175,7 +185,6 @@ def test_bad_bounds_exit_2_before_compute(store: dict[str, str], overrides: list
 def test_a_sweep_logs_the_table_and_the_control_metrics_to_mlflow(store: dict[str, str]) -> None:
     from mlflow.tracking import MlflowClient
 
-    from conftest import leaf_runs
 
     proc = run_cli(store, "+recipe=int4", "~sweep", "stages.quantize.sensitivity=true",
                    "stages.quantize.max_loss=0.001", "tracking.log_models=false", timeout=300)

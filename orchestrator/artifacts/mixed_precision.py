@@ -8,7 +8,8 @@ with every group at the ladder's bottom unless `levels` raises it, always from t
 so two builds differ only in the groups whose level differs.
 
 Weight-only builds run the int4 pass with the raised nodes excluded, then an RTN int8 pass over the nodes
-raised to int8 (GPTQ and HQQ have no 8-bit MatMulNBits). int8 builds run ORT's dynamic / static quantizer
+raised to int8 (GPTQ and HQQ have no 8-bit MatMulNBits); ORT quantizes embedding tables (Gather) at 4 bits
+only, so a table raised from int4 goes straight to float. int8 builds run ORT's dynamic / static quantizer
 with the float nodes excluded (static: the activations around them are still calibrated and quantized).
 """
 
@@ -107,10 +108,19 @@ class Mixed:
         onnx.save(proto, str(self.prepared))
         self.weights = weight_nodes(proto, options.kind)
         self.groups = groups_of(self.weights)
+        self.tables = {n.name for n in proto.graph.node if n.op_type == "Gather" and n.name in self.weights}
+
+    def ladder_of(self, group: Group) -> tuple[str, ...]:
+        """The precisions `group` can take, lowest first (embedding tables skip int8: see the module docstring)."""
+        if self.ladder[0] == "int4" and set(group.nodes) <= self.tables:
+            return tuple(level for level in self.ladder if level != "int8")
+        return self.ladder
 
     def level_of(self, levels: dict[str, str]) -> dict[str, str]:
         """node -> precision, every group at the ladder's bottom unless `levels` (group -> precision) raises it."""
-        return {n: levels.get(g.name, self.ladder[0]) for g in self.groups for n in g.nodes}
+        at = {n: levels.get(g.name, self.ladder[0]) for g in self.groups for n in g.nodes}
+        return {n: FLOAT if lv == "int8" and self.ladder[0] == "int4" and n in self.tables else lv
+                for n, lv in at.items()}
 
     def build(self, levels: dict[str, str], dst: Path) -> Path:
         """Write the model with groups at `levels` (missing groups: the lowest precision) to `dst`."""

@@ -102,8 +102,9 @@ class Control:
     def raise_until(self, rows: list[Row], limit: float, loss: float) -> tuple[dict[str, str], float]:
         """Raise the most sensitive groups one step at a time while `loss` is over `limit`."""
         levels: dict[str, str] = {}
+        groups = {g.name: g for g in self.mixed.groups}
         for row in rows:
-            for level in self.mixed.ladder[1:]:
+            for level in self.mixed.ladder_of(groups[row.group])[1:]:
                 if not self.quality.exceeds(loss, limit):
                     return levels, loss
                 levels[row.group] = level
