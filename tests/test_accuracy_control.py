@@ -185,7 +185,6 @@ def test_bad_bounds_exit_2_before_compute(store: dict[str, str], overrides: list
 def test_a_sweep_logs_the_table_and_the_control_metrics_to_mlflow(store: dict[str, str]) -> None:
     from mlflow.tracking import MlflowClient
 
-
     proc = run_cli(store, "+recipe=int4", "~sweep", "stages.quantize.sensitivity=true",
                    "stages.quantize.max_loss=0.001", "tracking.log_models=false", timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
