@@ -6,6 +6,10 @@ Quantization, needs torch) optimizes scale and offset against a sparsity-promoti
 `gptq` quantizes column by column and corrects the columns not yet quantized with second-order
 statistics of the layer's inputs, so it reads calibration feeds. The three non-RTN algorithms handle
 MatMul only: embedding tables (Gather) are then quantized with RTN in a second pass.
+
+`quantize_file` is the whole file-to-file step the `quantize` stage runs (Gemm rewritten to MatMul, a tied
+head untied, int lookups left alone); nodes named in `exclude` stay as they are (accuracy control keeps
+sensitive layers at a higher precision that way).
 """
 
 from __future__ import annotations
@@ -105,3 +109,36 @@ def weight_only(proto: Any, dst: Path, *, bits: int, block_size: int, symmetric:
 
     model = q.model.model if hasattr(q.model, "model") else q.model
     _save(rtn(onnx.ModelProto.FromString(model.SerializeToString()), rest), dst)
+
+
+def quantize_file(src: Path, dst: Path, *, bits: int, block_size: int, symmetric: bool, algorithm: str = "rtn",
+                  ops: tuple[str, ...] = ("MatMul", "Gather"), accuracy_level: int | None = None,
+                  calib: list[dict[str, Any]] | None = None, exclude: Iterable[str] = ()) -> int:
+    """Weight-only int4 / int8 of the MatMul weights and embedding tables of the model at `src`, written to
+    `dst`; nodes named in `exclude` are left alone. Returns how many Gemms were rewritten to MatMul first."""
+    import onnx
+
+    from orchestrator.artifacts.qdq import gemm_to_matmul, untie_transposed
+
+    proto = onnx.load(str(src))
+    rewritten = gemm_to_matmul(proto)  # the quantizer looks at MatMul only: torch's Linear is a Gemm
+    untie_transposed(proto)
+    weight_only(proto, dst, bits=bits, block_size=block_size, symmetric=symmetric, ops=ops,
+                exclude=[*non_table_gathers(proto), *exclude], accuracy_level=accuracy_level, algorithm=algorithm,
+                calib=calib)
+    return rewritten
+
+
+def non_table_gathers(proto: Any) -> list[str]:
+    """Names of Gather nodes that do not read a float matrix: int lookups such as a trimmed vocabulary's
+    id map, which the int4 quantizer would otherwise try (and fail) to quantize. Unnamed nodes get a name."""
+    from onnx import TensorProto
+
+    tables = {i.name for i in proto.graph.initializer
+              if i.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16) and len(i.dims) == 2}
+    out = []
+    for i, node in enumerate(proto.graph.node):
+        if node.op_type == "Gather" and node.input[0] not in tables:
+            node.name = node.name or f"gather_{i}"
+            out.append(node.name)
+    return out

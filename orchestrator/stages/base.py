@@ -12,6 +12,7 @@ if TYPE_CHECKING:  # heavy imports stay out of the planner's import graph
 
 TORCH = "torch"
 ONNX = "onnx"
+REPORT_DIR = "report"  # a subfolder of the stage's work_dir whose files are logged with the node's MLflow run
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ _USED = {"fp16": ["mode"], "int4": ["mode", "block_size", "symmetric"],
 
 
 _NBITS = ("int4", "q4f16", "int8_weight", "int4_int8")
+_CONTROLLED = ("int4", "int8_weight", "int8")  # modes whose groups accuracy control can raise
 
 
 def _kind(p: dict[str, Any]) -> str:
@@ -64,6 +65,10 @@ class QuantizeParams:
     algorithm (the MatMulNBits modes: int4, q4f16, int8_weight, int4_int8's int4 MatMul): rtn | k_quant |
     hqq | gptq (see artifacts.weight_only); gptq calibrates on calib_samples samples of the `calib` split.
     Runs report `quant_algorithm` (its index in ALGORITHMS) and `quant_seconds`.
+    sensitivity / max_loss (modes int4, int8_weight, int8; see stages.accuracy_control): the loss each group
+    of weights causes, on val_samples examples of the task's validation split, logged as a table; max_loss
+    (the task's own loss: accuracy points as a fraction, a perplexity ratio; null or 0 = off) raises the most
+    sensitive groups (int4 -> int8 -> float) until the validation loss against the float parent is within it.
     """
 
     mode: str = "int8"
@@ -77,6 +82,9 @@ class QuantizeParams:
     int4_matmul: bool = True
     accuracy_level: int = 4
     algorithm: str = "rtn"
+    sensitivity: bool = False
+    max_loss: float | None = None
+    val_samples: int = 512
 
     def __post_init__(self) -> None:
         check_choice("mode", self.mode, MODES)
@@ -90,6 +98,12 @@ class QuantizeParams:
         if self.algorithm in ("gptq", "hqq") and self.mode == "int8_weight":  # gptq: 4 bits; hqq: float offsets
             raise ConfigError("algorithm", self.algorithm, "has no 8-bit MatMulNBits that ONNX Runtime's CPU kernel "
                               "runs: use rtn or k_quant with int8_weight")
+        check_range("val_samples", self.val_samples, 1, 1000000)
+        if self.max_loss is not None:
+            check_range("max_loss", self.max_loss, 0)
+        if (self.sensitivity or self.max_loss) and self.mode not in _CONTROLLED:
+            raise ConfigError("max_loss" if self.max_loss else "sensitivity", self.max_loss or self.sensitivity,
+                              f"applies to modes {', '.join(_CONTROLLED)}, not {self.mode}")
         if self.block_size & (self.block_size - 1):
             raise ConfigError("block_size", self.block_size, "must be a power of two >= 16 (16, 32, 64, 128, ...)")
 
@@ -115,6 +129,8 @@ class Quantize(Stage):
         nbits = full["mode"] in _NBITS and (full["mode"] != "int4_int8" or full["int4_matmul"])
         if nbits and full["algorithm"] != "rtn":  # rtn stays unkeyed: existing keys hold
             used = [*used, "algorithm", *(["calib_samples"] if full["algorithm"] == "gptq" else [])]
+        if full["sensitivity"] or full["max_loss"]:  # off stays unkeyed: existing keys hold
+            used = [*used, "sensitivity", *(["max_loss"] if full["max_loss"] else []), "val_samples"]
         return {k: full[k] for k in used}
 
     @classmethod
@@ -128,12 +144,17 @@ class Quantize(Stage):
         if params.mode in _NBITS and params.algorithm == "gptq" and supports(task_cls, KVCache):
             raise ConfigError("stages.quantize.algorithm", "gptq", f"task {task_cls.name!r} is a language model "
                               "(its KV-cache graph takes more than the calibration examples): use rtn, k_quant or hqq")
+        quality = task_cls.quality if params.max_loss else None  # max_loss is said in the task's own loss
+        if quality is not None and quality.loss == "ratio" and params.max_loss < 1.0:
+            raise ConfigError("stages.quantize.max_loss", params.max_loss, f"is a ratio of {quality.metric} to the "
+                              "float parent's: must be >= 1 (1.1 = 10% worse)")
 
     def run(self, ctx: StageContext, model: Any) -> StageOutput:
         import logging
         import time
 
         from orchestrator.artifacts.onnx_utils import precision_by_op, quantization_report
+        from orchestrator.artifacts.ort_int8 import dynamic_int8, to_fp16
 
         # ORT logs a "consider pre-processing" hint at WARNING on every call; it is not actionable here.
         logging.getLogger().setLevel(logging.ERROR)
@@ -141,26 +162,60 @@ class Quantize(Stage):
         p, src, out = self.params, Path(model), ctx.work_dir / "model.onnx"
         metrics: dict[str, float] = {}
         start = time.perf_counter()
-        if p.mode == "fp16":
-            _to_fp16(src, out)
+        if p.sensitivity or p.max_loss:
+            metrics.update(_controlled(ctx, src, out, p))
+        elif p.mode == "fp16":
+            to_fp16(src, out)
         elif p.mode in ("int4", "int8_weight"):
             bits = 4 if p.mode == "int4" else 8
             metrics["gemm_rewritten"] = float(_int4(src, out, p, bits, calib=_calib_feeds(ctx, p)))
         elif p.mode == "q4f16":
             int4 = ctx.work_dir / "int4.onnx.tmp"
             metrics["gemm_rewritten"] = float(_int4(src, int4, p, calib=_calib_feeds(ctx, p)))
-            _to_fp16(int4, out)
+            to_fp16(int4, out)
             int4.unlink()
         elif p.mode == "int4_int8":
             metrics["gemm_rewritten"] = float(_int4_int8(src, out, p, ctx))
         elif p.method == "static":
             metrics["calib_samples"] = float(_static_int8(ctx, src, out, p))
         else:
-            _dynamic_int8(src, out, p.per_channel, p.symmetric, ctx.work_dir)
+            dynamic_int8(src, out, p.per_channel, p.symmetric, ctx.work_dir)
         metrics["quant_seconds"] = time.perf_counter() - start
         if p.mode in _NBITS:
             metrics["quant_algorithm"] = float(ALGORITHMS.index(p.algorithm))
         return StageOutput(out, {**metrics, **quantization_report(src, out), **precision_by_op(out)})
+
+
+def _controlled(ctx: StageContext, src: Path, out: Path, p: QuantizeParams) -> dict[str, float]:
+    """The mode's quantization built group by group, for the sensitivity table and accuracy control."""
+    from orchestrator.artifacts.mixed_precision import Mixed, Options
+    from orchestrator.artifacts.ort_int8 import Calibration
+    from orchestrator.stages import accuracy_control
+
+    kind = p.method if p.mode == "int8" else p.mode
+    static = {"calibration": p.calibration, "percentile": p.percentile} if kind == "static" else {}
+    reader = Calibration(ctx.task, p.calib_samples) if kind == "static" else None
+    mixed = Mixed(src, ctx.work_dir, Options(kind, p.block_size, p.symmetric, p.per_channel, p.algorithm,
+                                             calib_feeds=_calib_feeds(ctx, p), static=static, reader=reader))
+    try:
+        metrics = accuracy_control.run(ctx.task, src, out, mixed, samples=p.val_samples, sensitivity=p.sensitivity,
+                                       max_loss=p.max_loss, log=ctx.log)
+    finally:
+        mixed.close()
+    return {**metrics, "gemm_rewritten": float(mixed.gemm_rewritten), **({"calib_samples": float(reader.count)}
+                                                                          if reader else {})}
+
+
+def _static_int8(ctx: StageContext, src: Path, dst: Path, p: QuantizeParams) -> int:
+    """QDQ static int8 on `calib_samples` examples of the `calib` split; returns the samples used."""
+    from orchestrator.artifacts.ort_int8 import Calibration, static_int8, static_prepared
+
+    prepped = ctx.work_dir / "preprocessed.onnx.tmp"
+    static_prepared(src, prepped)
+    used = static_int8(Calibration(ctx.task, p.calib_samples), prepped, dst, calibration=p.calibration,
+                       per_channel=p.per_channel, symmetric=p.symmetric, percentile=p.percentile)
+    prepped.unlink()
+    return used
 
 
 def _calib_feeds(ctx: StageContext, p: QuantizeParams) -> list[dict[str, Any]] | None:
@@ -177,124 +232,27 @@ def _int4_int8(src: Path, dst: Path, p: QuantizeParams, ctx: StageContext) -> in
     import shutil
 
     from orchestrator.artifacts.onnx_utils import precision_by_op
+    from orchestrator.artifacts.ort_int8 import dynamic_int8
 
     work = ctx.work_dir
     mid = work / "int4.onnx.tmp"
     if p.int4_matmul:
         rewritten = _int4(src, mid, p, accuracy_level=p.accuracy_level, calib=_calib_feeds(ctx, p))
         if precision_by_op(mid).get("ops_float_matmul"):  # weights the int4 quantizer skipped: int8 then
-            _dynamic_int8(mid, dst, p.per_channel, p.symmetric, work, ops=["MatMul"])
+            dynamic_int8(mid, dst, p.per_channel, p.symmetric, work, ops=["MatMul"])
         else:
             shutil.copyfile(mid, dst)
     else:
-        rewritten = _dynamic_int8(src, mid, p.per_channel, p.symmetric, work, ops=["MatMul"], rewrite_gemm=True)
+        rewritten = dynamic_int8(src, mid, p.per_channel, p.symmetric, work, ops=["MatMul"], rewrite_gemm=True)
         _int4(mid, dst, p, ops=("Gather",))
     mid.unlink()
     return rewritten
 
 
-def _dynamic_int8(src: Path, dst: Path, per_channel: bool, symmetric: bool, work: Path,
-                  ops: list[str] | None = None, rewrite_gemm: bool = False) -> int:
-    """int8 dynamic quantization of `ops` (None: ORT's default set); `rewrite_gemm` first turns Gemm into
-    MatMul (dynamic int8 skips Gemm: a pooler / classifier would stay float). Returns Gemms rewritten."""
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from orchestrator.artifacts.qdq import gemm_to_matmul, untie_transposed
-
-    proto = onnx.load(str(src))
-    rewritten = gemm_to_matmul(proto) if rewrite_gemm else 0
-    if untie_transposed(proto) or rewritten:  # a tied LM head: quantized like every other MatMul
-        src = work / "untied.onnx.tmp"
-        onnx.save(proto, str(src))
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
-                     op_types_to_quantize=ops, extra_options={"WeightSymmetric": symmetric})
-    if src.name == "untied.onnx.tmp":
-        src.unlink()
-    return rewritten
-
-
-class _Calibration:
-    """ORT CalibrationDataReader over the first `limit` samples of the task's `calib` split."""
-
-    def __init__(self, task: Any, limit: int, batch_size: int = 32) -> None:
-        self.batches, self.count = [], 0
-        for feeds, _ in task.onnx_batches("calib", batch_size):
-            take = min(len(next(iter(feeds.values()))), limit - self.count)
-            self.batches.append({k: v[:take] for k, v in feeds.items()})
-            self.count += take
-            if self.count >= limit:
-                break
-        self.it = iter(self.batches)
-
-    def get_next(self) -> dict | None:
-        return next(self.it, None)
-
-    def rewind(self) -> None:
-        self.it = iter(self.batches)
-
-
-def _static_int8(ctx: StageContext, src: Path, dst: Path, p: QuantizeParams) -> int:
-    """QDQ static int8 (the QOperator format gave unloadable transformer models); returns samples used."""
-    import contextlib
-    import io
-
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from orchestrator.artifacts.qdq import safe_histograms
-
-    prepped = ctx.work_dir / "preprocessed.onnx.tmp"
-    # symbolic shape inference fails on transformer exports; ONNX shape inference is enough here
-    quant_pre_process(str(src), str(prepped), skip_symbolic_shape=True)
-    reader = _Calibration(ctx.task, p.calib_samples)
-    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile}[p.calibration]
-    with contextlib.redirect_stdout(io.StringIO()), safe_histograms():  # (histogram calibrators print progress)
-        quantize_static(str(prepped), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=p.per_channel,
-                        activation_type=QuantType.QInt8 if p.symmetric else QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=method,
-                        extra_options={"ActivationSymmetric": p.symmetric, "WeightSymmetric": p.symmetric,
-                                       "CalibPercentile": p.percentile})
-    prepped.unlink()
-    return reader.count
-
-
 def _int4(src: Path, dst: Path, p: QuantizeParams, bits: int = 4, ops: tuple[str, ...] = ("MatMul", "Gather"),
           accuracy_level: int | None = None, calib: list[dict[str, Any]] | None = None) -> int:
     """Weight-only int4 / int8 of MatMul weights and embedding tables (p.algorithm); returns Gemms rewritten."""
-    import onnx
+    from orchestrator.artifacts.weight_only import quantize_file
 
-    from orchestrator.artifacts.qdq import gemm_to_matmul, untie_transposed
-    from orchestrator.artifacts.weight_only import weight_only
-
-    proto = onnx.load(str(src))
-    rewritten = gemm_to_matmul(proto)
-    untie_transposed(proto)
-    weight_only(proto, dst, bits=bits, block_size=p.block_size, symmetric=p.symmetric, ops=ops,
-                exclude=non_table_gathers(proto), accuracy_level=accuracy_level, algorithm=p.algorithm, calib=calib)
-    return rewritten
-
-
-def _to_fp16(src: Path, dst: Path) -> None:
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    # keep_io_types: callers still feed and read float32, so the model is a drop-in replacement
-    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
-    onnx.save(model, str(dst))
-
-
-def non_table_gathers(proto: Any) -> list[str]:
-    """Names of Gather nodes that do not read a float matrix: int lookups such as a trimmed vocabulary's
-    id map, which the int4 quantizer would otherwise try (and fail) to quantize. Unnamed nodes get a name."""
-    from onnx import TensorProto
-
-    tables = {i.name for i in proto.graph.initializer
-              if i.data_type in (TensorProto.FLOAT, TensorProto.FLOAT16) and len(i.dims) == 2}
-    out = []
-    for i, node in enumerate(proto.graph.node):
-        if node.op_type == "Gather" and node.input[0] not in tables:
-            node.name = node.name or f"gather_{i}"
-            out.append(node.name)
-    return out
+    return quantize_file(src, dst, bits=bits, block_size=p.block_size, symmetric=p.symmetric, ops=ops,
+                         accuracy_level=accuracy_level, algorithm=p.algorithm, calib=calib)

@@ -38,6 +38,8 @@ class Task:
     quality: ClassVar[Quality] = ACCURACY
     columns: ClassVar[Columns] = Columns()  # the report columns this task swaps in or adds
     report_notes: ClassVar[tuple[str, ...]] = ()  # printed under the report (e.g. where the model's weights come from)
+    # the split stages may tune on (quantize's sensitivity and accuracy control): never the test split
+    validation_split: ClassVar[str] = "val"
     check_examples: ClassVar[int] = 8  # test examples an export is checked on (an LM window is 256 of them)
     # set by declaring the capability of the same name (see orchestrator.tasks.capabilities), which the measurement
     # layer, below the tasks, cannot import; a plugin that sets one by hand is still taken to have the capability

@@ -22,6 +22,7 @@ from typing import Any
 from orchestrator import faults
 from orchestrator.engine.plan import Node, Plan
 from orchestrator.measure import targets
+from orchestrator.stages.base import REPORT_DIR
 from orchestrator.tasks.quality import ACCURACY, Quality
 from orchestrator.tracking import runview
 
@@ -130,6 +131,9 @@ class Tracker:
         self._log_text(rid, json.dumps({"key": node.key, "pipeline": node.pipeline, "status": result.status,
                                         "chain": [a.key for a in chain]}, indent=2), "node.json")
         self._log_text(rid, json.dumps(everything, indent=2, sort_keys=True), "chain_metrics.json")
+        report = Path(result.onnx_path).parent / REPORT_DIR if getattr(result, "onnx_path", None) else None
+        if report is not None and report.is_dir():  # tables and charts the stage wrote beside its model
+            self.client.log_artifacts(rid, str(report), REPORT_DIR)
         if result.error:
             self._log_text(rid, result.error, ERROR_FILE.get(result.status, "error.txt"))
         for target, why in getattr(result, "target_errors", {}).items():  # that target only: the rest stands

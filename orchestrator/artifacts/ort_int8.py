@@ -1,0 +1,95 @@
+"""ONNX Runtime's int8 quantizers (dynamic, static QDQ) and its fp16 conversion, on model files.
+
+What the `quantize` stage runs for modes int8 and fp16, and what accuracy control re-runs with some nodes
+left in float (`exclude`). Calibration data comes from a task object passed in (its `calib` split): this
+layer reads no task module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def dynamic_int8(src: Path, dst: Path, per_channel: bool, symmetric: bool, work: Path,
+                 ops: list[str] | None = None, rewrite_gemm: bool = False, exclude: Sequence[str] = ()) -> int:
+    """int8 dynamic quantization of `ops` (None: ORT's default set); `rewrite_gemm` first turns Gemm into
+    MatMul (dynamic int8 skips Gemm: a pooler / classifier would stay float). Returns Gemms rewritten."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from orchestrator.artifacts.qdq import gemm_to_matmul, untie_transposed
+
+    proto = onnx.load(str(src))
+    rewritten = gemm_to_matmul(proto) if rewrite_gemm else 0
+    if untie_transposed(proto) or rewritten:  # a tied LM head: quantized like every other MatMul
+        src = work / "untied.onnx.tmp"
+        onnx.save(proto, str(src))
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
+                     op_types_to_quantize=ops, nodes_to_exclude=list(exclude),
+                     extra_options={"WeightSymmetric": symmetric})
+    if src.name == "untied.onnx.tmp":
+        src.unlink()
+    return rewritten
+
+
+class Calibration:
+    """ORT CalibrationDataReader over the first `limit` samples of the task's `calib` split."""
+
+    def __init__(self, task: Any, limit: int, batch_size: int = 32) -> None:
+        self.batches, self.count = [], 0
+        for feeds, _ in task.onnx_batches("calib", batch_size):
+            take = min(len(next(iter(feeds.values()))), limit - self.count)
+            self.batches.append({k: v[:take] for k, v in feeds.items()})
+            self.count += take
+            if self.count >= limit:
+                break
+        self.it = iter(self.batches)
+
+    def get_next(self) -> dict | None:
+        return next(self.it, None)
+
+    def rewind(self) -> None:
+        self.it = iter(self.batches)
+
+
+def static_prepared(src: Path, dst: Path) -> None:
+    """The graph static quantization runs on (ORT's pre-processing): node names are those of this graph."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    # symbolic shape inference fails on transformer exports; ONNX shape inference is enough here
+    quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+
+
+def static_int8(reader: Calibration, prepped: Path, dst: Path, *, calibration: str, per_channel: bool,
+                symmetric: bool, percentile: float, exclude: Sequence[str] = ()) -> int:
+    """QDQ static int8 of a `static_prepared` graph (the QOperator format gave unloadable transformer models);
+    returns the samples calibrated on."""
+    import contextlib
+    import io
+
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from orchestrator.artifacts.qdq import safe_histograms
+
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}[calibration]
+    reader.rewind()
+    with contextlib.redirect_stdout(io.StringIO()), safe_histograms():  # (histogram calibrators print progress)
+        quantize_static(str(prepped), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                        activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=method, nodes_to_exclude=list(exclude),
+                        extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": symmetric,
+                                       "CalibPercentile": percentile})
+    return reader.count
+
+
+def to_fp16(src: Path, dst: Path) -> None:
+    """Every float tensor in fp16, inputs and outputs kept float32."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    # keep_io_types: callers still feed and read float32, so the model is a drop-in replacement
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    onnx.save(model, str(dst))
