@@ -97,3 +97,25 @@ def test_a_node_can_load_any_ancestor_through_the_cache(tmp_path: Path) -> None:
     assert _load_ancestor(cache, "p", task, "baseline").in_features == 1
     with pytest.raises(LookupError, match="distill"):
         _load_ancestor(cache, "p", task, "distill")  # below, not above
+
+
+def test_prune_multiple_of_rounds_kept_ffn_neurons_down_and_stays_out_of_old_keys() -> None:
+    """Pruned rows that fit block quantizers (GGUF's Q4_0 needs multiples of 32); 1 = as before, same key."""
+    import copy
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from orchestrator.stages.prune import Prune
+    from orchestrator.tasks.lm.model import prune_ffn
+
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=100, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1)
+    model = LlamaForCausalLM(copy.deepcopy(config))
+    scores = [torch.rand(100) for _ in range(2)]
+    assert prune_ffn(model, 0.3, scores, 32) == 64  # 70 kept -> 64
+    assert model.model.layers[1].mlp.down_proj.weight.shape == (32, 64)
+    assert prune_ffn(LlamaForCausalLM(copy.deepcopy(config)), 0.3, scores) == 70
+    own = {"ratio": 0.3, "multiple_of": 1}
+    assert Prune.plan_params(own, {}, (), "prune") == {"ratio": 0.3}
+    assert Prune.plan_params({**own, "multiple_of": 32}, {}, (), "prune")["multiple_of"] == 32

@@ -33,6 +33,8 @@ class PruneParams:
     importance l1 (weights), activation (mean |activation| on calibration text) or mix (0.5 each, as
     in the P-KD-Q paper); `heads` of the KV heads go with their query groups. finetune_tokens: a
     fine-tuning budget in next-token labels instead of epochs (for any task: labels = examples).
+    multiple_of (structured): kept channels / neurons per layer rounded down to a multiple of it, so block
+    quantizers fit the pruned rows (32 for int4 blocks and GGUF's Q4_0 / Q8_0, 256 for its K-quants).
     """
 
     method: str = "structured"
@@ -45,9 +47,11 @@ class PruneParams:
     batch_size: int = 64
     heads: float = 0.0
     finetune_tokens: int = 0
+    multiple_of: int = 1
 
     def __post_init__(self) -> None:
         check_range("heads", self.heads, 0.0, 1.0, hi_open=True)
+        check_range("multiple_of", self.multiple_of, 1, 4096)
         check_range("finetune_tokens", self.finetune_tokens, 0, 10**12)
         check_choice("method", self.method, METHODS)
         check_range("ratio", self.ratio, 0.0, 1.0, hi_open=True)
@@ -81,6 +85,12 @@ class Prune(Stage):
     produces = TORCH
     Params = PruneParams
     libraries = ("torch", "torch-pruning")
+
+    @classmethod
+    def plan_params(cls, own: dict[str, Any], stages: dict[str, dict[str, Any]], earlier: tuple, chain: str
+                    ) -> dict[str, Any]:
+        """`multiple_of: 1` (no rounding) is left out of the key, so nodes made before it existed keep theirs."""
+        return {k: v for k, v in own.items() if not (k == "multiple_of" and v == 1)}
 
     @classmethod
     def check_task(cls, params: PruneParams, task_cls: type) -> None:
@@ -133,7 +143,7 @@ class Prune(Stage):
             # each step removes what takes the layer from the last step's width to this step's target
             ratio = 1 - (1 - p.ratio * step / steps) / (1 - p.ratio * (step - 1) / steps)
             heads = 1 - (1 - p.heads * step / steps) / (1 - p.heads * (step - 1) / steps)
-            metrics = ctx.task.prune_structured(model, ratio, p.importance, heads)
+            metrics = ctx.task.prune_structured(model, ratio, p.importance, heads, p.multiple_of)
             self._finetune(ctx, model, epochs, p.finetune_tokens // steps)
         simquant.snap(model)
         after = float(sum(t.numel() for t in model.parameters()))
@@ -161,7 +171,8 @@ class Prune(Stage):
             pruner = tp.pruner.MetaPruner(
                 model, example, importance=_importance(p.importance), pruning_ratio=p.ratio,
                 global_pruning=p.global_pruning, iterative_steps=p.iterative_steps,
-                ignored_layers=ctx.task.protected_modules(model), **ctx.task.pruning_kwargs(model, p.ratio))
+                ignored_layers=ctx.task.protected_modules(model), round_to=p.multiple_of if p.multiple_of > 1 else None,
+                **ctx.task.pruning_kwargs(model, p.ratio))
         for epochs in epochs_per_step(p.finetune_epochs, p.iterative_steps):
             if p.importance == "taylor":
                 self._taylor_grads(ctx, model)

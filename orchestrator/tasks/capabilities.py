@@ -110,7 +110,8 @@ class StructuredPruning(Capability, lacks="has no structured pruning of its own"
     """Structured pruning of its own that replaces torch-pruning (LMs: FFN neurons and KV groups)."""
 
     @required
-    def prune_structured(self, model: Any, ratio: float, importance: str, heads: float) -> dict[str, float]:
+    def prune_structured(self, model: Any, ratio: float, importance: str, heads: float,
+                         multiple_of: int = 1) -> dict[str, float]:
         """Remove `ratio` of the prunable units (ranked by `importance`) and `heads` of the attention groups;
         returns what it kept, as metrics."""
         raise _unimplemented(self, "StructuredPruning.prune_structured")

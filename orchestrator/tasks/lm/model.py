@@ -144,12 +144,16 @@ def _keep_rows(linear: Any, idx: Any, dim: int) -> None:
         linear.in_features = len(idx)
 
 
-def prune_ffn(model: Any, ratio: float, scores: list[Any]) -> int:
-    """Remove `ratio` of every layer's FFN neurons (the least important); returns the neurons kept per layer."""
+def prune_ffn(model: Any, ratio: float, scores: list[Any], multiple_of: int = 1) -> int:
+    """Remove `ratio` of every layer's FFN neurons (the least important), the kept count rounded down to a
+    multiple of `multiple_of` (block quantizers need it: GGUF's Q4_0 / Q8_0 32, its K-quants 256, else they
+    fall back to wider types for the FFN-down weights); returns the neurons kept per layer."""
     import torch
 
     width = model.config.intermediate_size
     keep = max(1, round(width * (1 - ratio)))
+    if multiple_of > 1:
+        keep = min(width, max(multiple_of, keep // multiple_of * multiple_of))
     for layer, score in zip(layers(model), scores, strict=True):
         idx = torch.sort(torch.topk(score, keep).indices).values
         _keep_rows(layer.mlp.gate_proj, idx, 0)

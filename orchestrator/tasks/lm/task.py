@@ -256,7 +256,8 @@ class LMTask(KVCache, Drafting, StructuredPruning, Layered, LLMRuntimes, Task):
         """Embeddings and the LM head: pruning keeps the vocabulary and the hidden width."""
         return [m for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None]
 
-    def prune_structured(self, model: Any, ratio: float, importance: str, heads: float) -> dict[str, float]:
+    def prune_structured(self, model: Any, ratio: float, importance: str, heads: float,
+                         multiple_of: int = 1) -> dict[str, float]:
         """Remove `ratio` of the FFN neurons per layer (by `importance`) and `heads` of the KV groups."""
         from orchestrator.tasks.lm import model as lm_model
 
@@ -264,7 +265,7 @@ class LMTask(KVCache, Drafting, StructuredPruning, Layered, LLMRuntimes, Task):
         if importance in ("activation", "mix"):
             calib = [inputs for inputs, _ in self.batches("calib", self.params.batch_size)]
             acts = lm_model.ffn_activations(model, calib)
-        ffn = lm_model.prune_ffn(model, ratio, lm_model.ffn_importance(model, importance, acts))
+        ffn = lm_model.prune_ffn(model, ratio, lm_model.ffn_importance(model, importance, acts), multiple_of)
         kv = lm_model.prune_kv_groups(model, heads) if heads else model.config.num_key_value_heads
         return {"ffn_kept": float(ffn), "kv_heads_kept": float(kv)}
 
