@@ -27,9 +27,10 @@ REDUCED: dict[str, list[str]] = {
                        "+sweep={stages.prune.ratio:[0.3],stages.quantize.mode:[int8,fp16]}"],
     "ordering_study_llm": [],  # a language-model recipe: run on a tiny tinylm in test_lm_cli.py
     "llm_deploy": [],  # likewise
+    "llm_runtimes": [],  # likewise, in test_llm_runtimes.py
     "tiny_tweets": [],  # a text-encoder recipe: run on the tiny BERT in test_trim.py
 }
-LM_RECIPES = ("ordering_study_llm", "llm_deploy", "tiny_tweets")  # (not run on digits here)
+LM_RECIPES = ("ordering_study_llm", "llm_deploy", "llm_runtimes", "tiny_tweets")  # (not run on digits here)
 
 
 def test_every_shipped_recipe_has_a_reduced_run_here() -> None:
