@@ -30,7 +30,8 @@ def runtimes(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], 
     root = tmp_path_factory.mktemp("runtimes")
     store = {"cache": str(root / "cache"), "uri": f"sqlite:///{root / 'mlflow.db'}", "artifacts": str(root / "art")}
     # hidden 64: ORT 1.32's k_quant packs zero points wrongly for a weight one block (32) deep
-    proc = run_cli(store, "+recipe=llm_runtimes", *TINY, "task.hidden_size=64", "eval.threads=1")
+    proc = run_cli(store, "+recipe=llm_runtimes", *TINY, "task.hidden_size=64", "eval.threads=1",
+                   "report.register=tiny-llm")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return store, proc.stdout
 
@@ -84,37 +85,28 @@ def test_each_gguf_has_an_ollama_modelfile_and_is_logged_as_the_node_model(runti
     model = client.get_logged_model(run.data.tags["orchestrator.model_id"])
     names = {Path(f.path).name for f in client.list_logged_model_artifacts(model.model_id)}
     assert {"model.gguf", "Modelfile"} <= names
+    version = client.get_model_version("tiny-llm", "1")  # report.register: whichever format won
+    picked = client.get_logged_model(version.model_id)
+    files = {Path(f.path).name for f in client.list_logged_model_artifacts(picked.model_id)}
+    assert files & {"model.gguf", "genai_config.json", "model.onnx", "MLmodel"}, files
 
 
 def test_the_float_model_generates_the_same_text_in_all_three_runtimes(runtimes) -> None:
     store, _ = runtimes
     from orchestrator.measure.probe import session
-    from orchestrator.tasks.lm.feeds import complete_feeds
+    from orchestrator.tasks.lm.measure import greedy_ids
 
     meta = [json.loads(p.read_text()) for p in Path(store["cache"]).rglob("meta.json")]
     root = next(m for m in meta if m["parent"] is None)
     f16 = next(m for m in meta if m["stage"] == "gguf" and m["params"]["type"] == "F16" and m["parent"] == root["key"])
-    base_onnx = _node(store, root["key"]) / "measured.onnx"
     prompt = [int(t) for t in np.arange(5, 37)]
-    sess, ids, past = session(base_onnx, 1), list(prompt), None
-    out = sess.run(None, complete_feeds(sess, np.asarray([prompt])))
-    for _ in range(32):
-        token = int(out[0][0, -1].argmax())
-        ids.append(token)
-        past = {n.replace("present.", "past_key_values."): v
-                for n, v in zip([o.name for o in sess.get_outputs()], out, strict=True) if n.startswith("present.")}
-        out = sess.run(None, complete_feeds(sess, np.asarray([[token]]), past))
+    ids = [*prompt, *greedy_ids(session(_node(store, root["key"]) / "measured.onnx", 1), prompt, 32)]
     assert llamacpp.greedy(_node(store, f16["key"]) / "model.gguf", prompt, 32, threads=1) == ids[len(prompt):]
     fp32 = next(m for m in meta if m["stage"] == "genai" and m["params"]["precision"] == "fp32"
                 and m["parent"] == root["key"])
     from orchestrator.artifacts import genai
 
-    windows = Path(store["cache"]) / "one-window.npy"
-    np.save(windows, np.asarray([prompt[:2]], dtype=np.int32))
-    answer = genai.measure_child({"model": str(_node(store, fp32["key"])), "threads": 1, "windows": str(windows),
-                                  "prompt": prompt, "decode_steps": 1, "warmup_steps": 0, "prefill_repeats": 1,
-                                  "greedy": {"prompt": prompt, "tokens": 32}, "out_dir": str(windows.parent)}, 600)
-    assert answer["greedy_ids"] == ids[len(prompt):]
+    assert genai.greedy(_node(store, fp32["key"]), prompt, 32) == ids[len(prompt):]  # the GenAI folder
 
 
 def _node(store: dict[str, str], key: str) -> Path:
@@ -181,3 +173,16 @@ def test_a_missing_genai_runtime_names_the_install_step(monkeypatch: pytest.Monk
     with pytest.raises(ConfigError, match=r"pipeline='genai'.*pip install -e \".\[genai\]\""):
         GenAIStage.preflight(GenAIParams(), TinyLM, TinyLMParams())
     assert genai.PRECISIONS == __import__("orchestrator.stages.genai", fromlist=["x"]).PRECISIONS
+
+
+def test_a_width_the_genai_int4_packing_mishandles_is_refused_in_one_line() -> None:
+    """ONNX Runtime 1.32 packs zero points wrongly for an odd number of blocks per input row (33 x 32 crashed the
+    builder on a pruned SmolLM2); the stage says so and how to prune instead, before building."""
+    import torch
+
+    from orchestrator.errors import ConfigError
+    from orchestrator.stages.genai import _check_blocks
+
+    with pytest.raises(ConfigError, match=r"1056 inputs, an odd number of blocks of 32.*multiple_of=64"):
+        _check_blocks(torch.nn.Sequential(torch.nn.Linear(1056, 8)), 32)
+    _check_blocks(torch.nn.Sequential(torch.nn.Linear(1024, 8)), 32)

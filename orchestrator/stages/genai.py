@@ -94,6 +94,8 @@ class GenAIStage(Stage):
         if simquant.mode_of(model):  # fake-quantized: its grid weights, in float, are what the builder reads
             model = simquant.lower(model)[0]
         p = self.params
+        if p.precision in ("int4", "int8"):
+            _check_blocks(model, p.block_size)
         extra = {"is_symmetric": "false"} if not p.symmetric else {}
         if p.lm_head:
             extra["matmul_mixed_precision"] = f"last_matmul:{p.lm_head}"
@@ -103,3 +105,17 @@ class GenAIStage(Stage):
             genai.build(Path(hf), ctx.work_dir, p.precision, p.algorithm, p.block_size,
                         threads=os.cpu_count() or 1, extra_options=extra)
         return StageOutput(ctx.work_dir / "genai_config.json", {"genai_build_seconds": time.perf_counter() - start})
+
+
+def _check_blocks(model: Any, block: int) -> None:
+    """Refuse, in one line, a model the builder's weight-only quantizer would crash on: ONNX Runtime 1.32 packs
+    the zero points of a weight whose input width holds an odd number of blocks into the wrong shape (a
+    pruned FFN of 1,056 = 33 x 32 fails; 1,024 works)."""
+    from torch import nn
+
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and (module.in_features // block) % 2:
+            raise ConfigError("stages.genai.block_size", block,
+                              f"{name} reads {module.in_features} inputs, an odd number of blocks of {block}, which "
+                              "ONNX Runtime's int4 packing mishandles; prune to a multiple of "
+                              f"{2 * block} (stages.prune.multiple_of={2 * block}) or pick another block_size")

@@ -106,6 +106,19 @@ def generate(task: Any, sess: Any, prompt: np.ndarray, steps: int) -> tuple[floa
     return prefill, times, first_past
 
 
+def greedy_ids(sess: Any, prompt: list[int], steps: int) -> list[int]:
+    """`steps` ids of argmax decoding after `prompt` through the graph's KV cache (batch 1): the text the other
+    runtimes' float models must reproduce."""
+    from orchestrator.tasks.lm.feeds import complete_feeds
+
+    out = sess.run(None, complete_feeds(sess, np.asarray([prompt])))
+    ids: list[int] = []
+    for _ in range(steps):
+        ids.append(int(out[0][0, -1].argmax()))
+        out = sess.run(None, complete_feeds(sess, np.asarray([ids[-1:]]), _presents(sess, out)))
+    return ids
+
+
 def speed(task: Any, sess: Any) -> dict[str, float]:
     """prefill_ms, decode latency / tokens per second and the KV cache's size per 1k tokens (see module doc)."""
     stream = task.splits["test"].ids.reshape(-1)
