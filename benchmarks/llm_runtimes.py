@@ -9,6 +9,11 @@ it leaves speed to software, not hardware. Run the study first, e.g.
 
     python -m orchestrator +recipe=llm_runtimes task=smollm2
     python benchmarks/llm_runtimes.py [--tracking-uri sqlite:///mlruns/mlflow.db] [--experiment llm_runtimes]
+        [--cache .cache/orchestrator]
+
+With `--cache` (the sweep's cache.dir) it also checks that the float model generates the same greedy text in
+the three runtimes: 32 tokens after a fixed prompt from the baseline ONNX (ONNX Runtime), its F16 GGUF
+(llama.cpp) and its fp32 GenAI folder (ONNX Runtime GenAI).
 """
 
 from __future__ import annotations
@@ -78,15 +83,49 @@ def table(data: list[dict[str, Any]]) -> str:
                                           "limit tok/s": "{:.0f}"})
 
 
+PROMPT = "The try statement specifies exception handlers and/or cleanup code for a group of statements"
+
+
+def greedy_check(cache: Path, tokens: int = 32) -> str:
+    """One line per runtime: does its float model's greedy text equal ONNX Runtime's (first difference)?"""
+    import json
+
+    from orchestrator.artifacts import genai, llamacpp
+    from orchestrator.measure.probe import session
+    from orchestrator.tasks.lm.measure import greedy_ids
+
+    metas = {m["key"]: (m, p.parent) for p in cache.rglob("meta.json") for m in [json.loads(p.read_text())]}
+
+    def child(stage: str, key: str, value: str) -> tuple[dict, Path]:
+        return next(v for v in metas.values() if v[0]["stage"] == stage and v[0]["params"].get(key) == value
+                    and metas[v[0]["parent"]][0]["parent"] is None)
+
+    gguf = child("gguf", "type", "F16")
+    folder = metas[gguf[0]["parent"]][1]
+    prompt = llamacpp.tokenize(gguf[1] / "model.gguf", PROMPT)["ids"]
+    ours = greedy_ids(session(folder / "measured.onnx", 1), prompt, tokens)
+    lines = []
+    for name, ids in (("llama.cpp (F16 GGUF)", llamacpp.greedy(gguf[1] / "model.gguf", prompt, tokens)),
+                      ("ONNX Runtime GenAI (fp32)", genai.greedy(child("genai", "precision", "fp32")[1], prompt,
+                                                                 tokens))):
+        first = next((i for i, (a, b) in enumerate(zip(ours, ids, strict=True)) if a != b), None)
+        lines.append(f"greedy text, {tokens} tokens, {name} vs ONNX Runtime: "
+                     + ("identical" if first is None else f"differs from token {first + 1}"))
+    return "\n".join(lines)
+
+
 def main() -> None:
     """Print the table for the latest llm_runtimes sweep."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tracking-uri", default="sqlite:///mlruns/mlflow.db")
     parser.add_argument("--experiment", default="llm_runtimes")
+    parser.add_argument("--cache", type=Path, help="the sweep's cache.dir: also compare the float models' greedy text")
     args = parser.parse_args()
     bandwidth = copy_bandwidth_gbs()
     print(f"copy bandwidth: {bandwidth:.1f} GB/s (numpy, 1 thread, median of 5)")
     print(table(rows(args.tracking_uri, args.experiment, bandwidth)))
+    if args.cache:
+        print(greedy_check(args.cache))
 
 
 if __name__ == "__main__":
