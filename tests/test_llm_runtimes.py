@@ -86,7 +86,7 @@ def test_each_gguf_has_an_ollama_modelfile_and_is_logged_as_the_node_model(runti
     names = {Path(f.path).name for f in client.list_logged_model_artifacts(model.model_id)}
     assert {"model.gguf", "Modelfile"} <= names
     version = client.get_model_version("tiny-llm", "1")  # report.register: whichever format won
-    picked = client.get_logged_model(version.model_id)
+    picked = client.get_logged_model(version.model_id or version.source.removeprefix("models:/"))
     files = {Path(f.path).name for f in client.list_logged_model_artifacts(picked.model_id)}
     assert files & {"model.gguf", "genai_config.json", "model.onnx", "MLmodel"}, files
 
