@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ordering_table import LEAF, PARENT, PIPELINE, latest_parent  # noqa: E402
+from ordering_table import PIPELINE, latest_sweep  # noqa: E402
 from ordering_table import table as markdown_table  # noqa: E402
 
 COLUMNS = ["chain", "format", "runtime", "MB", "perplexity", "x ppl", "prefill ms", "tok/s", "RSS MB", "limit tok/s"]
@@ -48,15 +48,7 @@ def copy_bandwidth_gbs(mb: int = 256, repeats: int = 5) -> float:
 
 def rows(uri: str, experiment: str, bandwidth_gbs: float) -> list[dict[str, Any]]:
     """One row per leaf of the latest sweep, by perplexity (the baseline first)."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        raise SystemExit(f"no experiment {experiment!r} in {uri}")
-    parent = latest_parent(client, found.experiment_id)
-    leaves = client.search_runs([found.experiment_id], f"tags.`{PARENT}` = '{parent.info.run_id}' "
-                                f"and tags.`{LEAF}` = 'true'", max_results=10000)
+    _, leaves = latest_sweep(uri, experiment)
     out = []
     for run in leaves:
         m, tags = run.data.metrics, run.data.tags
@@ -68,12 +60,7 @@ def rows(uri: str, experiment: str, bandwidth_gbs: float) -> list[dict[str, Any]
                     "prefill ms": m.get("prefill_ms"), "tok/s": m.get("decode_tokens_per_s"),
                     "RSS MB": m.get("peak_rss_mb"),
                     "limit tok/s": bandwidth_gbs * 1e3 / m["model_size_mb"] if m.get("model_size_mb") else None})
-    return sorted(out, key=lambda r: (tags_order(r), r["perplexity"] or float("inf")))
-
-
-def tags_order(row: dict[str, Any]) -> int:
-    """The baseline first."""
-    return 0 if row["chain"] == "baseline" else 1
+    return sorted(out, key=lambda r: (r["chain"] != "baseline", r["perplexity"] or float("inf")))
 
 
 def table(data: list[dict[str, Any]]) -> str:
@@ -90,9 +77,10 @@ def greedy_check(cache: Path, tokens: int = 32) -> str:
     """One line per runtime: does its float model's greedy text equal ONNX Runtime's (first difference)?"""
     import json
 
-    from orchestrator.artifacts import genai, llamacpp
+    from orchestrator.artifacts import llamacpp
     from orchestrator.measure.probe import session
     from orchestrator.tasks.lm.measure import greedy_ids
+    from orchestrator.tasks.lm.runtimes import greedy
 
     metas = {m["key"]: (m, p.parent) for p in cache.rglob("meta.json") for m in [json.loads(p.read_text())]}
 
@@ -105,9 +93,9 @@ def greedy_check(cache: Path, tokens: int = 32) -> str:
     prompt = llamacpp.tokenize(gguf[1] / "model.gguf", PROMPT)["ids"]
     ours = greedy_ids(session(folder / "measured.onnx", 1), prompt, tokens)
     lines = []
-    for name, ids in (("llama.cpp (F16 GGUF)", llamacpp.greedy(gguf[1] / "model.gguf", prompt, tokens)),
-                      ("ONNX Runtime GenAI (fp32)", genai.greedy(child("genai", "precision", "fp32")[1], prompt,
-                                                                 tokens))):
+    for name, ids in (("llama.cpp (F16 GGUF)", greedy("gguf", gguf[1] / "model.gguf", prompt, tokens)),
+                      ("ONNX Runtime GenAI (fp32)", greedy("genai", child("genai", "precision", "fp32")[1], prompt,
+                                                           tokens))):
         first = next((i for i, (a, b) in enumerate(zip(ours, ids, strict=True)) if a != b), None)
         lines.append(f"greedy text, {tokens} tokens, {name} vs ONNX Runtime: "
                      + ("identical" if first is None else f"differs from token {first + 1}"))

@@ -30,8 +30,8 @@ def precision(params: dict[str, str]) -> str:
     return params.get("quantize.mode") or params.get("fakequant.mode") or "fp32"
 
 
-def rows(uri: str, experiment: str) -> list[dict[str, Any]]:
-    """One row per leaf run of the latest sweep, sorted by chain length, order, precision and ratio."""
+def latest_sweep(uri: str, experiment: str) -> tuple[Any, list[Any]]:
+    """The latest sweep (parent run) of `experiment` in the store at `uri`, and its leaf runs."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
@@ -39,8 +39,13 @@ def rows(uri: str, experiment: str) -> list[dict[str, Any]]:
     if found is None:
         raise SystemExit(f"no experiment {experiment!r} in {uri}")
     parent = latest_parent(client, found.experiment_id)
-    leaves = client.search_runs([found.experiment_id], f"tags.`{PARENT}` = '{parent.info.run_id}' "
-                                f"and tags.`{LEAF}` = 'true'", max_results=10000)
+    return parent, client.search_runs([found.experiment_id], f"tags.`{PARENT}` = '{parent.info.run_id}' "
+                                      f"and tags.`{LEAF}` = 'true'", max_results=10000)
+
+
+def rows(uri: str, experiment: str) -> list[dict[str, Any]]:
+    """One row per leaf run of the latest sweep, sorted by chain length, order, precision and ratio."""
+    _, leaves = latest_sweep(uri, experiment)
     out = []
     for run in leaves:
         params, metrics = run.data.params, run.data.metrics

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ordering_table import LEAF, PARENT, PIPELINE, latest_parent  # noqa: E402
+from ordering_table import PIPELINE, latest_sweep  # noqa: E402
 from ordering_table import table as markdown_table  # noqa: E402
 
 COLUMNS = ["model", "order", "size MB", "perplexity", "x ppl", "compression", "tok/s"]
@@ -33,16 +33,8 @@ def quantizes_before_pruning(order: str) -> bool:
 
 def rows(uri: str, experiment: str) -> list[dict[str, Any]]:
     """One row per leaf of the latest sweep (baseline first, then single stages, then orders)."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    found = client.get_experiment_by_name(experiment)
-    if found is None:
-        raise SystemExit(f"no experiment {experiment!r} in {uri}")
-    parent = latest_parent(client, found.experiment_id)
+    parent, leaves = latest_sweep(uri, experiment)
     model = parent.data.params.get("task.name") or parent.data.tags.get("orchestrator.task", "?")
-    leaves = client.search_runs([found.experiment_id], f"tags.`{PARENT}` = '{parent.info.run_id}' "
-                                f"and tags.`{LEAF}` = 'true'", max_results=10000)
     out = []
     for run in leaves:
         m = run.data.metrics

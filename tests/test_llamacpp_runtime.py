@@ -79,7 +79,9 @@ def test_speed_lists_kv_and_memory(runs: dict[str, Any]) -> None:
 def test_greedy(runs: dict[str, Any]) -> None:
     ids = runs["q4_1"]["greedy_ids"]
     assert len(ids) == GREEDY and max(ids) < runs["q4_1"]["n_vocab"]
-    assert llamacpp.greedy(GGUF, runs["ids"][:PROMPT], GREEDY, threads=1) == ids  # deterministic on CPU
+    from orchestrator.tasks.lm.runtimes import greedy
+
+    assert greedy("gguf", GGUF, runs["ids"][:PROMPT], GREEDY, threads=1) == ids  # deterministic on CPU
 
 
 def test_versions_name_the_build() -> None:

@@ -95,18 +95,17 @@ def test_the_float_model_generates_the_same_text_in_all_three_runtimes(runtimes)
     store, _ = runtimes
     from orchestrator.measure.probe import session
     from orchestrator.tasks.lm.measure import greedy_ids
+    from orchestrator.tasks.lm.runtimes import greedy
 
     meta = [json.loads(p.read_text()) for p in Path(store["cache"]).rglob("meta.json")]
     root = next(m for m in meta if m["parent"] is None)
     f16 = next(m for m in meta if m["stage"] == "gguf" and m["params"]["type"] == "F16" and m["parent"] == root["key"])
     prompt = [int(t) for t in np.arange(5, 37)]
     ids = [*prompt, *greedy_ids(session(_node(store, root["key"]) / "measured.onnx", 1), prompt, 32)]
-    assert llamacpp.greedy(_node(store, f16["key"]) / "model.gguf", prompt, 32, threads=1) == ids[len(prompt):]
+    assert greedy("gguf", _node(store, f16["key"]) / "model.gguf", prompt, 32, threads=1) == ids[len(prompt):]
     fp32 = next(m for m in meta if m["stage"] == "genai" and m["params"]["precision"] == "fp32"
                 and m["parent"] == root["key"])
-    from orchestrator.artifacts import genai
-
-    assert genai.greedy(_node(store, fp32["key"]), prompt, 32) == ids[len(prompt):]  # the GenAI folder
+    assert greedy("genai", _node(store, fp32["key"]), prompt, 32) == ids[len(prompt):]  # the GenAI folder
 
 
 def _node(store: dict[str, str], key: str) -> Path:

@@ -156,15 +156,3 @@ def measure_child(request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
                    f"measuring {request['model']} with GenAI")
         return json.loads(ans.read_text())
 
-
-def greedy(model: Path, prompt: list[int], tokens: int, threads: int = 1, timeout_s: float = 600.0) -> list[int]:
-    """`tokens` ids of argmax decoding after `prompt` with ONNX Runtime GenAI (one child, one tiny window scored)."""
-    import numpy as np
-
-    with tempfile.TemporaryDirectory(prefix="genai-g-") as work:
-        windows = Path(work) / "windows.npy"
-        np.save(windows, np.asarray([prompt[:2]], dtype=np.int32))
-        out = measure_child({"model": str(model), "threads": threads, "windows": str(windows), "prompt": prompt,
-                             "decode_steps": 1, "warmup_steps": 0, "prefill_repeats": 1,
-                             "greedy": {"prompt": prompt, "tokens": tokens}, "out_dir": work}, timeout_s)
-    return [int(t) for t in out["greedy_ids"]]

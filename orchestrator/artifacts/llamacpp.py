@@ -139,19 +139,6 @@ def measure_child(request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     return _run_child(req, out_dir, timeout_s)
 
 
-def greedy(model: Path, prompt: list[int], tokens: int, threads: int = 1, timeout_s: float = 600.0) -> list[int]:
-    """`tokens` ids of argmax decoding after `prompt` with llama.cpp (one child, one empty window scored)."""
-    import numpy as np
-
-    with tempfile.TemporaryDirectory(prefix="llamacpp-g-") as work:
-        windows = Path(work) / "windows.npy"
-        np.save(windows, np.asarray([prompt[:2]], dtype=np.int32))
-        out = measure_child({"model": str(model), "threads": threads, "windows": str(windows), "prompt": prompt,
-                             "decode_steps": 0, "warmup_steps": 0, "prefill_repeats": 0,
-                             "greedy": {"prompt": prompt, "tokens": tokens}, "out_dir": work}, timeout_s)
-    return [int(t) for t in out["greedy_ids"]]
-
-
 def tokenize(model: Path, text: str, timeout_s: float = 600.0) -> dict[str, Any]:
     """The GGUF's own tokenizer on `text`, in a child: `ids` (nothing added), `bos_id`, `add_bos`, `n_vocab`."""
     lib_path()

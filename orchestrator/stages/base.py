@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from orchestrator.errors import ConfigError
+
 if TYPE_CHECKING:  # heavy imports stay out of the planner's import graph
     from orchestrator.tasks.base import Task
 
@@ -102,3 +104,40 @@ class Stage:
     def run(self, ctx: StageContext, model: Any) -> StageOutput:
         """Apply the stage to `model` (torch module or ONNX path, per `consumes`)."""
         raise NotImplementedError
+
+
+class RuntimeStage(Stage):
+    """Base of the stages that end a chain in an LLM runtime's own format (`gguf`, `genai`): torch in, a task with
+    the LLMRuntimes capability, and before any compute the runtime installed and the model's architecture known."""
+
+    consumes = TORCH
+    made_as: ClassVar[str]  # what a refusal says the model cannot be: "written as GGUF"
+
+    @classmethod
+    def runtime_missing(cls) -> str | None:
+        """Why the runtime cannot run here (naming its install step), or None."""
+        return None
+
+    @classmethod
+    def check_task(cls, params: Any, task_cls: type) -> None:
+        from orchestrator.tasks.capabilities import LLMRuntimes, require
+
+        require(task_cls, LLMRuntimes, "pipeline", cls.name)
+
+    @classmethod
+    def preflight(cls, params: Any, task_cls: type, task_params: Any) -> None:
+        """The runtime is installed and the task's model is an architecture this format's writer knows."""
+        missing = cls.runtime_missing()
+        if missing:
+            raise ConfigError("pipeline", cls.name, missing)
+        why = task_cls.runtime_unsupported(cls.produces, task_params)
+        if why:
+            raise ConfigError("task.model", getattr(task_params, "model", "") or task_params.name,
+                              f"cannot be {cls.made_as}: {why}")
+
+    @staticmethod
+    def float_model(model: Any) -> Any:
+        """`model`, or for a fake-quantized one its grid weights in float (what the runtime's quantizer reads)."""
+        from orchestrator.artifacts import simquant
+
+        return simquant.lower(model)[0] if simquant.mode_of(model) else model

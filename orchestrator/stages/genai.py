@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ConfigError, check_choice
-from orchestrator.stages.base import TORCH, Stage, StageContext, StageOutput
+from orchestrator.stages.base import RuntimeStage, StageContext, StageOutput
 
 GENAI = "genai"
 PRECISIONS = ("fp32", "fp16", "int8", "int4")  # as orchestrator.artifacts.genai.PRECISIONS (a test keeps them equal)
@@ -51,13 +51,13 @@ class GenAIParams:
             raise ConfigError("symmetric", self.symmetric, "true or false")
 
 
-class GenAIStage(Stage):
+class GenAIStage(RuntimeStage):
     """Build the incoming causal LM as an ONNX Runtime GenAI folder at `precision`."""
 
     name = GENAI
     version = "1"
-    consumes = TORCH
     produces = GENAI
+    made_as = "built for ONNX Runtime GenAI"
     Params = GenAIParams
     libraries = ("torch", "transformers", "onnxruntime-genai", "onnxruntime", "onnx")
 
@@ -69,30 +69,19 @@ class GenAIStage(Stage):
         return own
 
     @classmethod
-    def check_task(cls, params: Any, task_cls: type) -> None:
-        from orchestrator.tasks.capabilities import LLMRuntimes, require
-
-        require(task_cls, LLMRuntimes, "pipeline", GENAI)
-
-    @classmethod
-    def preflight(cls, params: Any, task_cls: type, task_params: Any) -> None:
-        """onnxruntime-genai is installed and the task's model is an architecture we build."""
-        from orchestrator.artifacts.genai import RuntimeMissing, check_installed
+    def runtime_missing(cls) -> str | None:
+        from orchestrator.artifacts import genai
 
         try:
-            check_installed()
-        except RuntimeMissing as err:
-            raise ConfigError("pipeline", GENAI, str(err)) from None
-        why = task_cls.runtime_unsupported(GENAI, task_params)
-        if why:
-            raise ConfigError("task.model", getattr(task_params, "model", "") or task_params.name,
-                              f"cannot be built for ONNX Runtime GenAI: {why}")
+            genai.check_installed()
+        except genai.RuntimeMissing as err:
+            return str(err)
+        return None
 
     def run(self, ctx: StageContext, model: Any) -> StageOutput:
-        from orchestrator.artifacts import genai, simquant
+        from orchestrator.artifacts import genai
 
-        if simquant.mode_of(model):  # fake-quantized: its grid weights, in float, are what the builder reads
-            model = simquant.lower(model)[0]
+        model = self.float_model(model)
         p = self.params
         if p.precision in ("int4", "int8"):
             _check_blocks(model, p.block_size)

@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.errors import ConfigError, check_choice
-from orchestrator.stages.base import TORCH, Stage, StageContext, StageOutput
+from orchestrator.errors import check_choice
+from orchestrator.stages.base import RuntimeStage, StageContext, StageOutput
 
 GGUF = "gguf"
 # llama.cpp's file types we offer: F32/F16 are written directly, the rest by llama.cpp's quantizer
@@ -38,41 +38,30 @@ class GGUFParams:
         check_choice("type", self.type, list(TYPES))
 
 
-class GGUFStage(Stage):
+class GGUFStage(RuntimeStage):
     """Write the incoming causal LM as GGUF and quantize it to `type` with llama.cpp's quantizer."""
 
     name = GGUF
     version = "1"
-    consumes = TORCH
     produces = GGUF
+    made_as = "written as GGUF"
     Params = GGUFParams
     libraries = ("torch", "transformers", "gguf", "numpy", RUNTIME)
 
     @classmethod
-    def check_task(cls, params: Any, task_cls: type) -> None:
-        from orchestrator.tasks.capabilities import LLMRuntimes, require
-
-        require(task_cls, LLMRuntimes, "pipeline", GGUF)
-
-    @classmethod
-    def preflight(cls, params: Any, task_cls: type, task_params: Any) -> None:
-        """The runtime is installed and the task's model is an architecture the GGUF writer knows."""
+    def runtime_missing(cls) -> str | None:
         from orchestrator.artifacts.llamacpp import RuntimeMissing, lib_path
 
         try:
             lib_path()
         except RuntimeMissing as err:
-            raise ConfigError("pipeline", GGUF, str(err)) from None
-        why = task_cls.runtime_unsupported(GGUF, task_params)
-        if why:
-            raise ConfigError("task.model", getattr(task_params, "model", "") or task_params.name,
-                              f"cannot be written as GGUF: {why}")
+            return str(err)
+        return None
 
     def run(self, ctx: StageContext, model: Any) -> StageOutput:
-        from orchestrator.artifacts import gguf_write, llamacpp, simquant
+        from orchestrator.artifacts import gguf_write, llamacpp
 
-        if simquant.mode_of(model):  # fake-quantized: its grid weights, in float, are what llama.cpp quantizes
-            model = simquant.lower(model)[0]
+        model = self.float_model(model)
         tokenizer, vocab_source = ctx.task.gguf_tokenizer()
         out = ctx.work_dir / "model.gguf"
         start = time.perf_counter()

@@ -76,6 +76,20 @@ def measure(task: Any, fmt: str, path: Path, settings: Any, reference: Path | No
     return metrics
 
 
+def greedy(fmt: str, model: Path, prompt: list[int], tokens: int, threads: int = 1,
+           timeout_s: float = 600.0) -> list[int]:
+    """`tokens` ids of argmax decoding after `prompt` in the runtime of `fmt` (a GGUF file, a GenAI folder), in
+    one child that scores a two-token window only: the text the float models of every runtime must agree on."""
+    runtime = importlib.import_module(RUNTIMES[fmt])
+    with tempfile.TemporaryDirectory(prefix="greedy-") as work:
+        windows = Path(work) / "windows.npy"
+        np.save(windows, np.asarray([prompt[:2]], dtype=np.int32))
+        out = runtime.measure_child({"model": str(model), "threads": threads, "windows": str(windows),
+                                     "prompt": prompt, "decode_steps": 1, "warmup_steps": 0, "prefill_repeats": 1,
+                                     "greedy": {"prompt": prompt, "tokens": tokens}, "out_dir": work}, timeout_s)
+    return [int(t) for t in out["greedy_ids"]]
+
+
 def token_agreement(ours: list[int], theirs: list[int]) -> float:
     """The share of the first AGREEMENT_IDS ids two tokenizations have in common, in order (1.0: identical)."""
     a, b = list(ours[:AGREEMENT_IDS]), list(theirs[:AGREEMENT_IDS])
@@ -96,10 +110,8 @@ def unsupported(fmt: str, source: str) -> str | None:
     if path is None:
         return None
     if path.suffix.lower() == ".gguf":
-        from gguf import GGUFReader
+        from orchestrator.tasks.checks.gguf import read_header
 
-        field = GGUFReader(str(path)).fields.get("general.architecture")
-        arch = bytes(field.parts[field.data[0]]).decode() if field is not None else "unknown"
-        return why({"model_type": arch})
+        return why({"model_type": read_header(path).metadata.get("general.architecture", "unknown")})
     config = path / "config.json"
     return why(json.loads(config.read_text())) if config.is_file() else None
