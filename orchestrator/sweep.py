@@ -9,11 +9,11 @@ from typing import Any
 
 import yaml
 
-from orchestrator import faults
+from orchestrator import faults, searching
 from orchestrator.config.executor import ExecutorConfig, Resources
 from orchestrator.config.schema import discover_recipes
 from orchestrator.config.settings import Settings, settle
-from orchestrator.engine import preflight, search, study
+from orchestrator.engine import preflight, space
 from orchestrator.engine.cache import Cache, is_url, mirror_dir, open_cache
 from orchestrator.engine.execute import execute
 from orchestrator.engine.executors import Executor, executor_for
@@ -63,7 +63,7 @@ def build_plan(data: dict[str, Any], recipe: str | None, pinned: frozenset[str] 
             _err(f"note: the recipe's sweep over {key} has no effect: no chain given on the command line has a "
                  f"{key.split('.')[1]} step")
     if ((data.get("search") or {}).get("strategy") or "grid") != "grid":  # the points a search may visit, probed
-        return search.probe_plan(data, REGISTRY, TASKS, pinned, keying)
+        return space.probe_plan(data, REGISTRY, TASKS, pinned, keying)
     return plan(data, REGISTRY, TASKS, pinned, keying)
 
 
@@ -137,6 +137,8 @@ def run_sweep(data: dict[str, Any], recipe: str | None, overrides: list[str] | N
         if not settings.dry_run:
             preflight.check_tracking(vars(settings.tracking))
             targets.check(settings.eval)
+            if settings.search.strategy != "grid":
+                searching.check_storage(settings, pinned_keys(overrides or []))
             executor.prepare({n.stage: settings.resources[n.stage] for n in the_plan.nodes.values()
                               if n.stage in settings.resources})
     except ConfigError as err:
@@ -154,12 +156,13 @@ def _prepared(settings: Settings, the_plan: Plan, keying: Keying, executor: Exec
     """The rest of a sweep once everything it needs answered: the plan (dry run) or the computation."""
     keying.fingerprints.save()
     cache = open_cache(settings.cache.dir)
-    searching = settings.search.strategy != "grid"
+    is_search = settings.search.strategy != "grid"
     if settings.dry_run:
-        if searching:
+        if is_search:
             from orchestrator.stages import REGISTRY
 
-            print(search.describe(dict(settings.data), settings.search, pinned, REGISTRY, *_study(settings, pinned)))
+            print(space.describe(dict(settings.data), settings.search, pinned, REGISTRY,
+                                 *searching.study_of(settings, pinned)))
         else:
             print_plan(the_plan, cache)
         return 0
@@ -170,20 +173,13 @@ def _prepared(settings: Settings, the_plan: Plan, keying: Keying, executor: Exec
              f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); {preflight.LOCAL_HINT}")
         return 2
     book = Logbook(tracker, settings.tracking.uri)
-    if searching:
+    if is_search:
         return _execute(settings, Plan(), cache, book, executor, (keying, pinned))
     return _execute(settings, the_plan, cache, book, executor)
 
 
-def _study(settings: Settings, pinned: frozenset[str]) -> tuple[str, str]:
-    """(storage, name) of the search's study."""
-    t = settings.tracking
-    return (study.storage_url(t.uri, t.enabled, settings.cache.dir),
-            study.study_name(settings.title, dict(settings.data), settings.search, pinned))
-
-
 def _execute(settings: Settings, the_plan: Plan, cache: Cache, book: Logbook, executor: Executor,
-             searching: tuple[Keying, frozenset[str]] | None = None) -> int:
+             search_with: tuple[Keying, frozenset[str]] | None = None) -> int:
     from orchestrator.tasks import TASKS
 
     tracker = book.tracker
@@ -224,8 +220,8 @@ def _execute(settings: Settings, the_plan: Plan, cache: Cache, book: Logbook, ex
                   counts=True)
 
     try:
-        if searching:
-            _search(settings, the_plan, *searching, lambda p: execute(p, make_job, on_start, on_result,
+        if search_with:
+            searching.run(settings, the_plan, *search_with, lambda p: execute(p, make_job, on_start, on_result,
                                                                       executor=executor), results, tracker)
         else:
             execute(the_plan, make_job, on_start, on_result, executor=executor)
@@ -246,26 +242,6 @@ def _execute(settings: Settings, the_plan: Plan, cache: Cache, book: Logbook, ex
         if version:
             print(f"Registered {row.label} as {name} version {version} in the MLflow Model Registry")
     return _finish(the_plan, results, book, time.perf_counter() - start, render(report))
-
-
-def _search(settings: Settings, the_plan: Plan, keying: Keying, pinned: frozenset[str], run_plan: Any,
-            results: dict[str, NodeResult], tracker: Any) -> None:
-    """Run the search's trials through `run_plan` (the grid's executor); `the_plan` gathers their nodes."""
-    from orchestrator.stages import REGISTRY
-    from orchestrator.tasks import TASKS
-
-    objectives = search.objectives(settings.search, TASKS[settings.task].quality)
-    driver = search.Search(dict(settings.data), settings.search, REGISTRY, TASKS, pinned, keying, objectives)
-    driver.plan = the_plan
-    the_study = driver.open(*_study(settings, pinned))
-
-    def on_trial(leaf: str, point: search.Point) -> None:
-        if tracker:
-            tracker.trials.setdefault(leaf, (point.number, point.params))
-
-    driver.run(the_study, run_plan, results, on_trial)
-    if tracker:  # the trials and what mattered, on the parent run
-        tracker.log_report({}, {"search.md": study.summary(the_study, objectives)}, [], {}, {})
 
 
 def _finish(the_plan: Plan, results: dict[str, NodeResult], book: Logbook, wall: float, table: str) -> int:

@@ -19,11 +19,13 @@ SAMPLERS = ("tpe", "nsga2", "random")
 QUALITY = "quality"  # an objective that means the task's own quality metric, in its own direction
 DIRECTIONS = ("minimize", "maximize")
 RANGE_KEYS = frozenset({"low", "high", "step", "log"})
+STORAGES = ("sqlite:///", "postgresql", "mysql")  # the RDB URLs Optuna's storage takes (SQLAlchemy's)
 
 
 @dataclass
 class SearchConfig:
-    """How the space is walked (see the module doc); `parallel`: trials planned and computed together."""
+    """How the space is walked (see the module doc); `parallel`: trials planned and computed together;
+    `storage`: the study's database URL (None: beside a SQLite tracking store, else in the cache folder)."""
 
     strategy: str = "grid"
     trials: int | None = None
@@ -32,6 +34,7 @@ class SearchConfig:
     seed: int | None = None
     objectives: list[Any] = field(default_factory=lambda: [{QUALITY: "auto"}, {"latency_p50_ms": "minimize"}])
     parallel: int = 1
+    storage: str | None = None
 
     def __post_init__(self) -> None:
         check_choice("strategy", self.strategy, STRATEGIES)
@@ -44,6 +47,9 @@ class SearchConfig:
             raise ConfigError("timeout_minutes", self.timeout_minutes, "must be > 0")
         if self.strategy == "optuna" and not self.trials and self.timeout_minutes is None:
             raise ConfigError("trials", self.trials, "a search needs a budget: trials > 0 and/or timeout_minutes")
+        if self.storage is not None and not str(self.storage).startswith(STORAGES):
+            raise ConfigError("storage", self.storage, "must be a database URL: sqlite:///PATH, "
+                              "postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB (team mode) or mysql://...")
         if not self.objectives:
             raise ConfigError("objectives", self.objectives, "name at least one metric with a direction")
         for i, item in enumerate(self.objectives):
@@ -149,14 +155,18 @@ def search_config(cfg: dict[str, Any]) -> SearchConfig:
     return build("search", SearchConfig, cfg.get("search") or {})
 
 
-def grid_size(chains: int, space: list[Axis]) -> int | None:
-    """How many points the full grid has (chains x every axis), None where a range is continuous."""
-    total = chains
-    for ax in space:
-        values = ax.values()
-        if values is None:
-            return None
-        total *= len(values)
+def grid_size(per_chain: list[list[Axis]]) -> int | None:
+    """How many leaves the full grid has: per chain, the product of the axes that can change it, summed;
+    None where a range is continuous."""
+    total = 0
+    for space in per_chain:
+        points = 1
+        for ax in space:
+            values = ax.values()
+            if values is None:
+                return None
+            points *= len(values)
+        total += points
     return total
 
 

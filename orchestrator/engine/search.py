@@ -4,27 +4,35 @@ them, so a prefix another trial computed is a cache hit and a chain an earlier t
 
 A trial whose chain meets a failed node fails; one that meets a gated (or thereby skipped) node is pruned; the
 rest are told the leaf's measured objectives. The study lives in Optuna's RDB storage under a name derived from
-the recipe and its settings, so the same command run again continues it. Optuna is imported here only.
+the recipe and its settings, so the same command run again continues it, and processes on several machines
+given one storage (the team's PostgreSQL) share it: each trial carries its owner (host:pid) and a heartbeat,
+so a trial whose process died (a dead pid on this host, or no heartbeat for GRACE_S) is closed as failed and
+its point asked again, while another live process's trials are left alone and count against the budget.
+Optuna is imported here only.
 """
 
 from __future__ import annotations
 
-import copy
+import contextlib
+import os
+import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.config.search import DIRECTIONS, Axis, SearchConfig, axes, grid_size, snap
+from orchestrator.config.search import DIRECTIONS, Axis, SearchConfig, snap
 from orchestrator.engine.executors.base import FAILED, NodeResult
-from orchestrator.engine.plan import BASELINE, Keying, Plan, Variant, check_chain, orderings, plan
+from orchestrator.engine.plan import BASELINE, Keying, Plan, Variant
+from orchestrator.engine.space import ORDERING, chain_label, check_space, merge, plan_point
 from orchestrator.errors import ConfigError
 
-ORDERING = "ordering"  # the trial parameter that picks the chain
 TRIAL = "orchestrator.trial"  # the leaf run's tag (see orchestrator.tracking.tracker)
-TASKS_OWN = "the task's own direction"
 REDOES = "redoes"  # the user attr of a trial that asks again the point of one a killed process left running
+OWNER, ALIVE = "owner", "alive"  # user attrs: the process computing a trial (host:pid), its last heartbeat
+BEAT_S, GRACE_S = 20.0, 180.0  # a live process beats every BEAT_S; a trial silent for GRACE_S is stale
 
 
 @dataclass
@@ -44,85 +52,6 @@ class Point:
 
 def _primitive(values: tuple[Any, ...]) -> bool:
     return all(v is None or isinstance(v, (bool, int, float, str)) for v in values)
-
-
-def chain_label(chain: list[str]) -> str:
-    """A chain as its categorical choice names it."""
-    return ">".join(chain) or BASELINE
-
-
-def check_space(cfg: dict[str, Any], pinned: frozenset[str],
-                registry: dict[str, type]) -> tuple[list[list[str]], list[Axis]]:
-    """The chains and the axes some chain can use; ConfigError naming the key when there is nothing to search."""
-    chains = orderings(cfg)
-    space = [ax for ax in axes(cfg, pinned) if any(_applies(ax.key, c, registry) for c in chains)]
-    if len(chains) < 2 and all(len(ax.values() or (0, 1)) < 2 for ax in space):
-        raise ConfigError("search.strategy", "optuna", "the space has a single point: give several orderings "
-                          "or a sweep: axis with more than one value for a stage of the chain")
-    return chains, space
-
-
-def point_config(cfg: dict[str, Any], chain: list[str], values: dict[str, Any]) -> dict[str, Any]:
-    """The config of one point: its chain as the only ordering, each axis swept over its one value."""
-    point = copy.deepcopy(cfg)
-    point["orderings"], point["pipeline"] = [list(chain)], list(chain)
-    point["sweep"] = {k: [v] for k, v in values.items()}
-    return point
-
-
-def _applies(key: str, chain: list[str], registry: dict[str, type]) -> bool:
-    """Whether axis `key` can change `chain` (a stage's setting only where the chain runs that stage)."""
-    from orchestrator.engine.plan import _names
-
-    parts = key.split(".")
-    names = _names(check_chain(chain, registry, ORDERING), registry)
-    return parts[0] != "stages" or len(parts) < 3 or parts[1] in {*names, BASELINE}
-
-
-def plan_point(cfg: dict[str, Any], chain: list[str], values: dict[str, Any], registry: dict[str, type],
-               tasks: dict[str, type], pinned: frozenset[str], keying: Keying | None) -> Plan:
-    """The plan of one point by the very planner a grid uses (axes a chain lacks leave it unchanged)."""
-    used = {k: v for k, v in values.items() if _applies(k, chain, registry)}
-    mine = frozenset(k for k in pinned if _applies(k, chain, registry))
-    return plan(point_config(cfg, chain, used), registry, tasks, mine, keying)
-
-
-def merge(into: Plan, other: Plan) -> None:
-    """Add `other`'s nodes and variants to `into` (a leaf once)."""
-    for key, node in other.nodes.items():
-        into.nodes.setdefault(key, node)
-    leaves = into.leaves()
-    into.variants.extend(v for v in other.variants if v.leaf not in leaves)
-
-
-def probe_plan(cfg: dict[str, Any], registry: dict[str, type], tasks: dict[str, type],
-               pinned: frozenset[str] = frozenset(), keying: Keying | None = None) -> Plan:
-    """Validate a search before any compute: every chain with every axis at each listed value and at both ends
-    of each range (one axis at a time, the rest at the recipe's values); returns those points' plan (the
-    preflight checks its tasks, the executor its stages)."""
-    out = Plan()
-    merge(out, plan({**cfg, "sweep": {}}, registry, tasks, pinned, keying))
-    check_space(cfg, pinned, registry)
-    for ax in axes(cfg, pinned):
-        values = ax.values() if not ax.is_range else [snap(ax.low, ax.integer), snap(ax.high, ax.integer)]
-        merge(out, plan({**cfg, "sweep": {ax.key: values}}, registry, tasks, pinned, keying))
-    return out
-
-
-def describe(cfg: dict[str, Any], search: SearchConfig, pinned: frozenset[str], registry: dict[str, type],
-             storage: str, name: str) -> str:
-    """The dry run's account of a search: the space, its size as a grid, the budget, the study."""
-    chains, space = check_space(cfg, pinned, registry)
-    size = grid_size(len(chains), space)
-    lines = [f"search: {search.sampler} sampler over {len(chains)} orderings x {len(space)} axes",
-             f"  {ORDERING}: " + ", ".join(chain_label(c) for c in chains), *(f"  {a.describe()}" for a in space),
-             f"  as a grid: {size if size is not None else 'infinite (a continuous range)'} points",
-             f"  budget: {search.trials or 'unlimited'} trials"
-             + (f", {search.timeout_minutes:g} minutes" if search.timeout_minutes else "")
-             + f", {search.parallel} in flight",
-             "  objectives: " + ", ".join(f"{m} ({d if d in DIRECTIONS else TASKS_OWN})" for m, d in search.metrics),
-             f"  study: {name} in {storage}"]
-    return "\n".join(lines)
 
 
 def _sampler(search: SearchConfig, seed: int) -> Any:
@@ -187,12 +116,7 @@ class Search:
         """Replay the study's completed trials from the cache, then run new ones until the budget is spent."""
         from optuna.trial import TrialState
 
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # left by a killed process
-            if t.params:  # its point is asked again (from the cache where its nodes were computed)
-                study.enqueue_trial(t.params, user_attrs={REDOES: t.number})
-            study.tell(t.number, state=TrialState.FAIL)
-            self.say(f"search: trial #{t.number} was left running by an earlier process: closed as failed"
-                     + (", its point asked again" if t.params else ""))
+        self._close_stale(study)
         done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
         if done:
             self.say(f"search: continuing study {study.study_name}: {len(done)} completed trials, from the cache")
@@ -200,20 +124,39 @@ class Search:
             self._batch(points, run_plan, results, on_trial)
         budget = self.search.trials or None
         deadline = time.monotonic() + 60 * self.search.timeout_minutes if self.search.timeout_minutes else None
-        finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-        trials = study.get_trials(deepcopy=False)
-        redone = {t.user_attrs[REDOES] for t in trials if REDOES in t.user_attrs}  # not counted twice
-        count = sum(t.state in finished and t.number not in redone for t in trials)
-        while (budget is None or count < budget) and (deadline is None or time.monotonic() < deadline):
-            trials = [study.ask() for _ in range(min(self.search.parallel, (budget or count + 1) - count))]
-            points = [_suggest(t, self.chains, self.space) for t in trials]
-            for t, p in zip(trials, points, strict=True):
-                t.set_user_attr("chain", p.chain)
-                t.set_user_attr("values", p.values)
-            leaves = self._batch(points, run_plan, results, on_trial)
-            for trial, point, leaf in zip(trials, points, leaves, strict=True):
-                count += 1
-                self._tell(study, trial, point, leaf, results, count, budget)
+        with _Heartbeat() as heart:
+            while deadline is None or time.monotonic() < deadline:
+                self._close_stale(study)
+                finished, running = _spent(study)
+                room = self.search.parallel if budget is None else min(self.search.parallel,
+                                                                       budget - finished - running)
+                if room <= 0:
+                    break
+                trials = [study.ask() for _ in range(room)]
+                points = [_suggest(t, self.chains, self.space) for t in trials]
+                for t, p in zip(trials, points, strict=True):
+                    for key, value in ((OWNER, _ME), (ALIVE, time.time()), ("chain", p.chain), ("values", p.values)):
+                        t.set_user_attr(key, value)
+                    heart.trials[t.number] = t
+                leaves = self._batch(points, run_plan, results, on_trial)
+                for trial, point, leaf in zip(trials, points, leaves, strict=True):
+                    heart.trials.pop(trial.number, None)
+                    self._tell(study, trial, point, leaf, results, budget)
+
+    def _close_stale(self, study: Any) -> None:
+        """Close the trials a dead process left running (failed), asking their points again."""
+        from optuna.trial import TrialState
+
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if not _stale(t):
+                continue
+            with contextlib.suppress(Exception):  # another process may close it first: once is enough
+                study.tell(t.number, state=TrialState.FAIL)
+                if t.params:  # its point is asked again (from the cache where its nodes were computed)
+                    study.enqueue_trial(t.params, user_attrs={REDOES: t.number})
+                self.say(f"search: trial #{t.number} was left running by a process that is gone "
+                         f"({t.user_attrs.get(OWNER, 'unknown')}): closed as failed"
+                         + (", its point asked again" if t.params else ""))
 
     def _batch(self, points: list[Point], run_plan: Callable[[Plan], None], results: dict[str, NodeResult],
                on_trial: Callable[[str, Point], None]) -> list[str | None]:
@@ -244,7 +187,7 @@ class Search:
                                       if n.key in results)
 
     def _tell(self, study: Any, trial: Any, point: Point, leaf: str | None, results: dict[str, NodeResult],
-              count: int, budget: int | None) -> None:
+              budget: int | None) -> None:
         """Tell Optuna how the trial ended, and say it on the progress stream."""
         from optuna.trial import TrialState
 
@@ -267,6 +210,7 @@ class Search:
                 study.tell(trial, [float(metrics[m]) for m, _ in self.objectives])
                 how = " ".join(f"{m}={metrics[m]:.4g}" for m, _ in self.objectives)
         label = next((v.label for v in self.plan.variants if v.leaf == leaf), chain_label(point.chain))
+        count = _spent(study)[0]
         self.say(f"trial {count}/{budget or '∞'} (#{point.number}) {label}: {how}; {self._best(study)}")
 
     def _best(self, study: Any) -> str:
@@ -280,6 +224,60 @@ class Search:
         pick = max if direction == "maximize" else min
         best = f"best so far: {metric}={pick(t.values[0] for t in done):.4g}"
         return best if len(self.objectives) == 1 else f"{best}, Pareto front of {len(study.best_trials)}"
+
+
+_ME = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _spent(study: Any) -> tuple[int, int]:
+    """(finished trials, trials running in other live processes) of the budget; a trial that was redone
+    after its process died counts once, as its redo."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    redone = {t.user_attrs[REDOES] for t in trials if REDOES in t.user_attrs}
+    finished = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+                   and t.number not in redone for t in trials)
+    return finished, sum(t.state == TrialState.RUNNING for t in trials)
+
+
+def _stale(trial: Any) -> bool:
+    """Whether a running trial's process is gone: a dead pid on this host, else no heartbeat for GRACE_S."""
+    host, _, pid = str(trial.user_attrs.get(OWNER, "")).rpartition(":")
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, another user's
+            return False
+        return False
+    last = trial.user_attrs.get(ALIVE) or (trial.datetime_start.timestamp() if trial.datetime_start else 0.0)
+    return time.time() - float(last) > GRACE_S
+
+
+class _Heartbeat:
+    """A thread that stamps this process's running trials every BEAT_S, so other processes sharing the
+    study see them alive (a node may compute for many minutes)."""
+
+    def __init__(self) -> None:
+        self.trials: dict[int, Any] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="search-heartbeat", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(BEAT_S):
+            for trial in list(self.trials.values()):
+                with contextlib.suppress(Exception):  # a busy database: the next beat will do
+                    trial.set_user_attr(ALIVE, time.time())
 
 
 def objectives(search: SearchConfig, quality: Any) -> list[tuple[str, str]]:

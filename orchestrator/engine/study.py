@@ -20,9 +20,11 @@ def study_name(title: str, cfg: dict[str, Any], search: SearchConfig, pinned: fr
     return f"{title}-{digest(data)[:12]}"
 
 
-def storage_url(tracking_uri: str, tracking_on: bool, cache_dir: str) -> str:
-    """Where the study lives: beside a SQLite tracking store, else in the cache folder (this machine's mirror
-    of a remote one)."""
+def storage_url(tracking_uri: str, tracking_on: bool, cache_dir: str, storage: str | None = None) -> str:
+    """Where the study lives: `search.storage` when given (the team's PostgreSQL), else beside a SQLite
+    tracking store, else in the cache folder (this machine's mirror of a remote one)."""
+    if storage:
+        return storage
     if tracking_on and tracking_uri.startswith("sqlite:///"):
         return f"sqlite:///{Path(tracking_uri.removeprefix('sqlite:///')).resolve().parent / 'search.db'}"
     folder = mirror_dir(cache_dir) if is_url(cache_dir) else Path(cache_dir)
@@ -30,11 +32,26 @@ def storage_url(tracking_uri: str, tracking_on: bool, cache_dir: str) -> str:
     return f"sqlite:///{folder.resolve() / 'search.db'}"
 
 
+def importances(study: Any) -> dict[str, float]:
+    """Optuna's fANOVA importance of each sampled parameter for the first objective ({} while too few
+    completed trials, or a single distinct point, let it tell)."""
+    import optuna
+
+    try:
+        return dict(optuna.importance.get_param_importances(study, target=lambda t: t.values[0]))
+    except (RuntimeError, ValueError):
+        return {}
+
+
+def trials(study: Any) -> list[tuple[int, str, list[float] | None]]:
+    """(number, state, objective values or None) of every trial, in order."""
+    return [(t.number, t.state.name.lower(), list(t.values) if t.values else None)
+            for t in study.get_trials(deepcopy=False)]
+
+
 def summary(study: Any, objectives: list[tuple[str, str]]) -> str:
     """The study as Markdown: every trial (state, sampled values, objective values) and, where Optuna can tell
     from the completed trials, which parameters mattered for the first objective (its fANOVA importance)."""
-    import optuna
-
     names = [m for m, _ in objectives]
     lines = [f"# Search: study {study.study_name}", "",
              "| trial | state | " + " | ".join(names) + " | sampled |", "|---|---|" + "---|" * len(names) + "---|"]
@@ -42,10 +59,7 @@ def summary(study: Any, objectives: list[tuple[str, str]]) -> str:
         values = [f"{v:.4g}" for v in t.values] if t.values else [""] * len(names)
         sampled = ", ".join(f"{k}={v}" for k, v in t.params.items())
         lines.append(f"| {t.number} | {t.state.name.lower()} | " + " | ".join(values) + f" | {sampled} |")
-    try:
-        importance = optuna.importance.get_param_importances(study, target=lambda t: t.values[0])
-    except (RuntimeError, ValueError):  # too few completed trials, or a single distinct point
-        importance = {}
+    importance = importances(study)
     if importance:
         lines += ["", f"Parameter importance for {names[0]} (fANOVA):", ""]
         lines += [f"- {k}: {v:.3f}" for k, v in importance.items()]
