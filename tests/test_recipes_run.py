@@ -29,8 +29,10 @@ REDUCED: dict[str, list[str]] = {
     "llm_deploy": [],  # likewise
     "llm_runtimes": [],  # likewise, in test_llm_runtimes.py
     "tiny_tweets": [],  # a text-encoder recipe: run on the tiny BERT in test_trim.py
+    "search_tweets": [],  # likewise (a search of 3 trials)
 }
-LM_RECIPES = ("ordering_study_llm", "llm_deploy", "llm_runtimes", "tiny_tweets")  # (not run on digits here)
+# (not run on digits here)
+LM_RECIPES = ("ordering_study_llm", "llm_deploy", "llm_runtimes", "tiny_tweets", "search_tweets")
 
 
 def test_every_shipped_recipe_has_a_reduced_run_here() -> None:

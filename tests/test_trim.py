@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -234,3 +235,21 @@ def test_the_tiny_tweets_recipe_runs_on_a_users_encoder(files: dict[str, str], s
     assert len(table) == 7 and table["baseline"]["x smaller"] == 1 and table["baseline"]["drop pts"] == 0
     chain = [r for name, r in table.items() if name.startswith("trim>prune>distill>quantize")]
     assert len(chain) == 2 and all(r["x smaller"] > 1 for r in chain)
+
+
+@pytest.mark.slow
+def test_the_search_tweets_recipe_searches_a_users_encoder(files: dict[str, str], store: dict[str, str]) -> None:
+    """The search recipe on the tiny BERT: its space counted per chain, then 3 trials end to end."""
+    tiny = ("task=hf", f"task.model={files['model']}", f"task.dataset={files['dataset']}", "task.text_column=review",
+            "task.label_column=mood", "task.test_size=90", "task.val_size=30", "task.train_size=150",
+            "task.max_length=16", "task.lr=2e-3", "task.batch_size=8", "stages.distill.transfer=60",
+            "stages.distill.epochs=1", "stages.distill.lr=1e-3", "stages.quantize.block_size=16",
+            "tracking.log_models=false")
+    dry = run_cli(store, "+recipe=search_tweets", *tiny, "dry_run=true")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert "as a grid: 120 points" in dry.stdout and "budget: 16 trials" in dry.stdout
+    proc = run_cli(store, "+recipe=search_tweets", *tiny, "search.trials=3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "trial 3/3" in proc.stderr and "Recommended" in proc.stdout
+    nodes, executed = map(int, re.search(r"(\d+) unique nodes: (\d+) stage executions", proc.stdout).groups())
+    assert executed == nodes
