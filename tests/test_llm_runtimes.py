@@ -58,17 +58,18 @@ def test_gguf_leaves_are_measured_in_llamacpp_on_the_same_axes(runtimes) -> None
         assert wanted <= set(run.data.metrics), (variant, sorted(run.data.metrics))
         assert run.data.metrics["runtime_token_agreement"] == 1.0  # our tokenizer, carried by the artifact
     base = runs["baseline"].data.metrics
-    f16 = runs["gguf [type=F16]"].data.metrics
+    f16 = runs["gguf · F16 · llama.cpp"].data.metrics
     # the float model scores the same in llama.cpp as in ONNX Runtime, on the same ids
     assert f16["perplexity"] == pytest.approx(base["perplexity"], rel=0.005)
     assert f16["teacher_agreement"] > 0.98
-    q8, q4 = runs["gguf [type=Q8_0]"].data.metrics, runs["gguf [type=Q4_0]"].data.metrics
+    q8, q4 = runs["gguf · Q8_0 · llama.cpp"].data.metrics, runs["gguf · Q4_0 · llama.cpp"].data.metrics
     assert q8["perplexity"] == pytest.approx(base["perplexity"], rel=0.03)
     assert q4["model_size_mb"] < q8["model_size_mb"] < f16["model_size_mb"]
-    fp32, int4 = runs["genai [precision=fp32]"].data.metrics, runs["genai [precision=int4]"].data.metrics
+    fp32 = runs["genai · fp32 · ONNX Runtime GenAI"].data.metrics
+    int4 = runs["genai · int4 · ONNX Runtime GenAI"].data.metrics
     assert fp32["perplexity"] == pytest.approx(base["perplexity"], rel=0.005)
     assert int4["model_size_mb"] < 0.6 * fp32["model_size_mb"]
-    assert "gguf [type=Q4_0]" in stdout  # the report ranks the GGUF leaves with the ONNX ones
+    assert "gguf · Q4_0 · llama.cpp" in stdout  # the report ranks the GGUF leaves with the ONNX ones
 
 
 def test_each_gguf_has_an_ollama_modelfile_and_is_logged_as_the_node_model(runtimes) -> None:
@@ -80,7 +81,7 @@ def test_each_gguf_has_an_ollama_modelfile_and_is_logged_as_the_node_model(runti
         assert not list(folder.glob("*.tmp"))  # the F16 intermediate is gone
     from mlflow.tracking import MlflowClient
 
-    run = _by_variant(store)["gguf [type=Q4_K_M]"]
+    run = _by_variant(store)["gguf · Q4_K_M · llama.cpp"]
     client = MlflowClient(tracking_uri=store["uri"])
     model = client.get_logged_model(run.data.tags["orchestrator.model_id"])
     names = {Path(f.path).name for f in client.list_logged_model_artifacts(model.model_id)}

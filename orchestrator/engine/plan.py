@@ -66,14 +66,19 @@ class Variant:
     pipeline: str
     overrides: dict[str, Any]
     leaf: str
+    deployed: str = ""  # what the leaf ships where the chain does not say it (`Q4_K_M · llama.cpp`)
+    said: str = ""  # the swept key `deployed` already states (not repeated in the brackets)
 
     @property
     def label(self) -> str:
-        """Pipeline plus the swept values, e.g. `prune>quantize [ratio=0.3 mode=int8]`."""
-        if not self.overrides:
-            return self.pipeline
-        vals = " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in self.overrides.items())
-        return f"{self.pipeline} [{vals}]"
+        """Pipeline plus the swept values, e.g. `prune>quantize [ratio=0.3 mode=int8]`, then what it ships
+        when a runtime stage ends it (`prune>gguf [ratio=0.3] · Q4_K_M · llama.cpp`)."""
+        tail = f" · {self.deployed}" if self.deployed else ""
+        shown = {k: v for k, v in self.overrides.items() if k != self.said}
+        if not shown:
+            return self.pipeline + tail
+        vals = " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in shown.items())
+        return f"{self.pipeline} [{vals}]{tail}"
 
 
 @dataclass
@@ -254,7 +259,10 @@ def plan(cfg: dict[str, Any], registry: dict[str, type], tasks: dict[str, type],
             node = _add_chain(result, root, ">".join(chain) or BASELINE, steps, params, registry,
                               tasks[task["name"]], keying)
             used = {k: v for k, v in overrides.items() if _applies(k, _names(steps, registry))}
-            result.variants.append(Variant(">".join(chain) or BASELINE, used, node.key))
+            leaf = registry[node.stage] if node.parent else None
+            result.variants.append(Variant(">".join(chain) or BASELINE, used, node.key,
+                                           leaf.deployed_as(node.params) if leaf else "",
+                                           f"stages.{node.stage}.{leaf.ships}" if leaf and leaf.ships else ""))
     result.variants = _dedupe(result.variants)
     return result
 

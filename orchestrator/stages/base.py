@@ -92,6 +92,14 @@ class Stage:
         """
         return own
 
+    ships: ClassVar[str] = ""  # the param that names what a variant ending here ships (a runtime stage's type)
+
+    @classmethod
+    def deployed_as(cls, params: dict[str, Any]) -> str:
+        """What a variant ending in this stage ships, for its label (a runtime stage: its format and runtime,
+        `Q4_K_M · llama.cpp`); '' where the chain already says it."""
+        return ""
+
     @classmethod
     def check_task(cls, params: Any, task_cls: type) -> None:
         """Raise ConfigError, before any compute, if `params` need something the task class lacks."""
@@ -112,6 +120,12 @@ class RuntimeStage(Stage):
 
     consumes = TORCH
     made_as: ClassVar[str]  # what a refusal says the model cannot be: "written as GGUF"
+    runtime: ClassVar[str]  # the runtime that measures (and a user deploys) the format, for labels
+
+    @classmethod
+    def deployed_as(cls, params: dict[str, Any]) -> str:
+        """`Q4_K_M · llama.cpp`: the `ships` param's value and the runtime."""
+        return f"{params.get(cls.ships, '')} · {cls.runtime}"
 
     @classmethod
     def runtime_missing(cls) -> str | None:

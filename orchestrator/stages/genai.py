@@ -58,6 +58,8 @@ class GenAIStage(RuntimeStage):
     version = "1"
     produces = GENAI
     made_as = "built for ONNX Runtime GenAI"
+    runtime = "ONNX Runtime GenAI"
+    ships = "precision"
     Params = GenAIParams
     libraries = ("torch", "transformers", "onnxruntime-genai", "onnxruntime", "onnx")
 

@@ -45,6 +45,8 @@ class GGUFStage(RuntimeStage):
     version = "1"
     produces = GGUF
     made_as = "written as GGUF"
+    runtime = "llama.cpp"
+    ships = "type"
     Params = GGUFParams
     libraries = ("torch", "transformers", "gguf", "numpy", RUNTIME)
 
