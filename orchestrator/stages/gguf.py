@@ -23,14 +23,16 @@ from orchestrator.stages.base import RuntimeStage, StageContext, StageOutput
 
 GGUF = "gguf"
 # llama.cpp's file types we offer: F32/F16 are written directly, the rest by llama.cpp's quantizer
-TYPES = ("F32", "F16", "Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0")
+TYPES = ("F32", "F16", "Q8_0", "Q6_K", "Q5_K_M", "Q5_0", "Q4_K_M", "Q4_K_S", "Q4_1", "Q4_0", "IQ4_NL")
 RUNTIME = "npm:@node-llama-cpp/linux-x64"  # the prebuilt llama.cpp (its version is in every gguf node's key)
 
 
 @dataclass
 class GGUFParams:
     """type: the llama.cpp file type of the GGUF (Ollama's default is Q4_K_M; Q8_0 keeps the float model's
-    quality; F16/F32 are the unquantized conversion)."""
+    quality; F16/F32 are the unquantized conversion). K-quants work on rows in blocks of 256 and fall back to
+    other types where a row is not a multiple of 256; Q4_0 / Q4_1 / Q5_0 / IQ4_NL (a non-linear 4-bit grid)
+    use blocks of 32."""
 
     type: str = "Q4_K_M"
 
