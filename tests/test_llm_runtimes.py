@@ -5,6 +5,7 @@ quantized artifacts shrink, the report ranks every format together, and bad inpu
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -153,6 +154,31 @@ def test_a_gguf_whose_rebuilt_tokenizer_splits_text_otherwise_is_refused(tmp_pat
     from orchestrator.tasks.lm.tokcheck import compare
 
     assert compare(str(tmp_path / "same.gguf"), "", "text")["agreement"] == 1.0
+
+
+def test_the_tokenizer_comparison_is_kept_until_the_gguf_changes(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The comparison costs seconds at every preflight: it is kept per file (size, mtime), corpus and libraries."""
+    import subprocess
+
+    from orchestrator.artifacts import gguf_write
+    from orchestrator.tasks.lm import checks
+    from orchestrator.tasks.lm.tinylm import TinyLM, TinyLMParams
+
+    monkeypatch.setenv("ORCHESTRATOR_HOME", str(tmp_path / "home"))
+    task = TinyLM(TinyLMParams(vocab_size=512, hidden_size=32, layers=2, ffn=64, context=64), 0)
+    path = tmp_path / "m.gguf"
+    gguf_write.write(task.load_pretrained(), task.tokenizer, path, "F16")
+    params = type("P", (), {"dataset": "", "text_column": "text"})()
+    runs = []
+    real = subprocess.run
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: runs.append(a) or real(*a, **k))
+    checks.check_gguf_tokenizer(params, path)
+    checks.check_gguf_tokenizer(params, path)
+    assert len(runs) == 1 and len(list((tmp_path / "home" / "tokcheck").glob("*.json"))) == 1
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))  # the file changed
+    checks.check_gguf_tokenizer(params, path)
+    assert len(runs) == 2
 
 
 def test_a_genai_precision_the_builder_does_not_offer_is_refused(tmp_path: Path) -> None:

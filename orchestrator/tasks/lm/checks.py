@@ -49,24 +49,54 @@ def check_gguf_tokenizer(params: Any, path: Path) -> None:
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "orchestrator.tasks.lm.tokcheck", str(path), params.dataset, params.text_column]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    except subprocess.TimeoutExpired:
-        done = None
-    lines = done.stdout.strip().splitlines() if done is not None and done.returncode == 0 else []
-    if not lines:
-        why = "timed out" if done is None else (done.stderr.strip().splitlines() or ["no output"])[-1]
-        print(f"note: task.model={path}: its tokenizer was not compared with llama.cpp's ({why[:200]})",
-              file=sys.stderr)
-        return
-    found = json.loads(lines[-1])
+    memo = _memo(params, path)
+    found = json.loads(memo.read_text()) if memo.is_file() else None
+    if found is None:
+        cmd = [sys.executable, "-m", "orchestrator.tasks.lm.tokcheck", str(path), params.dataset, params.text_column]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        except subprocess.TimeoutExpired:
+            done = None
+        lines = done.stdout.strip().splitlines() if done is not None and done.returncode == 0 else []
+        if not lines:
+            why = "timed out" if done is None else (done.stderr.strip().splitlines() or ["no output"])[-1]
+            print(f"note: task.model={path}: its tokenizer was not compared with llama.cpp's ({why[:200]})",
+                  file=sys.stderr)
+            return
+        found = json.loads(lines[-1])
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        memo.write_text(json.dumps(found))
     if found["agreement"] < MIN_TOKEN_AGREEMENT:
         raise ConfigError("task.model", str(path), f"the tokenizer transformers rebuilds from this GGUF splits the "
                           f"test text unlike the GGUF's own in llama.cpp (only {found['agreement']:.1%} of ids agree; "
                           f"{found['transformers_ids']:,} ids vs {found['gguf_ids']:,}): every perplexity would "
                           "describe other tokens than a llama.cpp or Ollama user's; give the model as a "
                           "save_pretrained folder with its tokenizer files instead")
+
+
+def _memo(params: Any, path: Path) -> Path:
+    """Where the comparison of this GGUF on this text is kept: it takes seconds at every preflight and only a
+    change of the file, the corpus or the libraries doing it can change it (`$ORCHESTRATOR_HOME/tokcheck/`)."""
+    import hashlib
+    import json
+    import os
+    from importlib.metadata import PackageNotFoundError, version
+
+    from orchestrator.artifacts.llamacpp import PACKAGE_DIR
+
+    def stat(p: str | Path) -> list[object]:
+        q = Path(p)
+        return [str(q.resolve()), q.stat().st_size, q.stat().st_mtime_ns] if str(p) and q.is_file() else [str(p)]
+
+    try:
+        libs = [version("transformers"), version("tokenizers")]
+    except PackageNotFoundError:
+        libs = []
+    package = PACKAGE_DIR / "package.json"
+    what = [stat(path), stat(params.dataset), params.text_column, libs,
+            package.read_text() if package.is_file() else os.environ.get("ORCHESTRATOR_LLAMA_LIB", "")]
+    home = Path(os.environ.get("ORCHESTRATOR_HOME") or Path.home() / ".cache" / "orchestrator")
+    return home / "tokcheck" / f"{hashlib.sha256(json.dumps(what).encode()).hexdigest()[:24]}.json"
 
 
 def check_corpus(params: Any, path: Path) -> None:
