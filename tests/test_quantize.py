@@ -202,3 +202,65 @@ def test_gptq_is_refused_on_a_kv_cache_language_model() -> None:
     with pytest.raises(ConfigError, match="stages.quantize.algorithm"):
         Quantize.check_task(QuantizeParams(mode="int4", algorithm="gptq"), LM)
     Quantize.check_task(QuantizeParams(mode="int4", algorithm="k_quant"), LM)
+
+
+def _attention_like(path: Path, mask: float = 0.0) -> None:
+    """x @ w1 = h; h @ h^T (two activations, as attention scores) + mask; @ h; @ w2. `mask` fills half of
+    an added constant (an attention mask is -3.4e38 where a token is padding)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    add = np.zeros((1, 1, 8), np.float32)  # 3-D like a transformer's (2-D lets the pre-processing make Gemms)
+    add[0, 0, 4:] = mask
+    inits = [numpy_helper.from_array(rng.normal(size=(16, 16)).astype(np.float32), n) for n in ("w1", "w2")]
+    inits.append(numpy_helper.from_array(add, "mask"))
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="weight1"),
+             helper.make_node("Transpose", ["h"], ["ht"], perm=[0, 2, 1]),
+             helper.make_node("MatMul", ["h", "ht"], ["s"], name="scores"),
+             helper.make_node("Add", ["s", "mask"], ["sm"]),
+             helper.make_node("Softmax", ["sm"], ["p"], axis=-1),
+             helper.make_node("MatMul", ["p", "h"], ["c"], name="context"),
+             helper.make_node("MatMul", ["c", "w2"], ["y"], name="weight2")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+class _Rows:
+    def onnx_batches(self, split: str, batch_size: int) -> Any:
+        rng = np.random.default_rng(1)
+        for _ in range(4):
+            yield {"x": rng.normal(size=(1, 8, 16)).astype(np.float32)}, np.zeros(1)
+
+
+def test_static_int8_quantizes_the_weight_operators_with_uint8_activations(tmp_path: Path) -> None:
+    """Only MatMuls that read a weight get QDQ, activations asymmetric uint8 (U8S8: what x86 kernels fuse);
+    ORT then runs both as integer kernels and the attention-like MatMuls in float."""
+    import onnx
+
+    _attention_like(tmp_path / "m.onnx")
+    out = Quantize(QuantizeParams(mode="int8", method="static", calib_samples=16)).run(ctx(_Rows(), tmp_path / "q"),
+                                                                                       tmp_path / "m.onnx")
+    proto = onnx.load(str(out.model))
+    produced = {o: n for n in proto.graph.node for o in n.output}
+    fed = {n.name: [produced[i].op_type if i in produced else "input" for i in n.input]
+           for n in proto.graph.node if n.op_type == "MatMul"}
+    assert fed["weight1"] == ["DequantizeLinear", "DequantizeLinear"] == fed["weight2"]
+    quantized = {i for n in proto.graph.node if n.op_type == "QuantizeLinear" for i in n.input}
+    assert not quantized & {"s", "sm", "p"}  # the scores, the masked scores, the softmax stay float
+    zero_points = {i.name: i.data_type for i in proto.graph.initializer if i.name.endswith("_zero_point")}
+    activation_zps = [t for name, t in zero_points.items() if not name.startswith("w")]
+    assert activation_zps and set(activation_zps) == {onnx.TensorProto.UINT8}
+    assert out.metrics["ort_int_kernels"] >= 2 and out.metrics["ort_float_kernels"] >= 1, out.metrics
+
+
+@pytest.mark.parametrize("calibration", ["entropy", "percentile"])
+def test_histogram_calibration_survives_an_attention_mask_of_float_extremes(calibration: str,
+                                                                            tmp_path: Path) -> None:
+    """A -3.4e38 mask in a calibrated tensor: the histogram range's width overflowed float32 ("Too many bins")."""
+    _attention_like(tmp_path / "m.onnx", mask=float(np.finfo(np.float32).min))
+    params = QuantizeParams(mode="int8", method="static", calibration=calibration, calib_samples=16)
+    out = Quantize(params).run(ctx(_Rows(), tmp_path / "q"), tmp_path / "m.onnx")
+    y = session(out.model, 1).run(None, {"x": np.ones((1, 8, 16), np.float32)})[0]
+    assert y.shape == (1, 8, 16) and np.isfinite(y).all()

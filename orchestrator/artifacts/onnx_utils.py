@@ -247,3 +247,33 @@ def precision_by_op(path: Path) -> dict[str, float]:
             key = f"ops_{kind[1]}_{kind[0]}"
             out[key] = out.get(key, 0.0) + 1.0
     return out
+
+
+INT8_KERNELS = ("QLinearMatMul", "QLinearConv", "QGemm", "MatMulIntegerToFloat", "DynamicQuantizeMatMul",
+                "MatMulInteger", "ConvInteger", "QAttention", "MatMulNBits", "GatherBlockQuantized")
+FLOAT_KERNELS = ("MatMul", "FusedMatMul", "Gemm", "Conv", "FusedConv")
+
+
+def kernels_after_optimization(path: Path) -> dict[str, float]:
+    """What ONNX Runtime runs once it has optimized the graph as the measurement session does: how many
+    integer kernels its quantized operators were fused into (`ort_int_kernels`), how many float MatMul /
+    Gemm / Conv stayed (`ort_float_kernels`) and how many DequantizeLinear nodes are left in the graph
+    (`ort_dequantize_left`; a QDQ model whose DequantizeLinear nodes feed float kernels runs in float)."""
+    import collections
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        opts.log_severity_level = 3  # its warning about saving an ALL-level graph concerns portability only
+        ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        ops = collections.Counter(n.op_type for n in onnx.load(opts.optimized_model_filepath,
+                                                                load_external_data=False).graph.node)
+    return {"ort_int_kernels": float(sum(ops[k] for k in INT8_KERNELS)),
+            "ort_float_kernels": float(sum(ops[k] for k in FLOAT_KERNELS)),
+            "ort_dequantize_left": float(ops["DequantizeLinear"])}

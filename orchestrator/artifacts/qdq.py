@@ -167,13 +167,14 @@ def _at_least_opset(proto: Any, version: int) -> Any:
 
 @contextmanager
 def safe_histograms() -> Iterator[None]:
-    """While active, ORT's histogram calibrators (entropy, percentile) flush subnormal activations to 0.
+    """While active, ORT's histogram calibrators (entropy, percentile) see no range numpy cannot bin.
 
-    An activation whose values are all subnormal (|x| < 1.2e-38 in float32: a dead or constant channel
-    scaled to nothing) gives a histogram range too narrow for numpy to split into bins, and ORT's
-    collector raised "Too many bins for data range", failing the whole quantization. Such values are 0
-    at any int8 scale, so the tensor is histogrammed as exact zeros (ORT widens a zero range itself);
-    every other tensor is untouched.
+    ORT's collector raised "Too many bins for data range", failing the whole quantization, on two kinds of
+    activation: one whose values are all subnormal (|x| < 1.2e-38 in float32: a dead or constant channel
+    scaled to nothing: the range is too narrow to split), and one holding float32's extremes (an attention
+    mask of -3.4e38: the range's width overflows float32). Subnormals are 0 at any int8 scale, so they are
+    histogrammed as exact zeros (ORT widens a zero range itself); extremes are clipped to 1/1024 of float32's
+    largest value, still far beyond any scale an int8 grid could use. Every other value is untouched.
     """
     import numpy as np
     from onnxruntime.quantization import calibrate
@@ -185,8 +186,11 @@ def safe_histograms() -> Iterator[None]:
             flushed = {}
             for name, arr in name_to_arr.items():
                 arr = np.asarray(arr)
-                tiny = np.finfo(arr.dtype).tiny if arr.dtype.kind == "f" else 0
-                flushed[name] = np.where(np.abs(arr) < tiny, np.zeros((), arr.dtype), arr)
+                if arr.dtype.kind == "f":
+                    info = np.finfo(arr.dtype)
+                    arr = np.where(np.abs(arr) < info.tiny, np.zeros((), arr.dtype), arr)
+                    arr = np.clip(arr, -info.max / 1024, info.max / 1024).astype(arr.dtype, copy=False)
+                flushed[name] = arr
             return super().collect(flushed)
 
     calibrate.HistogramCollector = Collector

@@ -27,8 +27,10 @@ _USED = {"fp16": ["mode"], "int4": ["mode", "block_size", "symmetric"],
          "int8_weight": ["mode", "block_size", "symmetric"], "q4f16": ["mode", "block_size", "symmetric"],
          "int4_int8": ["mode", "block_size", "symmetric", "per_channel", "int4_matmul", "accuracy_level"],
          "dynamic": ["mode", "method", "per_channel", "symmetric"],
-         "static": ["mode", "method", "per_channel", "symmetric", "calibration", "calib_samples"],
-         "percentile": ["mode", "method", "per_channel", "symmetric", "calibration", "calib_samples", "percentile"]}
+         "static": ["mode", "method", "per_channel", "symmetric", "activations", "calibration", "calib_samples"],
+         "percentile": ["mode", "method", "per_channel", "symmetric", "activations", "calibration", "calib_samples",
+                        "percentile"]}
+ACTIVATIONS = ["uint8", "int8"]
 
 
 _NBITS = ("int4", "q4f16", "int8_weight", "int4_int8")
@@ -48,9 +50,10 @@ def _kind(p: dict[str, Any]) -> str:
 class QuantizeParams:
     """mode: int8 | fp16 | int4. The rest refine a mode and are ignored by the others:
 
-    int8: method dynamic | static; per_channel weight scales; symmetric (weights, and activations when
-    static; asymmetric activations use uint8). static: calibration minmax | entropy | percentile over
-    calib_samples samples of the task's `calib` split (percentile: the kept percentile).
+    int8: method dynamic | static; per_channel weight scales; symmetric weights. static: activations uint8
+    (asymmetric: the U8S8 kernels x86 CPUs run fast) or int8 (symmetric S8S8, what ARM CPUs prefer: on x86,
+    ONNX Runtime fuses few of its MatMuls and the model runs slower than float); calibration minmax | entropy |
+    percentile over calib_samples samples of the task's `calib` split (percentile: the kept percentile).
     int4: block_size (a power of two >= 16) elements share a scale; symmetric as above.
     q4f16: int4 weights as above and everything else in fp16 (what transformers.js ships as `q4f16`).
     int8_weight: weight-only int8 (MatMulNBits with 8 bits, blocks as for int4): activations stay float,
@@ -78,6 +81,7 @@ class QuantizeParams:
     percentile: float = 99.999
     per_channel: bool = False
     symmetric: bool = True
+    activations: str = "uint8"
     block_size: int = 32
     int4_matmul: bool = True
     accuracy_level: int = 4
@@ -90,6 +94,7 @@ class QuantizeParams:
         check_choice("mode", self.mode, MODES)
         check_choice("method", self.method, METHODS)
         check_choice("calibration", self.calibration, CALIBRATIONS)
+        check_choice("activations", self.activations, ACTIVATIONS)
         check_range("calib_samples", self.calib_samples, 1, 100000)
         check_range("percentile", self.percentile, 50.0, 100.0)
         check_range("block_size", self.block_size, 16, 4096)
@@ -153,7 +158,7 @@ class Quantize(Stage):
         import logging
         import time
 
-        from orchestrator.artifacts.onnx_utils import precision_by_op, quantization_report
+        from orchestrator.artifacts.onnx_utils import kernels_after_optimization, precision_by_op, quantization_report
         from orchestrator.artifacts.ort_int8 import dynamic_int8, to_fp16
 
         # ORT logs a "consider pre-processing" hint at WARNING on every call; it is not actionable here.
@@ -183,7 +188,8 @@ class Quantize(Stage):
         metrics["quant_seconds"] = time.perf_counter() - start
         if p.mode in _NBITS:
             metrics["quant_algorithm"] = float(ALGORITHMS.index(p.algorithm))
-        return StageOutput(out, {**metrics, **quantization_report(src, out), **precision_by_op(out)})
+        return StageOutput(out, {**metrics, **quantization_report(src, out), **precision_by_op(out),
+                                 **kernels_after_optimization(out)})
 
 
 def _controlled(ctx: StageContext, src: Path, out: Path, p: QuantizeParams) -> dict[str, float]:
@@ -193,7 +199,8 @@ def _controlled(ctx: StageContext, src: Path, out: Path, p: QuantizeParams) -> d
     from orchestrator.stages import accuracy_control
 
     kind = p.method if p.mode == "int8" else p.mode
-    static = {"calibration": p.calibration, "percentile": p.percentile} if kind == "static" else {}
+    static = ({"calibration": p.calibration, "percentile": p.percentile, "activations": p.activations}
+              if kind == "static" else {})
     reader = Calibration(ctx.task, p.calib_samples) if kind == "static" else None
     mixed = Mixed(src, ctx.work_dir, Options(kind, p.block_size, p.symmetric, p.per_channel, p.algorithm,
                                              calib_feeds=_calib_feeds(ctx, p), static=static, reader=reader))
@@ -213,7 +220,8 @@ def _static_int8(ctx: StageContext, src: Path, dst: Path, p: QuantizeParams) -> 
     prepped = ctx.work_dir / "preprocessed.onnx.tmp"
     static_prepared(src, prepped)
     used = static_int8(Calibration(ctx.task, p.calib_samples), prepped, dst, calibration=p.calibration,
-                       per_channel=p.per_channel, symmetric=p.symmetric, percentile=p.percentile)
+                       per_channel=p.per_channel, symmetric=p.symmetric, percentile=p.percentile,
+                       activations=p.activations)
     prepped.unlink()
     return used
 
