@@ -264,3 +264,33 @@ def test_histogram_calibration_survives_an_attention_mask_of_float_extremes(cali
     out = Quantize(params).run(ctx(_Rows(), tmp_path / "q"), tmp_path / "m.onnx")
     y = session(out.model, 1).run(None, {"x": np.ones((1, 8, 16), np.float32)})[0]
     assert y.shape == (1, 8, 16) and np.isfinite(y).all()
+
+
+def test_static_int8_stores_embedding_tables_as_int8_rows(tmp_path: Path) -> None:
+    """A Gather on a float table: the table is stored int8 and the gathered rows dequantized, as dynamic does."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=(500, 16)).astype(np.float32)
+    inits = [numpy_helper.from_array(table, "table"),
+             numpy_helper.from_array(rng.normal(size=(16, 4)).astype(np.float32), "w")]
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["e"], name="embed"),
+             helper.make_node("MatMul", ["e", "w"], ["y"], name="head")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 4])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
+
+    class Ids:
+        def onnx_batches(self, split: str, batch_size: int) -> Any:
+            for _ in range(4):
+                yield {"ids": rng.integers(0, 500, size=(1, 8))}, np.zeros(1)
+
+    out = Quantize(QuantizeParams(mode="int8", method="static", calib_samples=4)).run(ctx(Ids(), tmp_path / "q"),
+                                                                                      tmp_path / "m.onnx")
+    proto = onnx.load(str(out.model))
+    floats = [i.name for i in proto.graph.initializer if i.data_type == TensorProto.FLOAT and i.dims == [500, 16]]
+    assert not floats and Path(out.model).stat().st_size < 0.5 * table.nbytes
+    ids = np.arange(8)[None]
+    y = session(out.model, 1).run(None, {"ids": ids})[0]
+    assert np.abs(y - table[ids] @ numpy_helper.to_array(inits[1])).max() < 0.2
