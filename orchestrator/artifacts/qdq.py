@@ -96,8 +96,8 @@ def _weight_axis(node: Any, ndim: int) -> int | None:
     return ndim - 1 if node.op_type == "MatMul" and ndim == 2 else None
 
 
-def weight_only_qdq(proto: Any, bits: int) -> Any:
-    """Store the Conv/Gemm/MatMul weights as int8/int4 + per-channel scales + DequantizeLinear.
+def weight_only_qdq(proto: Any, bits: int, ops: tuple[str, ...] = ("Conv", "Gemm", "MatMul")) -> Any:
+    """Store the weights of `ops` (Conv/Gemm/MatMul) as int8/int4 + per-channel scales + DequantizeLinear.
 
     Symmetric grid, scale = max|w| / qmax per output channel: the grid `stages.simquant` trains on, so
     weights that already lie on it are stored exactly. int4 needs opset 21 (the model is converted).
@@ -109,6 +109,8 @@ def weight_only_qdq(proto: Any, bits: int) -> Any:
     inits, dq_nodes = _initializers(proto), []
     for node in proto.graph.node:
         name = node.input[1] if len(node.input) > 1 else ""
+        if node.op_type not in ops:
+            continue
         tensor = inits.pop(name, None)  # pop: a weight shared by two nodes is converted once
         if tensor is None or tensor.data_type != onnx.TensorProto.FLOAT or len(tensor.dims) < 2:
             continue

@@ -55,15 +55,20 @@ class Export(Stage):
 
         path = ctx.work_dir / "model.onnx"
         plain, mode = simquant.lower(model) if simquant.mode_of(model) else (model, None)
+        block = simquant.block_of(model)
         ctx.task.export(plain, path, self.params.opset, self.params.exporter)
         metrics = {"export_max_abs_diff": check_export(ctx.task, plain, path, self.params.max_abs_diff)}
         if mode is not None:
-            metrics.update(realize(path, mode))
+            metrics.update(realize(path, mode, block))
         return StageOutput(path, metrics)
 
 
-def realize(path: Path, mode: str) -> dict[str, float]:
-    """Rewrite the fp32 export at `path` (weights on the `mode` grid) into that precision, in place."""
+def realize(path: Path, mode: str, block: int = 0) -> dict[str, float]:
+    """Rewrite the fp32 export at `path` (weights on the `mode` grid) into that precision, in place.
+
+    Per-channel grids are stored as int8/int4 + DequantizeLinear; int4 blocks (`block`) as `quantize` int4
+    stores them (MatMulNBits, GatherBlockQuantized for a tied table), whose symmetric rounding of a weight
+    already on its grid gives that grid back, bit for bit; Conv weights stay per channel."""
     import onnx
 
     from orchestrator.artifacts.onnx_utils import quantization_report
@@ -80,6 +85,15 @@ def realize(path: Path, mode: str) -> dict[str, float]:
         from orchestrator.artifacts.qdq import untie_transposed
 
         bits = 8 if mode == "int8" else 4
+        if block:
+            from orchestrator.artifacts.weight_only import quantize_file
+
+            proto = weight_only_qdq(proto, bits, ops=("Conv",))
+            onnx.save(proto, str(path))
+            quantize_file(path, path, bits=bits, block_size=block, symmetric=True)
+            report = quantization_report(fp32, path)
+            fp32.unlink()
+            return report
         untie_transposed(proto)  # a tied LM head: its own copy, so that it is stored low-precision too
         proto = weight_only_qdq(proto, bits)
         grid_tables(proto, bits)
