@@ -18,6 +18,7 @@ from orchestrator.tasks.capabilities import (
     KVCache,
     Layered,
     LLMRuntimes,
+    Rescalable,
     StructuredPruning,
     TransferData,
     VariableLength,
@@ -28,7 +29,7 @@ from orchestrator.tasks.capabilities import (
 )
 
 TEXT = {Layered, Vocabulary, TransferData, VariableLength}
-LM = {KVCache, Drafting, StructuredPruning, Layered, LLMRuntimes}
+LM = {KVCache, Drafting, StructuredPruning, Layered, LLMRuntimes, Rescalable}
 EXPECTED = {"digits": set(), "hf": TEXT, "tweets": TEXT, "lm": LM, "tinylm": LM, "smollm2": LM}
 
 

@@ -159,6 +159,9 @@ def test_the_perplexity_gate_cuts_a_subtree(store: dict[str, str]) -> None:
     (["task=tinylm", "eval.speculative.target=quantize"], "eval.speculative.target"),
     (["task=tinylm", "eval.speculative.target=baseline", "eval.speculative.k=0"], "eval.speculative.k"),
     (["task=tinylm", "pipeline=[split]", "stages.split.shard_mb=0"], "stages.split.shard_mb"),
+    (["task=digits", "pipeline=[awq]"], "no input scales to fold"),
+    (["task=tinylm", "orderings=[[quantize,awq,gguf]]"], "put it after every quantize"),
+    (["task=tinylm", "pipeline=[awq]", "stages.awq.bits=5"], "stages.awq.bits"),
 ])
 def test_bad_lm_input_is_refused_before_any_compute(store: dict[str, str], overrides: list[str], key: str) -> None:
     proc = run_cli(store, "+recipe=pkdq", *overrides, "dry_run=true", timeout=120)

@@ -69,7 +69,7 @@ def test_impossible_order_names_the_chain():
 
 
 def test_unknown_stage_names_position_and_choices():
-    with pytest.raises(ConfigError, match=r"pipeline\[1\]='distil'.*known stages: distill, export"):
+    with pytest.raises(ConfigError, match=r"pipeline\[1\]='distil'.*known stages: awq, distill, export"):
         make("+recipe=pkdq", "pipeline=[prune,distil]")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from orchestrator.stages.awq import AWQ
 from orchestrator.stages.base import ONNX, TORCH, Earlier, Stage, StageContext, StageOutput
 from orchestrator.stages.distill import Distill
 from orchestrator.stages.export import Export
@@ -16,7 +17,7 @@ from orchestrator.stages.split import Split
 from orchestrator.stages.trim import Trim
 
 REGISTRY: dict[str, type[Stage]] = {cls.name: cls for cls in (Prune, Distill, Export, Quantize, FakeQuant, Graph,
-                                                             KVCache, Split, Trim, GGUFStage, GenAIStage)}
+                                                             KVCache, Split, Trim, GGUFStage, GenAIStage, AWQ)}
 # plugin stages are added by orchestrator.config.plugins.install() (see orchestrator/tasks/__init__.py for why)
 
 __all__ = ["ONNX", "TORCH", "REGISTRY", "Earlier", "Stage", "StageContext", "StageOutput", "get_stage",

@@ -18,6 +18,7 @@ nothing calls a capability's method on a task that did not declare it.
 | `TransferData`      | transfer_split                             | stages.distill.transfer                           |
 | `Drafting`          | draft_prompts                              | eval.speculative                                  |
 | `LLMRuntimes`       | gguf_tokenizer, save_hf, measure_runtime   | stages.gguf / genai, llamacpp / genai targets     |
+| `Rescalable`        | scale_groups                               | stages.awq                                        |
 
 Three capabilities were once ClassVar flags (`kv_cache`, `structured_pruning`, `variable_length`): a task that
 declares one gets its flag set (the measurement layer, below the tasks, still reads it), and a plugin that only
@@ -222,3 +223,14 @@ class LLMRuntimes(Capability, lacks="is not a causal language model", wants="one
 
 __all__ = ["ABOUT", "Capability", "Drafting", "KVCache", "LLMRuntimes", "Layered", "StructuredPruning", "TransferData",
            "VariableLength", "Vocabulary", "declared", "missing", "require", "supports"]
+
+
+class Rescalable(Capability, lacks="has no input scales to fold", wants="a pre-norm decoder (Llama-style)",
+                 tasks="lm, tinylm, smollm2"):
+    """Linears whose inputs come from an op that can absorb a per-channel scale (a norm's weight, a Linear's
+    rows), so their input columns can be rescaled without changing what the model computes."""
+
+    @required
+    def scale_groups(self, model: Any) -> list:
+        """`orchestrator.artifacts.awq.ScaleGroup`s of `model`: each producer and the Linears reading it."""
+        raise _unimplemented(self, "Rescalable.scale_groups")

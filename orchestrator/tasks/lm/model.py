@@ -85,6 +85,30 @@ def layers(model: Any) -> Any:
     return inner.layers
 
 
+def scale_groups(model: Any) -> list[Any]:
+    """The Linears of each decoder layer grouped by the op whose output they read, for activation-aware
+    scaling (orchestrator.artifacts.awq): q/k/v after the attention norm, o after v (grouped-query heads
+    repeated), gate/up after the MLP norm, down after up. The head and the embeddings are left alone."""
+    from orchestrator.artifacts.awq import ScaleGroup
+
+    cfg = model.config
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    groups = []
+    for i, layer in enumerate(layers(model)):
+        attn, mlp = layer.self_attn, layer.mlp
+        groups.append(ScaleGroup(f"layers.{i}.attn_in", layer.input_layernorm,
+                                 [("q_proj", attn.q_proj), ("k_proj", attn.k_proj), ("v_proj", attn.v_proj)],
+                                 no_clip=("q_proj", "k_proj")))
+        v_out, o_in = attn.v_proj.out_features, attn.o_proj.in_features
+        if o_in % v_out == 0 and v_out % head_dim == 0:
+            groups.append(ScaleGroup(f"layers.{i}.attn_out", attn.v_proj, [("o_proj", attn.o_proj)],
+                                     repeat=o_in // v_out, head_dim=head_dim))
+        groups.append(ScaleGroup(f"layers.{i}.mlp_in", layer.post_attention_layernorm,
+                                 [("gate_proj", mlp.gate_proj), ("up_proj", mlp.up_proj)]))
+        groups.append(ScaleGroup(f"layers.{i}.mlp_out", mlp.up_proj, [("down_proj", mlp.down_proj)]))
+    return groups
+
+
 def _normalized(score: Any) -> Any:
     return score / score.mean().clamp_min(1e-12)
 

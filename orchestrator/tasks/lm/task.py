@@ -24,7 +24,7 @@ import numpy as np
 
 from orchestrator.errors import check_choice, check_range
 from orchestrator.tasks.base import Task
-from orchestrator.tasks.capabilities import Drafting, KVCache, Layered, LLMRuntimes, StructuredPruning
+from orchestrator.tasks.capabilities import Drafting, KVCache, Layered, LLMRuntimes, Rescalable, StructuredPruning
 from orchestrator.tasks.hf.data import check_source
 from orchestrator.tasks.lm.feeds import complete_feeds
 from orchestrator.tasks.lm.spec_target import SpeculativeTarget
@@ -85,7 +85,7 @@ LM_COLUMNS = Columns(
     legend="ms/token = one greedy decoding step at batch 1 with the KV cache")
 
 
-class LMTask(KVCache, Drafting, StructuredPruning, Layered, LLMRuntimes, Task):
+class LMTask(KVCache, Drafting, StructuredPruning, Layered, LLMRuntimes, Rescalable, Task):
     """A causal LM on a text corpus: perplexity, agreement with the baseline, and decoding speed."""
 
     name = "lm"
@@ -273,6 +273,11 @@ class LMTask(KVCache, Drafting, StructuredPruning, Layered, LLMRuntimes, Task):
         from orchestrator.tasks.lm.model import shrink
 
         return shrink(model, k, count)
+
+    def scale_groups(self, model: Any) -> list:
+        from orchestrator.tasks.lm.model import scale_groups
+
+        return scale_groups(model)
 
     def export(self, model: Any, path: Path, opset: int, exporter: str) -> None:
         from orchestrator.tasks.lm.model import export_with_past
