@@ -67,8 +67,9 @@ def test_a_planted_salient_channel_is_scaled_up_and_the_float_model_kept(lm: Any
     groups = lm.scale_groups(model)
     assert [g.name for g in groups[:4]] == ["layers.0.attn_in", "layers.0.attn_out", "layers.0.mlp_in",
                                            "layers.0.mlp_out"]
-    acts = awq.capture(model, groups, (x for x, _ in lm.batches("calib", 4)), lm.forward, tokens=1024)
-    s, alpha, err, rtn = awq.search_scale(acts["layers.0.attn_in"], groups[0], 4, 32, True, 20)
+    stats = awq.capture(model, groups, (x for x, _ in lm.batches("calib", 4)), lm.forward, tokens=1024)
+    assert stats["layers.0.attn_in"].count == 1024
+    s, alpha, err, rtn = awq.search_scale(stats["layers.0.attn_in"], groups[0], 4, 32, True, 20)
     assert alpha > 0 and err < 0.5 * rtn  # rounding the salient channel's weights to zero was most of the error
     assert int(s.argmax()) == channel
 
@@ -94,3 +95,15 @@ def test_the_stage_reads_calibration_windows_only_and_reports_its_gain(lm: Any, 
     assert spy.read == {"calib"}
     assert out.metrics["awq_tokens"] == 512 and 0 < out.metrics["awq_error_ratio"] < 1
     assert 0 < out.metrics["awq_clipped_frac"] < 1
+
+
+def test_the_gram_matrix_gives_the_output_error_of_the_tokens() -> None:
+    from orchestrator.artifacts import awq
+    from orchestrator.artifacts.simquant import block_grid
+
+    torch.manual_seed(0)
+    x, w = torch.randn(300, 64) * torch.rand(64) * 4, torch.randn(24, 64)
+    s = torch.rand(64) + 0.5
+    direct = float(((x / s) @ block_grid(w * s, 4, 32, True).T - x @ w.T).pow(2).sum())
+    via_gram = awq._error((x.T @ x), [w], s, 4, 32, True)
+    assert via_gram == pytest.approx(direct, rel=1e-4)

@@ -15,8 +15,9 @@ does not see).
 The search quantizes on the grid the final quantizer uses (`simquant.block_grid`): symmetric blocks are
 exactly ONNX Runtime's MatMulNBits / llama.cpp Q4_0 rounding, asymmetric ones llama.cpp Q4_1's. The result is
 a plain float model: any later quantizer (`quantize` int4, `gguf`, `genai`) quantizes the rescaled weights.
-Activations are captured once on the float model: rescaling keeps every group's input except its own, which
-the search divides by s itself.
+Activations are read once on the float model, as each group's Gram matrix x^T x: the output error of any
+change E to a weight is then sum((E @ x^T x) * E), whatever the number of tokens. Rescaling keeps every group's
+input except its own, which the search divides by s itself.
 """
 
 from __future__ import annotations
@@ -60,18 +61,34 @@ def _pool(x: torch.Tensor, g: ScaleGroup) -> torch.Tensor:
     return x.view(-1, g.repeat, g.head_dim).mean(1).reshape(-1)
 
 
+@dataclass
+class Stats:
+    """What the search needs of a group's inputs x (tokens x in): the Gram matrix x^T x (float64), sum |x| per
+    channel, and the token count. The output error of any weight change E (out x in) on those tokens is
+    sum((E @ gram) * E), so the search never keeps the tokens themselves."""
+
+    gram: torch.Tensor
+    abs_sum: torch.Tensor
+    count: int = 0
+
+
 def capture(model: nn.Module, groups: list[ScaleGroup], batches: Iterable[Any],
-            forward: Callable[[nn.Module, Any], Any], tokens: int) -> dict[str, torch.Tensor]:
-    """The first `tokens` input rows of every group's Linears on `batches` (float32, tokens x in_features)."""
-    seen: dict[str, list[torch.Tensor]] = {g.name: [] for g in groups}
-    count = {g.name: 0 for g in groups}
+            forward: Callable[[nn.Module, Any], Any], tokens: int) -> dict[str, Stats]:
+    """Input statistics of every group's Linears over the first `tokens` tokens of `batches`."""
+    stats: dict[str, Stats] = {}
 
     def hook(name: str) -> Callable[..., None]:
         def keep(_module: nn.Module, args: tuple) -> None:
-            if count[name] < tokens:
-                rows = args[0].detach().reshape(-1, args[0].shape[-1]).float()[:tokens - count[name]]
-                seen[name].append(rows.clone())
-                count[name] += rows.shape[0]
+            st = stats.get(name)
+            if st is not None and st.count >= tokens:
+                return
+            x = args[0].detach().reshape(-1, args[0].shape[-1])[:tokens - (st.count if st else 0)].double()
+            if st is None:
+                st = stats[name] = Stats(torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64),
+                                         torch.zeros(x.shape[1], dtype=torch.float64))
+            st.gram += x.T @ x
+            st.abs_sum += x.abs().sum(0)
+            st.count += x.shape[0]
         return keep
 
     handles = [g.linears[0][1].register_forward_pre_hook(hook(g.name)) for g in groups]
@@ -79,20 +96,23 @@ def capture(model: nn.Module, groups: list[ScaleGroup], batches: Iterable[Any],
         with torch.no_grad():
             for inputs in batches:
                 forward(model, inputs)
-                if min(count.values()) >= tokens:
+                if len(stats) == len(groups) and min(st.count for st in stats.values()) >= tokens:
                     break
     finally:
         for h in handles:
             h.remove()
-    return {name: torch.cat(rows) for name, rows in seen.items()}
+    return stats
 
 
-def _error(x: torch.Tensor, weights: list[torch.Tensor], refs: list[torch.Tensor], s: torch.Tensor,
-           bits: int, block: int, symmetric: bool) -> float:
-    """Summed squared output error of the Linears quantized after scaling their inputs' columns by `s`."""
-    xs = x / s
-    return sum(float((xs @ block_grid(w * s, bits, block, symmetric).T - y).pow(2).sum())
-               for w, y in zip(weights, refs, strict=True))
+def _error(gram: torch.Tensor, weights: list[torch.Tensor], s: torch.Tensor, bits: int, block: int,
+           symmetric: bool) -> float:
+    """Summed squared output error of the Linears quantized after scaling their input columns by `s` (and their
+    inputs by 1 / s): each row's error e = Q(w * s) / s - w costs e^T gram e."""
+    total = 0.0
+    for w in weights:
+        e = block_grid(w * s, bits, block, symmetric) / s - w
+        total += float(((e @ gram) * e).sum())
+    return total
 
 
 def _weight_mean(weights: list[torch.Tensor], g: ScaleGroup, block: int) -> torch.Tensor:
@@ -106,19 +126,20 @@ def _weight_mean(weights: list[torch.Tensor], g: ScaleGroup, block: int) -> torc
     return _pool(torch.stack(means).mean(0), g)
 
 
-def search_scale(x: torch.Tensor, g: ScaleGroup, bits: int, block: int, symmetric: bool,
+def search_scale(st: Stats, g: ScaleGroup, bits: int, block: int, symmetric: bool,
                  steps: int) -> tuple[torch.Tensor, float, float, float]:
-    """The best scale (over the producer's outputs) for group `g` with inputs `x`: (s, alpha, error, RTN error).
+    """The best scale (over the producer's outputs) for group `g` with input statistics `st`:
+    (s, alpha, error, RTN error).
 
     Candidates: s = mean|x|^alpha (AWQ's paper) and s = mean|x|^alpha / w_mean^(1 - alpha) (AutoAWQ's default,
     which also lowers the columns whose weights are already large in their blocks), alpha = i / steps.
     """
+    gram = st.gram.float()
     weights = [lin.weight.detach().float() for _, lin in g.linears]
-    refs = [x @ w.T for w in weights]
-    x_mean = _pool(x.abs().mean(0), g)
+    x_mean = _pool((st.abs_sum / max(st.count, 1)).float(), g)
     w_mean = _weight_mean(weights, g, block)
     ones = torch.ones_like(x_mean)
-    rtn = _error(x, weights, refs, _expand(ones, g), bits, block, symmetric)
+    rtn = _error(gram, weights, _expand(ones, g), bits, block, symmetric)
     best = (ones, 0.0, rtn)
     for i in range(steps):
         alpha = i / steps
@@ -127,41 +148,36 @@ def search_scale(x: torch.Tensor, g: ScaleGroup, bits: int, block: int, symmetri
                 continue
             s = s.clamp(min=1e-4)
             s = s / (s.max() * s.min()).sqrt()
-            err = _error(x, weights, refs, _expand(s, g), bits, block, symmetric)
+            err = _error(gram, weights, _expand(s, g), bits, block, symmetric)
             if err < best[2]:
                 best = (s, alpha, err)
     return best[0], best[1], best[2], rtn
 
 
-def search_clip(x: torch.Tensor, w: torch.Tensor, bits: int, block: int, symmetric: bool, steps: int,
-                max_shrink: float = 0.5, rows_at_once: int = 64) -> tuple[torch.Tensor, float]:
-    """`w` with each (row, block) clipped to the range (a fraction 1 .. 1 - max_shrink of its own) that
-    quantizes to the least output error on inputs `x`; and the share of blocks clipped."""
+def search_clip(gram: torch.Tensor, w: torch.Tensor, bits: int, block: int, symmetric: bool, steps: int,
+                max_shrink: float = 0.5) -> tuple[torch.Tensor, float]:
+    """`w` with each (row, block) clipped to the range (a fraction 1 .. 1 - max_shrink of its own) whose
+    rounding costs the least output error on the inputs whose Gram matrix is `gram` (the block's own part of it:
+    each block's output is judged alone, as AWQ's auto-clip does); and the share of blocks clipped."""
     out_f, in_f = w.shape
     if in_f % block:
         return w, 0.0
     n = in_f // block
-    xb = x.view(-1, n, block).transpose(0, 1)  # (blocks, tokens, block)
-    best_w = w.clone()
-    clipped = 0
-    for r0 in range(0, out_f, rows_at_once):
-        wb = w[r0:r0 + rows_at_once].view(-1, n, block)  # (rows, blocks, block)
-        ref = torch.einsum("gtk,rgk->rtg", xb, wb)
-        absmax = wb.abs().amax(-1, keepdim=True)
-        best_err = torch.full(wb.shape[:2], float("inf"))
-        best = wb.clone()
-        for i in range(int(max_shrink * steps)):
-            lim = absmax * (1 - i / steps)
-            q = block_grid(torch.clamp(wb, -lim, lim).reshape(-1, in_f), bits, block, symmetric).view_as(wb)
-            err = (torch.einsum("gtk,rgk->rtg", xb, q) - ref).pow(2).mean(1)  # (rows, blocks)
-            better = err < best_err
-            best_err = torch.where(better, err, best_err)
-            cand = torch.clamp(wb, -lim, lim)
-            best = torch.where(better.unsqueeze(-1), cand, best)
-        changed = (best != wb).any(-1)
-        clipped += int(changed.sum())
-        best_w[r0:r0 + rows_at_once] = best.reshape(-1, in_f)
-    return best_w, clipped / (out_f * n)
+    g_blocks = torch.stack([gram[b * block:(b + 1) * block, b * block:(b + 1) * block] for b in range(n)])
+    wb = w.view(out_f, n, block)
+    absmax = wb.abs().amax(-1, keepdim=True)
+    best_err = torch.full((out_f, n), float("inf"))
+    best = wb.clone()
+    for i in range(int(max_shrink * steps)):
+        lim = absmax * (1 - i / steps)
+        cand = torch.clamp(wb, -lim, lim)
+        d = block_grid(cand.reshape(out_f, in_f), bits, block, symmetric).view_as(wb) - wb
+        err = torch.einsum("rbk,bkl,rbl->rb", d, g_blocks, d)
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best = torch.where(better.unsqueeze(-1), cand, best)
+    clipped = int((best != wb).any(-1).sum())
+    return best.reshape(out_f, in_f), clipped / (out_f * n)
 
 
 def _scale_prev(prev: nn.Module, s: torch.Tensor) -> None:
@@ -184,15 +200,15 @@ def apply(model: nn.Module, groups: list[ScaleGroup], batches: Iterable[Any],
     (plain RTN = 1); `awq_alpha_mean`: the mean exponent chosen; `awq_clipped_frac`: blocks clipped.
     """
     start = time.perf_counter()
-    acts = capture(model, groups, batches, forward, tokens)
+    stats = capture(model, groups, batches, forward, tokens)
     total_rtn = total_best = 0.0
     alphas, clipped, blocks = [], 0.0, 0
     with torch.no_grad():
         for g in groups:
-            x = acts[g.name]
-            if x.shape[0] == 0:
+            st = stats.get(g.name)
+            if st is None or st.count == 0:
                 raise ValueError(f"group {g.name}: no calibration activations reached it")
-            s, alpha, err, rtn = search_scale(x, g, bits, block, symmetric, steps)
+            s, alpha, err, rtn = search_scale(st, g, bits, block, symmetric, steps)
             alphas.append(alpha)
             sf = _expand(s, g)
             _scale_prev(g.prev, s)
@@ -200,19 +216,22 @@ def apply(model: nn.Module, groups: list[ScaleGroup], batches: Iterable[Any],
                 lin.weight.mul_(sf.view(1, -1).to(lin.weight.dtype))
             after = err
             if clip:
-                xs, after = x / sf, 0.0
+                gram = (st.gram.float() / sf.view(-1, 1)) / sf.view(1, -1)  # the rescaled inputs' x / s
+                after = 0.0
                 for name, lin in g.linears:
                     w = lin.weight.detach().float()
-                    ref = xs @ w.T  # = the float model's output: scaling kept it
+                    q = w
                     if name not in g.no_clip:
-                        w, frac = search_clip(xs, w, bits, block, symmetric, steps)
-                        lin.weight.copy_(w.to(lin.weight.dtype))
+                        q, frac = search_clip(gram, w, bits, block, symmetric, steps)
+                        lin.weight.copy_(q.to(lin.weight.dtype))
                         n = w.numel() // block
                         clipped, blocks = clipped + frac * n, blocks + n
-                    after += float((xs @ block_grid(w, bits, block, symmetric).T - ref).pow(2).sum())
+                    e = block_grid(q, bits, block, symmetric) - w  # against the float (unclipped) weight
+                    after += float(((e @ gram) * e).sum())
             total_rtn, total_best = total_rtn + rtn, total_best + after
             log(f"awq: {g.name}: alpha {alpha:.2f}, output error x{after / max(rtn, 1e-30):.3f} of RTN")
     return {"awq_groups": float(len(groups)), "awq_alpha_mean": sum(alphas) / max(len(alphas), 1),
             "awq_error_ratio": total_best / max(total_rtn, 1e-30),
-            "awq_clipped_frac": clipped / max(blocks, 1), "awq_tokens": float(min(a.shape[0] for a in acts.values())),
+            "awq_clipped_frac": clipped / max(blocks, 1),
+            "awq_tokens": float(min(st.count for st in stats.values())),
             "awq_seconds": time.perf_counter() - start}
