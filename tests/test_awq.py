@@ -91,7 +91,7 @@ def test_the_stage_reads_calibration_windows_only_and_reports_its_gain(lm: Any, 
     from orchestrator.stages.awq import AWQ, AWQParams
 
     spy = SplitSpy(lm)
-    out = AWQ(AWQParams(tokens=512, steps=10)).run(ctx(spy, tmp_path), copy.deepcopy(planted[0]))
+    out = AWQ(AWQParams(tokens=512, steps=10, clip=True)).run(ctx(spy, tmp_path), copy.deepcopy(planted[0]))
     assert spy.read == {"calib"}
     assert out.metrics["awq_tokens"] == 512 and 0 < out.metrics["awq_error_ratio"] < 1
     assert 0 < out.metrics["awq_clipped_frac"] < 1
