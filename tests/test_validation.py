@@ -31,7 +31,7 @@ CASES = [  # (arguments, text the message must contain)
     (["+recipe=pkdq", "stages.prune.ratoi=0.3"],
      "stages.prune.ratoi='0.3' is not allowed: unknown key 'ratoi' under stages.prune; allowed there: method, ratio"),
     (["+recipe=pkdq", "stages.prunee.ratio=0.3"],
-     "unknown key 'prunee' under stages; allowed there: baseline, distill"),
+     "unknown key 'prunee' under stages; allowed there: awq, baseline, distill"),
     (["+recipe=pkdq", "stages.prune.ratio=abc"], "stages.prune.ratio='abc' is not allowed: must be a number"),
     (["+recipe=pkdqq"], "recipe='pkdqq' is not allowed: must be one of "),
     (["+recipe=pkdq", "pipeline=[prune,distil]"], "pipeline[1]='distil' is not allowed: unknown stage"),
