@@ -3,7 +3,7 @@ parent (the model right before the quantizing steps), with what its calibration 
 
 For every leaf that ends in a weight-only quantizer (`quantize` int4 with `stages.quantize.algorithm`, `gguf`,
 `genai`), with or without `awq` before it: perplexity, perplexity / its float parent's, size, decode tokens/s
-and the seconds its calibrated steps took (`awq_seconds` of the awq node + the quantizer's own seconds). The
+and the seconds its quantizing steps took (`awq_seconds` of the awq node + the quantizer's own seconds). The
 float parent is the node before `awq` (or before the quantizer): the baseline, or e.g. `prune>distill`. Run the
 sweep first, e.g. on SmolLM2 (the commands the README's tables came from):
 
@@ -24,9 +24,9 @@ from ordering_table import LEAF, PARENT, PIPELINE, latest_sweep  # noqa: E402
 from ordering_table import table as markdown_table  # noqa: E402
 
 QUANTIZERS = ("quantize", "gguf", "genai")
-COLUMNS = ["variant", "parent", "parent ppl", "perplexity", "x parent", "MB", "tok/s", "calibration s"]
+COLUMNS = ["variant", "parent", "parent ppl", "perplexity", "x parent", "MB", "tok/s", "quantize s"]
 FORMATS = {"parent ppl": "{:.2f}", "perplexity": "{:.2f}", "x parent": "{:.3f}", "MB": "{:.1f}", "tok/s": "{:.1f}",
-           "calibration s": "{:.1f}"}
+           "quantize s": "{:.1f}"}
 
 
 def _steps(pipeline: str) -> list[str]:
@@ -64,7 +64,7 @@ def rows(uri: str, experiment: str) -> list[dict[str, Any]]:
         out.append({"variant": run.data.tags.get("orchestrator.variant") or chain, "parent": parent,
                     "parent ppl": parent_ppl, "perplexity": m.get("perplexity"),
                     "x parent": m["perplexity"] / parent_ppl if parent_ppl and "perplexity" in m else None,
-                    "MB": m.get("model_size_mb"), "tok/s": m.get("decode_tokens_per_s"), "calibration s": seconds})
+                    "MB": m.get("model_size_mb"), "tok/s": m.get("decode_tokens_per_s"), "quantize s": seconds})
     return sorted(out, key=lambda r: (r["parent"], r["perplexity"] or float("inf")))
 
 
