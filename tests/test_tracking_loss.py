@@ -83,3 +83,20 @@ def test_server_lost_mid_sweep_then_rerun_logs_everything(tmp_path: Path) -> Non
     finally:
         stop_server(server)
 
+
+
+def test_two_sweeps_registering_one_name_at_once_both_get_a_version(tmp_path: Path, monkeypatch) -> None:
+    """The race two team sweeps with the same `report.register` ran into: both saw no registered model, the
+    second `create_registered_model` failed with RESOURCE_ALREADY_EXISTS and its sweep reported MLflow down."""
+    from orchestrator.tracking.tracker import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri, "race", str(tmp_path / "artifacts"))
+    exp = tracker.client.get_experiment_by_name("race").experiment_id
+    run = tracker.client.create_run(exp)
+    model = tracker.client.create_logged_model(exp, source_run_id=run.info.run_id)
+    tracker.models, tracker.runs = {"k": model.model_id}, {"k": run.info.run_id}
+    MlflowClient(uri).create_registered_model("shared")  # the other sweep got there first
+    monkeypatch.setattr(tracker.client, "search_registered_models", lambda *a, **k: [])  # ...after we looked
+    assert tracker.register("shared", "k", {}) == "1"
+    assert tracker.register("shared", "k", {}) == "2"

@@ -204,13 +204,19 @@ class Tracker:
     def register(self, name: str, key: str, tags: dict[str, str]) -> str:
         """Register node `key`'s logged model (of this sweep) as a new version of `name`; returns the version."""
         import mlflow
+        from mlflow.exceptions import MlflowException
 
         model_id = self.models[key]  # log_models is required by report.register (config.py)
         mlflow.set_tracking_uri(self.uri)  # the registry resolves models:/ URIs through the global store
         if not self.client.search_registered_models(f"name = '{name}'"):
-            self.client.create_registered_model(name)
-        version = self.client.create_model_version(name, f"models:/{model_id}", run_id=self.runs[key],
-                                                   tags=tags, model_id=model_id)
+            try:
+                self.client.create_registered_model(name)
+            except MlflowException as err:  # another sweep registering the same name created it just now
+                if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+        # (concurrent versions are numbered by the store itself, which retries a taken number)
+        version = self.client.create_model_version(name, f"models:/{model_id}", run_id=self.runs[key], tags=tags,
+                                                   model_id=model_id)
         return str(version.version)
 
     def log_report(self, params: dict[str, str], files: dict[str, str], images: list[Path],
