@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from orchestrator.artifacts.simquant import block_grid
+from orchestrator.artifacts.simquant import block_grid, blocks
 
 
 @dataclass
@@ -119,10 +119,8 @@ def _weight_mean(weights: list[torch.Tensor], g: ScaleGroup, block: int) -> torc
     """Per input channel, the mean over rows of |w| relative to its block's largest |w| (AutoAWQ's w_mean)."""
     means = []
     for w in weights:
-        out_f, in_f = w.shape
-        pad = (-in_f) % block
-        a = torch.nn.functional.pad(w.abs(), (0, pad)).view(out_f, -1, block)
-        means.append((a / a.amax(-1, keepdim=True).clamp(min=1e-12)).view(out_f, -1)[:, :in_f].mean(0))
+        a = blocks(w.abs(), block)
+        means.append((a / a.amax(-1, keepdim=True).clamp(min=1e-12)).flatten(1)[:, :w.shape[1]].mean(0))
     return _pool(torch.stack(means).mean(0), g)
 
 

@@ -97,7 +97,6 @@ def static_int8(reader: Calibration, prepped: Path, dst: Path, *, calibration: s
     MatMuls in float behind DequantizeLinear nodes, slower than the float model)."""
     import contextlib
     import io
-    import shutil
 
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -109,12 +108,10 @@ def static_int8(reader: Calibration, prepped: Path, dst: Path, *, calibration: s
 
     # first the embedding tables, int8 as dynamic int8 stores them (a Gather of int8 rows, then dequantized);
     # static QDQ then calibrates the rest on that graph
-    tables = dst.with_name("tables.onnx.tmp")
-    if _has_tables(prepped):
+    tables = dst.with_name("tables.onnx.tmp") if _has_tables(prepped) else prepped
+    if tables != prepped:
         quantize_dynamic(str(prepped), str(tables), weight_type=QuantType.QInt8, op_types_to_quantize=["Gather"],
                          nodes_to_exclude=list(exclude), extra_options={"WeightSymmetric": symmetric})
-    else:
-        shutil.copyfile(prepped, tables)
     reader.rewind()
     with contextlib.redirect_stdout(io.StringIO()), safe_histograms():  # (histogram calibrators print progress)
         quantize_static(str(tables), str(dst), reader, quant_format=QuantFormat.QDQ, per_channel=per_channel,
@@ -123,7 +120,8 @@ def static_int8(reader: Calibration, prepped: Path, dst: Path, *, calibration: s
                         nodes_to_exclude=[*exclude, *activation_matmuls(tables)],
                         extra_options={"ActivationSymmetric": activations == "int8", "WeightSymmetric": symmetric,
                                        "CalibPercentile": percentile})
-    tables.unlink()
+    if tables != prepped:
+        tables.unlink()
     return reader.count
 
 

@@ -42,6 +42,12 @@ def grid(weight: torch.Tensor, mode: str, block: int = 0) -> torch.Tensor:
     return torch.clamp(torch.round(weight / scale), -qmax, qmax) * scale
 
 
+def blocks(weight: torch.Tensor, block: int) -> torch.Tensor:
+    """`weight` (out, in) as (out, ceil(in / block), block): each row cut in blocks of inputs, the last one
+    padded with zeros."""
+    return F.pad(weight, (0, (-weight.shape[1]) % block)).reshape(weight.shape[0], -1, block)
+
+
 def block_grid(weight: torch.Tensor, bits: int, block: int, symmetric: bool = True) -> torch.Tensor:
     """`weight` (out, in) rounded in blocks of `block` inputs per row, as the weight-only quantizers round it.
 
@@ -51,8 +57,7 @@ def block_grid(weight: torch.Tensor, bits: int, block: int, symmetric: bool = Tr
     (2^bits - 1), q = round((w - min) / d). A last partial block is padded with zeros for its scale.
     """
     out_f, in_f = weight.shape
-    pad = (-in_f) % block
-    w = F.pad(weight, (0, pad)).reshape(out_f, -1, block)
+    w = blocks(weight, block)
     if symmetric:
         lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
         signed_max = torch.gather(w, -1, w.abs().argmax(-1, keepdim=True))

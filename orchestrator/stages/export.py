@@ -81,23 +81,20 @@ def realize(path: Path, mode: str, block: int = 0) -> dict[str, float]:
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
         proto = convert_float_to_float16(proto, keep_io_types=True)
+    elif block:
+        proto = weight_only_qdq(proto, 8 if mode == "int8" else 4, ops=("Conv",))
     else:
         from orchestrator.artifacts.qdq import untie_transposed
 
         bits = 8 if mode == "int8" else 4
-        if block:
-            from orchestrator.artifacts.weight_only import quantize_file
-
-            proto = weight_only_qdq(proto, bits, ops=("Conv",))
-            onnx.save(proto, str(path))
-            quantize_file(path, path, bits=bits, block_size=block, symmetric=True)
-            report = quantization_report(fp32, path)
-            fp32.unlink()
-            return report
         untie_transposed(proto)  # a tied LM head: its own copy, so that it is stored low-precision too
         proto = weight_only_qdq(proto, bits)
         grid_tables(proto, bits)
     onnx.save(proto, str(path))
+    if block:  # MatMul weights and tables through the quantizer whose grid they lie on
+        from orchestrator.artifacts.weight_only import quantize_file
+
+        quantize_file(path, path, bits=8 if mode == "int8" else 4, block_size=block, symmetric=True)
     report = quantization_report(fp32, path)
     fp32.unlink()
     return report

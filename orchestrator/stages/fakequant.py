@@ -85,13 +85,13 @@ class FakeQuant(Stage):
         from orchestrator.artifacts.training import fit
 
         p = self.params
-        block = p.block_size if p.block_size != INHERIT else 0
-        if simquant.mode_of(model) not in (None, p.mode) or (simquant.mode_of(model) and simquant.block_of(model)
-                                                              != (block if p.mode == "int4" else 0)):
-            raise ValueError(f"model is already fake-quantized as {simquant.mode_of(model)} "
-                             f"(block {simquant.block_of(model)}), not {p.mode} (block {block})")
+        block = p.block_size if p.mode == "int4" and p.block_size != INHERIT else 0
+        current = simquant.mode_of(model)
+        if current is not None and (current, simquant.block_of(model)) != (p.mode, block):
+            raise ValueError(f"model is already fake-quantized as {current} (block {simquant.block_of(model)}), "
+                             f"not {p.mode} (block {block})")
         total = sum(t.numel() for t in model.parameters())
-        quantized = simquant.apply(model, p.mode, block if p.mode == "int4" else 0)
+        quantized = simquant.apply(model, p.mode, block)
         if p.epochs:
             fit(ctx.task, model, p.epochs, p.lr, p.batch_size, seed=ctx.seed)
             simquant.snap(model)

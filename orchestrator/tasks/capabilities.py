@@ -221,10 +221,6 @@ class LLMRuntimes(Capability, lacks="is not a causal language model", wants="one
         return None
 
 
-__all__ = ["ABOUT", "Capability", "Drafting", "KVCache", "LLMRuntimes", "Layered", "StructuredPruning", "TransferData",
-           "VariableLength", "Vocabulary", "declared", "missing", "require", "supports"]
-
-
 class Rescalable(Capability, lacks="has no input scales to fold", wants="a pre-norm decoder (Llama-style)",
                  tasks="lm, tinylm, smollm2"):
     """Linears whose inputs come from an op that can absorb a per-channel scale (a norm's weight, a Linear's
@@ -234,3 +230,8 @@ class Rescalable(Capability, lacks="has no input scales to fold", wants="a pre-n
     def scale_groups(self, model: Any) -> list:
         """`orchestrator.artifacts.awq.ScaleGroup`s of `model`: each producer and the Linears reading it."""
         raise _unimplemented(self, "Rescalable.scale_groups")
+
+
+__all__ = ["ABOUT", "Capability", "Drafting", "KVCache", "LLMRuntimes", "Layered", "Rescalable", "StructuredPruning",
+           "TransferData", "VariableLength", "Vocabulary", "declared", "missing", "require", "supports"]
+
