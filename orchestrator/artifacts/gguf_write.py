@@ -86,6 +86,21 @@ def hparams(model: Any) -> dict[str, Any]:
     }
 
 
+def matmul_weights(model: Any) -> dict[str, Any]:
+    """The Linears whose weights llama.cpp multiplies with activations, by GGUF tensor name (the tensors an
+    importance matrix speaks of). A tied head is left out: the file has no `output.weight` then."""
+    inner, out = model.model, {}
+    for i, layer in enumerate(inner.layers):
+        att, mlp = layer.self_attn, layer.mlp
+        for name, lin in (("attn_q", att.q_proj), ("attn_k", att.k_proj), ("attn_v", att.v_proj),
+                          ("attn_output", att.o_proj), ("ffn_gate", mlp.gate_proj), ("ffn_up", mlp.up_proj),
+                          ("ffn_down", mlp.down_proj)):
+            out[f"blk.{i}.{name}.weight"] = lin
+    if not _tied(model):
+        out["output.weight"] = model.get_output_embeddings()
+    return out
+
+
 def _tensors(model: Any, head_dim: int) -> list[tuple[str, Any]]:
     """(GGUF name, float32 numpy array) in llama.cpp's names and layouts."""
     inner = model.model

@@ -99,13 +99,17 @@ def _run_child(request: dict[str, Any], work: Path, timeout_s: float) -> dict[st
     return json.loads(answer_path.read_text())
 
 
-def quantize(src: Path, dst: Path, type: str, threads: int = 1, timeout_s: float = 3600.0) -> None:
+def quantize(src: Path, dst: Path, type: str, threads: int = 1, timeout_s: float = 3600.0,
+             imatrix: Path | None = None) -> dict[str, float]:
     """Write `src` (a GGUF) quantized to `type` (a key of QUANT_TYPES) to `dst` with llama.cpp's
     llama_model_quantize and its default per-tensor choices for that type (e.g. Q4_K_M keeps some tensors at
     Q6_K; tensors whose rows do not fit a k-quant block fall back to a legacy type).
 
     Requantizing is allowed, so an already quantized GGUF (e.g. Q4_1) can be turned into another type; the result
     then carries both rounding errors, so quantize from F32/F16/BF16 when the source is available.
+    `imatrix`: an importance matrix (.npz of orchestrator.artifacts.imatrix.save) that the tensors it covers are
+    quantized with, as llama.cpp's `llama-quantize --imatrix` would. Returns the child's metrics (seconds, and
+    imatrix_tensors / imatrix_skipped with a matrix).
     Raises ValueError for an unknown type, RuntimeError when llama.cpp fails (with its return code)."""
     if type not in QUANT_TYPES:
         raise ValueError(f"unknown llama.cpp quantization type {type!r}; allowed: {', '.join(QUANT_TYPES)}")
@@ -113,9 +117,11 @@ def quantize(src: Path, dst: Path, type: str, threads: int = 1, timeout_s: float
         raise FileNotFoundError(src)
     with tempfile.TemporaryDirectory(prefix="llamacpp-q-") as work:
         out = _run_child({"op": "quantize", "src": str(src), "dst": str(dst), "ftype": QUANT_TYPES[type],
-                          "threads": int(threads)}, Path(work), timeout_s)
+                          "threads": int(threads), "imatrix": str(imatrix) if imatrix else None},
+                         Path(work), timeout_s)
     if out["rc"] != 0:
         raise RuntimeError(f"llama_model_quantize({src} -> {dst}, {type}) returned {out['rc']}")
+    return {k: float(v) for k, v in out.items() if k != "rc"}
 
 
 def measure_child(request: dict[str, Any], timeout_s: float) -> dict[str, Any]:

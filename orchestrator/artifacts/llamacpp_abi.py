@@ -14,7 +14,7 @@ C library never takes down the orchestrator.
 from __future__ import annotations
 
 import ctypes
-from ctypes import POINTER, c_bool, c_char_p, c_float, c_int, c_int8, c_int32, c_size_t, c_uint32, c_void_p
+from ctypes import POINTER, c_bool, c_char_p, c_float, c_int, c_int8, c_int32, c_int64, c_size_t, c_uint32, c_void_p
 from pathlib import Path
 
 # enum llama_ftype (llama.h): the target types of llama_model_quantize
@@ -167,6 +167,9 @@ _SIGNATURES = {  # name: (restype, argtypes)
     "llama_synchronize": (None, [c_void_p]),
     "llama_get_logits": (POINTER(c_float), [c_void_p]),
     "llama_get_logits_ith": (POINTER(c_float), [c_void_p, c_int32]),
+    # ggml's own row quantizer (libggml-base), the one llama_model_quantize calls per tensor: type, float rows,
+    # destination, first element, rows, elements per row, importance per column (NULL: none) -> bytes written
+    "ggml_quantize_chunk": (c_size_t, [c_int, c_void_p, c_void_p, c_int64, c_int64, c_int64, c_void_p]),
 }
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from orchestrator.artifacts import imatrix
 from orchestrator.artifacts import llamacpp_abi as abi
 from orchestrator.artifacts.memory import peak_rss_mb
 
@@ -49,12 +50,16 @@ def open_lib(path: str) -> ctypes.CDLL:
 
 
 def quantize(lib: ctypes.CDLL, req: dict[str, Any]) -> dict[str, Any]:
-    """llama_model_quantize(src, dst) to `ftype` with `threads` threads; requantizing allowed (see llamacpp)."""
+    """llama_model_quantize(src, dst) to `ftype` with `threads` threads; requantizing allowed (see llamacpp).
+    With `imatrix` (an .npz of `imatrix.save`), the tensors it covers are then quantized again with it."""
     params = lib.llama_model_quantize_default_params()
     params.ftype, params.nthread, params.allow_requantize = req["ftype"], req["threads"], True
     start = time.perf_counter()
     rc = lib.llama_model_quantize(req["src"].encode(), req["dst"].encode(), ctypes.byref(params))
-    return {"rc": int(rc), "seconds": time.perf_counter() - start}
+    answer: dict[str, Any] = {"rc": int(rc), "seconds": time.perf_counter() - start}
+    if rc == 0 and req.get("imatrix"):
+        answer.update(imatrix.apply(lib, Path(req["src"]), Path(req["dst"]), Path(req["imatrix"])))
+    return answer
 
 
 class Runner:
