@@ -6,7 +6,7 @@ per-channel key groups, full-precision windows) and scores every file the way th
 128-token prompt leaves in the cache). Usage:
 
     python benchmarks/kv_layouts.py --task tinylm [--train-tokens 400000]
-    python benchmarks/kv_layouts.py --task smollm2 [--eval-tokens 4096]
+    python benchmarks/kv_layouts.py --task smollm2 [--eval-tokens 4096] [--only "int4 (per token)" ...]
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ LAYOUTS: dict[str, dict[str, Any] | None] = {
     "int4 per token, residual 32": {"dtype": "int4", "residual": 32},
     "int4 channel, group 32, residual 32": {"dtype": "int4", "key_grouping": "channel", "residual": 32},
     "int4 channel, group 32, residual 128": {"dtype": "int4", "key_grouping": "channel", "residual": 128},
+    "int4 channel, group 32, asymmetric": {"dtype": "int4", "key_grouping": "channel", "symmetric": False},
+    "int4 channel, group 32, asymmetric, residual 32": {"dtype": "int4", "key_grouping": "channel",
+                                                         "symmetric": False, "residual": 32},
 }
 
 
@@ -51,6 +54,8 @@ def main() -> None:
     parser.add_argument("--train-tokens", type=int, default=400_000, help="tinylm's training budget")
     parser.add_argument("--eval-tokens", type=int, default=0, help="test tokens scored (0 = the whole split)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="layouts to measure, by their exact label (default: all; fp32 is always measured)")
     args = parser.parse_args()
     task = _task(args.task, args.train_tokens, args.eval_tokens)
     folder = Path(tempfile.mkdtemp())
@@ -58,6 +63,8 @@ def main() -> None:
     task.export(task.build_baseline(), base, 17, "torchscript")
     print("| KV cache | perplexity | KV MB/1k tokens |\n|---|---|---|")
     for i, (label, layout) in enumerate(LAYOUTS.items()):
+        if args.only is not None and layout is not None and label not in args.only:
+            continue
         path = base
         if layout is not None:
             params = KVCacheParams(**layout)

@@ -230,6 +230,43 @@ def test_a_kivi_cache_groups_keys_per_channel_keeps_a_full_precision_window_and_
     assert ppl <= per_token * 1.01
 
 
+def test_an_asymmetric_cache_uses_every_code_between_each_groups_min_and_max(lm: Any, kv_models: dict,
+                                                                             tmp_path: Path) -> None:
+    import onnx
+
+    from orchestrator.measure.probe import session
+    from orchestrator.stages.kvcache import KVCacheParams, rewrite
+    from orchestrator.tasks.lm.feeds import complete_feeds
+    from orchestrator.tasks.lm.measure import _presents, quality
+
+    paths = {}
+    for symmetric in (True, False):
+        model = onnx.load(str(kv_models["fp32"]))
+        rewrite(model, "int4", KVCacheParams("int4", key_grouping="channel", group=16, symmetric=symmetric))
+        paths[symmetric] = tmp_path / f"sym{symmetric}.onnx"
+        onnx.save(model, str(paths[symmetric]))
+    sess, ref = session(paths[False], 1), session(kv_models["fp32"], 1)
+    ids = lm.splits["test"].ids[:1, :40]
+    full, stepped, past = _decode(sess, ids, 24)
+    prefill = _presents(sess, sess.run(None, complete_feeds(sess, ids)))
+    first = [k for k in past if k.startswith("past_key_values.0.")]
+    assert len(first) == 8 and all(np.allclose(prefill[k], past[k], atol=1e-5) for k in first)  # + key/value_zero
+    exact = _presents(ref, ref.run(None, complete_feeds(ref, ids)))
+    for kind, group in (("key", 16), ("value", 1)):  # layer 0 reads the same inputs in both graphs
+        name = f"past_key_values.0.{kind}"
+        packed = prefill[name]
+        codes = np.stack([packed & 15, packed >> 4], -1).reshape(*packed.shape[:3], -1).astype(np.float32)
+        n = codes.shape[2]  # 32 keys (two groups of 16; the last 8 stay in the window), all 40 values
+        scale, zero = (np.repeat(prefill[f"{name}_{p}"].astype(np.float32), group, axis=2) for p in ("scale", "zero"))
+        err = np.abs(codes * scale + zero - exact[name][:, :, :n])
+        assert (err <= 0.51 * scale + 1e-6).all()
+        # each group (a key channel over 16 tokens, a value token over its head) spans the whole 4-bit range
+        per_group = codes.reshape(*codes.shape[:2], n // group, group, -1) if kind == "key" else codes
+        assert (per_group.min(3) == 0).all() and (per_group.max(3) == 15).all()
+    ppl = {s: quality(lm, session(p, 1), None)[0]["perplexity"] for s, p in paths.items()}
+    assert ppl[False] <= ppl[True] * 1.01
+
+
 def test_kivi_settings_stay_out_of_default_node_keys_and_are_checked() -> None:
     from orchestrator.stages.kvcache import KVCache, KVCacheParams
 
@@ -240,9 +277,12 @@ def test_kivi_settings_stay_out_of_default_node_keys_and_are_checked() -> None:
     assert plan({"dtype": "int4", "key_grouping": "channel", "residual": 128}, {}, (), "kvcache") == {
         "dtype": "int4", "key_grouping": "channel", "residual": 128}
     assert plan({"key_grouping": "channel", "group": 64}, {}, (), "kvcache") == {"key_grouping": "channel", "group": 64}
+    assert plan({"dtype": "int4", "symmetric": True}, {}, (), "kvcache") == {"dtype": "int4"}
+    assert plan({"dtype": "int4", "symmetric": False}, {}, (), "kvcache") == {"dtype": "int4", "symmetric": False}
     for bad, key in (({"residual": -1}, "residual"), ({"key_grouping": "head"}, "key_grouping"),
                      ({"group": 0}, "group"), ({"dtype": "fp16", "residual": 8}, "residual"),
-                     ({"dtype": "fp32", "key_grouping": "channel"}, "key_grouping")):
+                     ({"dtype": "fp32", "key_grouping": "channel"}, "key_grouping"),
+                     ({"dtype": "fp16", "symmetric": False}, "symmetric")):
         with pytest.raises(ConfigError) as err:
             KVCacheParams(**bad)
         assert err.value.key == key

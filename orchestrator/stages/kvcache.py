@@ -7,7 +7,7 @@ the cache it returns and takes back is stored at the chosen precision:
 - `fp16`: the past/present tensors are float16 (Cast in, Cast out);
 - `int8`: int8 values and one float16 scale per head and token (`present.N.key_scale`), symmetric absmax
   over the head dimension: scale = max|x| / 127, q = round(x / scale);
-- `int4`: the same with q in [-7, 7], two values packed per byte (uint8, low nibble first).
+- `int4`: the same with q in [-7, 7], two values packed per byte (uint8, low nibble first, stored + 8).
 
 Per head and per token (one scale for each head's `head_dim` values at each position) is the default
 grouping. At 4 bits keys want per-channel scales (KIVI): `key_grouping: channel` and `residual` select the
@@ -43,7 +43,8 @@ from orchestrator.stages.kvgraph import Builder, build_grouped
 
 DTYPES = ("fp32", "fp16", "int8", "int4")
 GROUPINGS = ("token", "channel")
-DEFAULTS = {"key_grouping": "token", "residual": 0, "group": 32}  # left out of a node's params (its key)
+# left out of a node's params (its key) at these values
+DEFAULTS = {"key_grouping": "token", "residual": 0, "group": 32, "symmetric": True}
 BITS = {"fp32": 32, "fp16": 16, "int8": 8, "int4": 4}
 QMAX = {"int8": 127.0, "int4": 7.0}
 PAST, PRESENT = "past_key_values.", "present."
@@ -53,12 +54,15 @@ PAST, PRESENT = "past_key_values.", "present."
 class KVCacheParams:
     """dtype: the precision the KV cache is stored in (fp32 = unchanged). For int8/int4 only:
     key_grouping: `token` (one scale per head and token) or `channel` (one per channel and group of `group`
-    tokens, KIVI's key scheme); residual: the latest tokens kept at full precision (0 = none)."""
+    tokens, KIVI's key scheme); residual: the latest tokens kept at full precision (0 = none);
+    symmetric: False stores each group's minimum beside its scale and uses all 2^bits codes over [min, max]
+    (KIVI's asymmetric scheme; needs the grouped layout, which it selects)."""
 
     dtype: str = "int8"
     key_grouping: str = "token"
     residual: int = 0
     group: int = 32
+    symmetric: bool = True
 
     def __post_init__(self) -> None:
         check_choice("dtype", self.dtype, DTYPES)
@@ -72,7 +76,7 @@ class KVCacheParams:
     @property
     def grouped(self) -> bool:
         """Whether the cache takes the grouped layout (codes + scales + full-precision window)."""
-        return self.key_grouping != "token" or self.residual > 0
+        return self.key_grouping != "token" or self.residual > 0 or not self.symmetric
 
 
 class KVCache(Stage):
@@ -239,7 +243,7 @@ def _build_grouped(b: Builder, graph: Any, past_in: Any, new: str, name: str, fu
     build_grouped(b, graph, past_in, new, name, full, {
         "qmax": QMAX[dtype], "int4": dtype == "int4", "per_channel": per_channel,
         "group": params.group if per_channel else 1, "residual": params.residual, "head_dim": head_dim,
-        "float_type": float_type, "dims": dims})
+        "float_type": float_type, "dims": dims, "symmetric": params.symmetric})
     stored_type = TensorProto.UINT8 if dtype == "int4" else TensorProto.INT8
     past_in.type.tensor_type.elem_type = stored_type
     if dtype == "int4":

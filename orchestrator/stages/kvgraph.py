@@ -40,8 +40,16 @@ class Builder:
             return self.op("ReduceMax", [x, self.const([axis], np.int64)], keepdims=1)
         return self.op("ReduceMax", [x], axes=[axis], keepdims=1)
 
+    def reduce_min(self, x: str, axis: int = -1) -> str:
+        """Min over `axis`, kept."""
+        import numpy as np
+
+        if self.opset >= 18:
+            return self.op("ReduceMin", [x, self.const([axis], np.int64)], keepdims=1)
+        return self.op("ReduceMin", [x], axes=[axis], keepdims=1)
+
     def pack4(self, q: str, head_dim: int) -> str:
-        """[b, h, s, d] of integers in [-7, 7] -> [b, h, s, d/2] uint8, q[2i] + 8 in the low nibble."""
+        """[b, h, s, d] of integers in [-8, 7] -> [b, h, s, d/2] uint8, q[2i] + 8 in the low nibble."""
         import numpy as np
 
         pairs = self.op("Reshape", [self.op("Add", [q, self.const(8.0)]),
@@ -52,7 +60,7 @@ class Builder:
         return self.op("Cast", [self.op("Squeeze", [byte, self.const([-1], np.int64)])], to=2)  # 2 = UINT8
 
     def unpack4(self, packed: str, head_dim: int) -> str:
-        """The inverse of pack4, as float values in [-7, 7]."""
+        """The inverse of pack4, as float values in [-8, 7]."""
         import numpy as np
 
         x = self.op("Cast", [packed], to=1)  # 1 = FLOAT
@@ -71,7 +79,9 @@ def build_grouped(b: Builder, graph: Any, past_in: Any, new: str, name: str, ful
     """Store one cache tensor as quantized codes + scales + a full-precision window of the latest tokens.
 
     `spec`: qmax, int4 (bool), per_channel (keys: one scale per channel and group of `group` tokens; else one
-    per token, over the head dimension), group (1 when per token), residual, head_dim, float_type, dims.
+    per token, over the head dimension), group (1 when per token), residual, head_dim, float_type, dims,
+    symmetric (False: each group's [min, max] is split into 2 * qmax + 1 steps, codes -qmax - 1 .. qmax, and its
+    minimum is stored beside the scale as `present.N.*_zero`, fp16, as KIVI does; True: [-absmax, absmax]).
     Of the T tokens cached after this call the first Q = max(0, floor((T - residual) / group) * group) are
     quantized (groups aligned at absolute positions, so a group is quantized once, when it leaves the window)
     and the other T - Q stay at `float_type` in `present.N.*_residual`.
@@ -93,38 +103,61 @@ def build_grouped(b: Builder, graph: Any, past_in: Any, new: str, name: str, ful
     leaving = b.op("Max", [b.op("Sub", [quantized, before]), b.const([0], i64)])  # 0 after a rollback
     chunk = b.op("Cast", [b.op("Slice", [rest, b.const([0], i64), leaving, seq])], to=TensorProto.FLOAT)
     b.op("Slice", [rest, leaving, b.const([INT64_MAX], i64), seq], out=f"{name}_residual")
-    if spec["per_channel"]:  # [b, h, m, d] -> [b, h, m/group, group, d]: absmax over each group's tokens
+    axis = 3 if spec["per_channel"] else -1
+    if spec["per_channel"]:  # [b, h, m, d] -> [b, h, m/group, group, d]: statistics over each group's tokens
         grouped = b.op("Reshape", [chunk, b.const([0, 0, -1, group, d], i64)])
-        absmax = b.reduce_max(b.op("Abs", [grouped]), axis=3)
     else:
-        grouped, absmax = chunk, b.reduce_max(b.op("Abs", [chunk]))
-    scale16 = b.op("Cast", [b.op("Max", [b.op("Div", [absmax, b.const(qmax)]), b.const(1e-6)])],
-                   to=TensorProto.FLOAT16)
-    q = b.op("Clip", [b.op("Round", [b.op("Div", [grouped, b.op("Cast", [scale16], to=TensorProto.FLOAT)])]),
-                      b.const(-qmax), b.const(qmax)])
+        grouped = chunk
+    params16 = {}  # what is stored per group beside the codes: "scale" (and "zero")
+    if spec["symmetric"]:
+        absmax = b.reduce_max(b.op("Abs", [grouped]), axis=axis)
+        params16["scale"] = b.op("Cast", [b.op("Max", [b.op("Div", [absmax, b.const(qmax)]), b.const(1e-6)])],
+                                 to=TensorProto.FLOAT16)
+        low, shifted = b.const(-qmax), grouped
+    else:
+        lo, hi = b.reduce_min(grouped, axis=axis), b.reduce_max(grouped, axis=axis)
+        steps = b.const(2 * qmax + 1)
+        params16["scale"] = b.op("Cast", [b.op("Max", [b.op("Div", [b.op("Sub", [hi, lo]), steps]),
+                                                      b.const(1e-6)])], to=TensorProto.FLOAT16)
+        params16["zero"] = b.op("Cast", [lo], to=TensorProto.FLOAT16)
+        # codes count steps up from the (fp16) minimum, shifted to -qmax - 1 .. qmax to fit int8 / pack4
+        shifted = b.op("Sub", [b.op("Sub", [grouped, b.op("Cast", [params16["zero"]], to=TensorProto.FLOAT)]),
+                               b.op("Mul", [b.const(qmax + 1), b.op("Cast", [params16["scale"]],
+                                                                    to=TensorProto.FLOAT)])])
+        low = b.const(-qmax - 1)
+    q = b.op("Clip", [b.op("Round", [b.op("Div", [shifted, b.op("Cast", [params16["scale"]],
+                                                                  to=TensorProto.FLOAT)])]),
+                      low, b.const(qmax)])
     flat_shape = b.const([0, 0, -1, d], i64)
     if spec["per_channel"]:
-        q, scale16 = b.op("Reshape", [q, flat_shape]), b.op("Reshape", [scale16, flat_shape])
+        q = b.op("Reshape", [q, flat_shape])
+        params16 = {k: b.op("Reshape", [v, flat_shape]) for k, v in params16.items()}
     code = b.pack4(q, d) if spec["int4"] else b.op("Cast", [q], to=TensorProto.INT8)
-    scale_in = helper.make_tensor_value_info(
-        f"{past_in.name}_scale", TensorProto.FLOAT16,
-        [_d(x) for x in dims[:2]] + [f"{past_in.name}_groups" if spec["per_channel"] else _d(dims[2]),
-                                     d if spec["per_channel"] else 1])
-    graph.input.append(scale_in)
     stored = b.op("Concat", [past_in.name, code], axis=-2, out=name)
-    scales = b.op("Cast", [b.op("Concat", [scale_in.name, scale16], axis=-2, out=f"{name}_scale")],
-                  to=TensorProto.FLOAT)
+    per_group_dims = [_d(x) for x in dims[:2]] + ([f"{name}_groups", d] if spec["per_channel"]
+                                                  else [f"{name}_tokens", 1])
+    full_params = {}
+    for kind, fresh in params16.items():
+        given = helper.make_tensor_value_info(f"{past_in.name}_{kind}", TensorProto.FLOAT16,
+                                              [_d(x) for x in dims[:2]] + [
+                                                  f"{past_in.name}_groups" if spec["per_channel"] else _d(dims[2]),
+                                                  d if spec["per_channel"] else 1])
+        graph.input.append(given)
+        full_params[kind] = b.op("Cast", [b.op("Concat", [given.name, fresh], axis=-2, out=f"{name}_{kind}")],
+                                 to=TensorProto.FLOAT)
+        graph.output.append(helper.make_tensor_value_info(f"{name}_{kind}", TensorProto.FLOAT16, per_group_dims))
     values = b.unpack4(stored, d) if spec["int4"] else b.op("Cast", [stored], to=TensorProto.FLOAT)
     if spec["per_channel"]:
-        per_group = b.op("Reshape", [values, b.const([0, 0, -1, group, d], i64)])
-        scaled = b.op("Mul", [per_group, b.op("Unsqueeze", [scales, b.const([3], i64)])])
-        deq = b.op("Reshape", [scaled, flat_shape])
-    else:
-        deq = b.op("Mul", [values, scales])
+        values = b.op("Reshape", [values, b.const([0, 0, -1, group, d], i64)])
+        full_params = {k: b.op("Unsqueeze", [v, b.const([3], i64)]) for k, v in full_params.items()}
+    if "zero" in full_params:  # x = (code + qmax + 1) * scale + zero
+        values = b.op("Add", [values, b.const(qmax + 1)])
+    deq = b.op("Mul", [values, full_params["scale"]])
+    if "zero" in full_params:
+        deq = b.op("Add", [deq, full_params["zero"]])
+    if spec["per_channel"]:
+        deq = b.op("Reshape", [deq, flat_shape])
     b.op("Concat", [b.op("Cast", [deq], to=spec["float_type"]), f"{name}_residual"], axis=-2, out=full)
-    scale_dims = [f"{name}_groups", d] if spec["per_channel"] else [f"{name}_tokens", 1]
-    graph.output.append(helper.make_tensor_value_info(f"{name}_scale", TensorProto.FLOAT16,
-                                                      [_d(x) for x in dims[:2]] + scale_dims))
     graph.output.append(helper.make_tensor_value_info(f"{name}_residual", spec["float_type"],
                                                       [_d(x) for x in dims[:2]] + [f"{name}_window", d]))
 
