@@ -118,6 +118,38 @@ def test_accuracy_control_stops_at_the_first_group_that_meets_the_bound(planted:
     assert "test" not in spy.read
 
 
+def test_a_level_that_gains_nothing_is_taken_back_and_the_next_is_still_tried() -> None:
+    """The ladder logic alone, on a table of losses (perplexity ratios): the head gains from int8 and nothing
+    from float (it stays int8); a layer gains nothing from int8 but float rescues it (it goes float)."""
+    from orchestrator.artifacts.mixed_precision import Group
+    from orchestrator.stages.accuracy_control import Control, Row
+    from orchestrator.tasks.quality import Quality
+
+    losses = {(): 1.40, (("head", "int8"),): 1.20, (("head", "float"),): 1.20,
+              (("head", "int8"), ("layer", "int8")): 1.20, (("head", "int8"), ("layer", "float")): 1.05}
+
+    class Ladder:
+        groups = [Group("head", ("h",), 100), Group("layer", ("l",), 10)]
+
+        def ladder_of(self, group: Group) -> tuple[str, ...]:
+            return ("int4", "int8", "float")
+
+    ctl = Control.__new__(Control)
+    ctl.quality, ctl.mixed, ctl.log, ctl.builds = Quality("perplexity", False, "ratio"), Ladder(), lambda _: None, 0
+    tried = []
+
+    def loss(levels: dict[str, str]) -> float:
+        tried.append(dict(levels))
+        return losses[tuple(sorted(levels.items()))]
+
+    ctl.loss = loss
+    rows = [Row("head", 1.4, 1.2, 0.2, 100), Row("layer", 1.4, 1.3, 0.1, 10)]
+    levels, final = ctl.raise_until(rows, 1.08, 1.40)
+    assert levels == {"head": "int8", "layer": "float"} and final == 1.05
+    assert tried == [{"head": "int8"}, {"head": "float"}, {"head": "int8", "layer": "int8"},
+                     {"head": "int8", "layer": "float"}]
+
+
 def test_a_bound_the_quantized_model_meets_raises_nothing(planted: Path, digits: Any, tmp_path: Path) -> None:
     out = Quantize(QuantizeParams(**INT4, max_loss=1.0)).run(ctx(digits, tmp_path), planted)
     m = out.metrics

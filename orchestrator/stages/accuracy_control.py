@@ -12,7 +12,8 @@ that is harmless alone can tip a model already near its bound). Rows come worst 
 
 Accuracy control (`max_loss`) quantizes everything at the mode's lowest precision and, while the loss is
 over the bound, raises the most sensitive group one step up its ladder (int4 -> int8 -> float for
-weight-only int4), re-measuring each time, until the bound holds or nothing is left to raise. It measures
+weight-only int4), re-measuring each time, until the bound holds or nothing is left to raise; a level that
+does not lower the loss is taken back. It measures
 sensitivity only when the fully quantized model misses the bound (or `sensitivity` asks for it).
 """
 
@@ -100,17 +101,23 @@ class Control:
         return sorted(rows, key=lambda r: -r.gain)
 
     def raise_until(self, rows: list[Row], limit: float, loss: float) -> tuple[dict[str, str], float]:
-        """Raise the most sensitive groups one step at a time while `loss` is over `limit`."""
+        """Raise the most sensitive groups one step at a time while `loss` is over `limit`. A level that does not
+        lower the loss is taken back (its bytes would buy nothing: an LM head at float costs 4x its int8 size for
+        the same perplexity); the group's next level is still tried from where it stood (int8 may not help a
+        layer that float rescues)."""
         levels: dict[str, str] = {}
         groups = {g.name: g for g in self.mixed.groups}
         for row in rows:
             for level in self.mixed.ladder_of(groups[row.group])[1:]:
                 if not self.quality.exceeds(loss, limit):
                     return levels, loss
-                levels[row.group] = level
-                loss = self.loss(levels)
+                trial = {**levels, row.group: level}
+                new = self.loss(trial)
+                kept = new < loss
                 self.log(f"accuracy control: {row.group} -> {level}: validation loss "
-                         f"{self.quality.short_loss(loss)}")
+                         f"{self.quality.short_loss(new)}{'' if kept else ', no gain: taken back'}")
+                if kept:  # else the group stays where it was; its next step up is still tried
+                    levels, loss = trial, new
         return levels, loss
 
 
