@@ -145,6 +145,17 @@ def measure_child(request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
     return _run_child(req, out_dir, timeout_s)
 
 
+def speculative_child(draft: Path, target: Path, prompts: list[list[int]], tokens: int, k: int, threads: int,
+                      timeout_s: float) -> dict[str, float]:
+    """`draft` (a GGUF) drafting `k` tokens per round for `target` (a GGUF with the same vocabulary), greedy,
+    batch 1, in a child: the `spec_*` metrics of orchestrator.tasks.lm.spec (acceptance rate, tokens/s with and
+    without the draft, speed-up, tokens per target call, and whether every prompt's text equals the target's)."""
+    lib_path()
+    with tempfile.TemporaryDirectory(prefix="llamacpp-s-") as work:
+        return _run_child({"op": "speculative", "draft": str(draft), "target": str(target), "prompts": prompts,
+                           "tokens": int(tokens), "k": int(k), "threads": int(threads)}, Path(work), timeout_s)
+
+
 def tokenize(model: Path, text: str, timeout_s: float = 600.0) -> dict[str, Any]:
     """The GGUF's own tokenizer on `text`, in a child: `ids` (nothing added), `bos_id`, `add_bos`, `n_vocab`."""
     lib_path()

@@ -160,6 +160,7 @@ _SIGNATURES = {  # name: (restype, argtypes)
     "llama_n_ctx": (c_uint32, [c_void_p]),
     "llama_get_memory": (c_void_p, [c_void_p]),
     "llama_memory_clear": (None, [c_void_p, c_bool]),
+    "llama_memory_seq_rm": (c_bool, [c_void_p, c_int32, c_int32, c_int32]),  # (memory, seq, p0, p1 < 0: to the end)
     "llama_state_seq_get_size": (c_size_t, [c_void_p, c_int32]),
     "llama_batch_init": (Batch, [c_int32, c_int32, c_int32]),
     "llama_batch_free": (None, [Batch]),

@@ -1,8 +1,9 @@
 """Speculative decoding as a measurement: a node's model drafts, the target node's model verifies.
 
-Greedy, batch 1, ONNX Runtime with a KV cache for both models (`eval.speculative`). Per round the draft
-proposes `k` tokens one by one; the target scores the pending token and all `k` proposals in one call;
-the longest prefix of proposals that equals the target's own argmax is accepted, plus the target's token
+Greedy, batch 1, ONNX Runtime with a KV cache for both models (`eval.speculative`); a GGUF draft runs in
+llama.cpp against the root baseline written as F16 GGUF (`measure_gguf`), the same loop in its child process.
+Per round the draft proposes `k` tokens one by one; the target scores the pending token and all `k` proposals
+in one call; the longest prefix of proposals that equals the target's own argmax is accepted, plus the target's token
 after it (a correction, or a bonus token when all `k` were accepted). Both caches are then cut back to the
 accepted tokens, so the text is by construction the target's greedy text, and `spec_identical` checks it
 against the target decoding alone on the same prompts, token for token.
@@ -25,6 +26,7 @@ import numpy as np
 from orchestrator.tasks.lm.measure import PROMPT_TOKENS, _presents
 
 VERSION = "1"  # bump when what `measure` reports changes
+TIMEOUT_S = 3600.0  # a llama.cpp child past this is killed and the measurement fails: nothing hangs silently
 Past = dict[str, np.ndarray]
 
 
@@ -108,8 +110,12 @@ def prompts(task: Any, count: int) -> list[list[int]]:
 
 
 def measure(task: Any, draft_path: Path, target_path: Path, spec: dict[str, Any], threads: int) -> dict[str, float]:
-    """The `spec_*` metrics of `draft_path` drafting for `target_path` (see the module doc)."""
+    """The `spec_*` metrics of `draft_path` drafting for `target_path` (see the module doc). A GGUF draft is
+    measured in llama.cpp (`measure_gguf`)."""
     from orchestrator.measure.probe import session
+
+    if draft_path.suffix == ".gguf":
+        return measure_gguf(task, draft_path, target_path, spec, threads)
 
     draft, target = session(draft_path, threads), session(target_path, threads)
     k, n, chosen = int(spec["k"]), int(spec["tokens"]), prompts(task, int(spec["prompts"]))
@@ -129,3 +135,24 @@ def measure(task: Any, draft_path: Path, target_path: Path, spec: dict[str, Any]
             "spec_tokens_per_s": emitted / s_time, "spec_target_tokens_per_s": emitted / t_time,
             "spec_speedup": t_time / s_time, "spec_tokens_per_round": emitted / max(rounds, 1),
             "spec_identical": float(identical == len(chosen))}
+
+
+def measure_gguf(task: Any, draft: Path, root_measured: Path, spec: dict[str, Any], threads: int) -> dict[str, float]:
+    """A GGUF drafting in llama.cpp for the root baseline, which verifies there as an F16 GGUF written from its
+    torch weights (beside `root_measured`, its measured ONNX) into a temporary folder: the same loop, prompts and
+    `spec_*` metrics as in ONNX Runtime, so drafts of both runtimes rank in one table."""
+    import tempfile
+
+    from orchestrator.artifacts import gguf_write, llamacpp, torch_io
+
+    weights = root_measured.parent / torch_io.WEIGHTS
+    if not weights.is_file():
+        raise ValueError(f"the root baseline has no torch weights at {weights} to write the verifying GGUF from")
+    model = torch_io.load(weights, task)
+    tokenizer, source = task.gguf_tokenizer()
+    with tempfile.TemporaryDirectory(prefix="spec-target-") as tmp:
+        target = Path(tmp) / "target.gguf"
+        gguf_write.write(model, tokenizer, target, "F16", tokenizer_source=source)
+        del model
+        return llamacpp.speculative_child(draft, target, prompts(task, int(spec["prompts"])), int(spec["tokens"]),
+                                          int(spec["k"]), threads, TIMEOUT_S)

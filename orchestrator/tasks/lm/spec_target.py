@@ -41,10 +41,12 @@ class SpeculativeConfig:
 
 
 class SpeculativeTarget(Target):
-    """This node drafting for the root baseline, both in ONNX Runtime with a KV cache (`spec_*` metrics)."""
+    """This node drafting for the root baseline, both in ONNX Runtime with a KV cache, or both in llama.cpp for a
+    GGUF node (`spec_*` metrics)."""
 
     name = "speculative"
-    title = "speculative decoding (ONNX Runtime)"
+    title = "speculative decoding (ONNX Runtime; llama.cpp for GGUF drafts)"
+    formats = ("onnx", "gguf")
     selectable = False
     Settings = SpeculativeConfig
 
@@ -69,8 +71,13 @@ class SpeculativeTarget(Target):
         from orchestrator.measure.evaluate import environment
         from orchestrator.tasks.lm.spec import VERSION
 
-        return "spec-" + digest({"speculative": settings.block(self.name), "threads": settings.threads,
-                                 "target": node.root_key, "version": VERSION, "environment": environment()})
+        data = {"speculative": settings.block(self.name), "threads": settings.threads, "target": node.root_key,
+                "version": VERSION, "environment": environment()}
+        if node.format == "gguf":  # measured in llama.cpp: its build too (ONNX drafts keep the key they had)
+            from orchestrator.artifacts.llamacpp import versions
+
+            data["llama_cpp"] = versions()
+        return "spec-" + digest(data)
 
     def measure(self, model: Path, task: Any, settings: Any, reference: Path | None = None) -> dict[str, float]:
         from orchestrator.tasks.lm import spec
