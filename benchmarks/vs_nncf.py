@@ -6,7 +6,8 @@ validation split, `val_samples` of them) under the same bound (`--max-drop`, acc
 measured the same way (the task's own `ort` measurement: test accuracy, batch-1 latency at 1 thread, size):
 
 - ours: the `quantize` stage, `mode=int8 method=static max_loss=MAX_DROP` (restores the most sensitive groups
-  to float until the validation drop holds);
+  to float until the validation drop holds), per-tensor weight scales (the stage's default) or, with
+  `--per-channel`, one per output channel (NNCF's default);
 - NNCF: `nncf.quantize_with_accuracy_control` (its ONNX backend: ranks quantizer groups by their contribution
   to the drop and reverts the worst to float), `model_type=TRANSFORMER` for encoders.
 
@@ -89,17 +90,21 @@ def accuracy(task: Any, model_bytes: bytes, split: str, limit: int) -> float:
     return right / max(seen, 1)
 
 
-def ours(task: Any, fp32: Path, work: Path, max_drop: float, calib: int, val: int) -> tuple[Path, float]:
+def ours(task: Any, fp32: Path, work: Path, max_drop: float, calib: int, val: int,
+         per_channel: bool = False) -> tuple[Path, float]:
     from orchestrator.stages import StageContext
     from orchestrator.stages.quantize import Quantize, QuantizeParams
 
     start = time.perf_counter()
-    params = QuantizeParams(mode="int8", method="static", max_loss=max_drop, calib_samples=calib, val_samples=val)
+    params = QuantizeParams(mode="int8", method="static", max_loss=max_drop, calib_samples=calib, val_samples=val,
+                            per_channel=per_channel)
     out = Quantize(params).run(StageContext(task=task, work_dir=work, seed=0, teacher=lambda: None), fp32)
     return out.model, time.perf_counter() - start
 
 
-def nncf_side(task: Any, fp32: Path, work: Path, max_drop: float, calib: int, val: int) -> tuple[Path, float]:
+def nncf_side(task: Any, fp32: Path, work: Path, max_drop: float, calib: int, val: int,
+              per_channel: bool = False) -> tuple[Path, float]:
+    """NNCF's own defaults (weights per channel, whatever `per_channel` says: it is ours)."""
     import nncf
     import onnx
 
@@ -136,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-drop", type=float, default=0.01)
     ap.add_argument("--calib-samples", type=int, default=256)
     ap.add_argument("--val-samples", type=int, default=512)
+    ap.add_argument("--per-channel", action="store_true",
+                    help="ours with one weight scale per output channel, as NNCF quantizes weights")
     ap.add_argument("overrides", nargs="*", help="task.KEY=VALUE, as given to the sweep")
     args = ap.parse_args(argv)
     task = build_task(args.task, args.overrides)
@@ -153,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                           nncf_side)):
             work = Path(tmp) / name.split(":")[0].split()[0]
             work.mkdir()
-            path, wall = side(task, fp32, work, args.max_drop, args.calib_samples, args.val_samples)
+            path, wall = side(task, fp32, work, args.max_drop, args.calib_samples, args.val_samples,
+                              args.per_channel)
             m = measure_onnx(task, path, settings)
             rows.append({"method": name, "accuracy": m["accuracy"],
                          "drop (points)": (base["accuracy"] - m["accuracy"]) * 100, "p50 ms": m["latency_p50_ms"],
