@@ -78,6 +78,17 @@ def run_cli(store: dict[str, str], *overrides: str, timeout: float = 600,
                           timeout=timeout)
 
 
+def require_llamacpp() -> Any:
+    """orchestrator.artifacts.llamacpp, or skip the calling module saying how to install the runtime (the README's
+    test command installs it: a missing one is said, never passed silently)."""
+    llamacpp = pytest.importorskip("orchestrator.artifacts.llamacpp")
+    try:
+        llamacpp.lib_path()
+    except llamacpp.RuntimeMissing as err:
+        pytest.skip(str(err), allow_module_level=True)
+    return llamacpp
+
+
 def leaf_runs(store: dict[str, str], experiment: str) -> list[Any]:
     """The leaf node runs (`orchestrator.leaf = true`) of every sweep in `experiment` of the store."""
     from mlflow.tracking import MlflowClient

@@ -10,15 +10,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import require_llamacpp
 from test_accuracy_control import SplitSpy, ctx
 
 pytest.importorskip("transformers")
 gguf = pytest.importorskip("gguf")
-llamacpp = pytest.importorskip("orchestrator.artifacts.llamacpp")
-try:
-    llamacpp.lib_path()
-except llamacpp.RuntimeMissing as err:  # the README's test command installs it: say why, never pass silently
-    pytest.skip(str(err), allow_module_level=True)
+llamacpp = require_llamacpp()
 
 PLANTED, COLUMN = "blk.0.ffn_up.weight", 5
 

@@ -8,15 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import leaf_runs, run_cli
+from conftest import leaf_runs, require_llamacpp, run_cli
 from test_lm_cli import TINY
 
 pytest.importorskip("transformers")
-llamacpp = pytest.importorskip("orchestrator.artifacts.llamacpp")
-try:
-    llamacpp.lib_path()
-except llamacpp.RuntimeMissing as err:  # the README's test command installs it: say why, never pass silently
-    pytest.skip(str(err), allow_module_level=True)
+llamacpp = require_llamacpp()
 
 
 @pytest.fixture(scope="module")

@@ -10,16 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import leaf_runs, run_cli
+from conftest import leaf_runs, require_llamacpp, run_cli
 from test_lm_cli import TINY
 from test_task_checks import refused, tiny_gguf
 
 pytest.importorskip("transformers")
-llamacpp = pytest.importorskip("orchestrator.artifacts.llamacpp")
-try:
-    llamacpp.lib_path()
-except llamacpp.RuntimeMissing as err:  # the README's test command installs it: say why, never pass silently
-    pytest.skip(str(err), allow_module_level=True)
+llamacpp = require_llamacpp()
 
 
 TASK = [a for a in TINY if a.startswith("task")]  # (a distill setting would be refused in a chain without distill)

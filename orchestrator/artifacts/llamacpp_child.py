@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.artifacts import imatrix
+from orchestrator.artifacts import imatrix, speculation
 from orchestrator.artifacts import llamacpp_abi as abi
 from orchestrator.artifacts.memory import peak_rss_mb
 
@@ -212,58 +212,31 @@ def measure(lib: ctypes.CDLL, req: dict[str, Any], out_dir: Path) -> dict[str, A
     return answer
 
 
-def _greedy(target: Runner, prompt: list[int], tokens: int) -> tuple[list[int], float]:
-    """The target alone: its `tokens` greedy ids after `prompt`, and the seconds after the prompt's prefill."""
-    target.clear()
-    target.decode(prompt, 0, False)
-    out = [target.last_argmax()]
-    start = time.perf_counter()
-    while len(out) < tokens:
-        target.decode(out[-1:], len(prompt) + len(out) - 1, False)
-        out.append(target.last_argmax())
-    return out, time.perf_counter() - start
+class ContextDecoder:
+    """A llama.cpp context (a Runner) with its cached positions counted, as speculation's Decoder."""
 
+    def __init__(self, run: Runner) -> None:
+        self.run, self.length = run, 0
 
-def _speculative(draft: Runner, target: Runner, prompt: list[int], tokens: int,
-                 k: int) -> tuple[list[int], float, int, int, int]:
-    """Draft-then-verify greedy decoding, the loop of orchestrator.tasks.lm.spec with llama.cpp's caches cut back
-    in place: (ids, seconds after the target's prefill, accepted, proposed, rounds)."""
-    target.clear()
-    target.decode(prompt, 0, False)
-    out = [target.last_argmax()]  # the last id is always pending: in neither cache yet
-    start = time.perf_counter()
-    draft.clear()
-    draft.decode(prompt, 0, False)
-    d_len, d_pending = len(prompt), list(out)
-    accepted = proposed = rounds = 0
-    while len(out) < tokens:
-        proposal, feed = [], d_pending
-        for _ in range(k):
-            draft.decode(feed, d_len, False)
-            d_len += len(feed)
-            proposal.append(draft.last_argmax())
-            feed = proposal[-1:]
-        base = len(prompt) + len(out) - 1  # the target's cached positions: all but the pending id
-        target.decode([out[-1], *proposal], base, True)
-        best = target.argmax_rows(k + 1)
-        n = 0
-        while n < k and proposal[n] == best[n]:
-            n += 1
-        accepted, proposed, rounds = accepted + n, proposed + k, rounds + 1
-        out.extend([*proposal[:n], best[n]])
-        target.cut(base + 1 + n)
-        if n == k:  # the draft never ran its own last proposal: pending for it, with the target's bonus id
-            d_pending = [proposal[-1], out[-1]]
-        else:
-            draft.cut(base + 1 + n)
-            d_len, d_pending = base + 1 + n, out[-1:]
-    return out[:tokens], time.perf_counter() - start, accepted, proposed, rounds
+    def start(self, prompt: list[int]) -> int:
+        self.run.clear()
+        self.length = 0
+        return self.feed(prompt)[-1]
+
+    def feed(self, tokens: list[int], every: bool = False) -> list[int]:
+        self.run.decode(tokens, self.length, every)
+        self.length += len(tokens)
+        return self.run.argmax_rows(len(tokens)) if every else [self.run.last_argmax()]
+
+    def cut(self, length: int) -> None:
+        self.run.cut(length)
+        self.length = length
 
 
 def speculative(lib: ctypes.CDLL, req: dict[str, Any]) -> dict[str, Any]:
     """`draft` drafting `k` ids per round for `target` (GGUF paths) on each of `prompts`, `tokens` new ids each,
-    against the target alone on the same prompts: the metrics of orchestrator.tasks.lm.spec, as llama.cpp's
-    `speculative` example measures a draft model (greedy, batch 1, `threads`)."""
+    against the target alone on the same prompts: orchestrator.artifacts.speculation's loop and metrics, with
+    llama.cpp's caches cut back in place (greedy, batch 1, `threads`)."""
     prompts, n, k = [[int(t) for t in p] for p in req["prompts"]], int(req["tokens"]), int(req["k"])
     longest = max(max(len(p) for p in prompts), k + 1)
     n_ctx = max(len(p) for p in prompts) + n + k + 2
@@ -272,25 +245,10 @@ def speculative(lib: ctypes.CDLL, req: dict[str, Any]) -> dict[str, Any]:
     try:
         if draft.n_vocab != target.n_vocab:
             raise ValueError(f"the draft's vocabulary has {draft.n_vocab} tokens, the target's {target.n_vocab}")
-        warm = min(n, 2 * k + 2)
-        _speculative(draft, target, prompts[0], warm, k)
-        _greedy(target, prompts[0], warm)
-        t_time = s_time = 0.0
-        accepted = proposed = rounds = identical = 0
-        for prompt in prompts:
-            reference, seconds = _greedy(target, prompt, n)
-            t_time += seconds
-            text, seconds, a, p, r = _speculative(draft, target, prompt, n, k)
-            s_time += seconds
-            accepted, proposed, rounds = accepted + a, proposed + p, rounds + r
-            identical += text == reference
+        return speculation.measure(ContextDecoder(draft), ContextDecoder(target), prompts, n, k)
     finally:
         draft.close()
         target.close()
-    emitted = len(prompts) * (n - 1)  # the first id comes from the target's prefill in both
-    return {"spec_acceptance_rate": accepted / max(proposed, 1), "spec_tokens_per_s": emitted / s_time,
-            "spec_target_tokens_per_s": emitted / t_time, "spec_speedup": t_time / s_time,
-            "spec_tokens_per_round": emitted / max(rounds, 1), "spec_identical": float(identical == len(prompts))}
 
 
 def tokenize(lib: ctypes.CDLL, req: dict[str, Any]) -> dict[str, Any]:

@@ -1,12 +1,9 @@
 """Speculative decoding as a measurement: a node's model drafts, the target node's model verifies.
 
 Greedy, batch 1, ONNX Runtime with a KV cache for both models (`eval.speculative`); a GGUF draft runs in
-llama.cpp against the root baseline written as F16 GGUF (`measure_gguf`), the same loop in its child process.
-Per round the draft proposes `k` tokens one by one; the target scores the pending token and all `k` proposals
-in one call; the longest prefix of proposals that equals the target's own argmax is accepted, plus the target's token
-after it (a correction, or a bonus token when all `k` were accepted). Both caches are then cut back to the
-accepted tokens, so the text is by construction the target's greedy text, and `spec_identical` checks it
-against the target decoding alone on the same prompts, token for token.
+llama.cpp against the root baseline written as F16 GGUF (`measure_gguf`), in its child process. The loop and
+its metrics are orchestrator.artifacts.speculation's, shared by both runtimes; here an ONNX Runtime session
+becomes its `Decoder` (`OrtDecoder`: the cache is the graph's present/past tensors, cut back by slicing).
 
 Metrics (prompts: `prompts` windows of PROMPT_TOKENS test tokens, `tokens` new tokens each; the target's
 prompt prefill is left out of both timings, the draft's own prefill is counted against speculation):
@@ -17,12 +14,12 @@ prompt prefill is left out of both timings, the draft's own prefill is counted a
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from orchestrator.artifacts import speculation
 from orchestrator.tasks.lm.measure import PROMPT_TOKENS, _presents
 
 VERSION = "1"  # bump when what `measure` reports changes
@@ -62,46 +59,33 @@ def _length(past: Past) -> int:
     return cached_tokens(past)
 
 
+class OrtDecoder:
+    """An ONNX Runtime session with its KV cache, as speculation's Decoder."""
+
+    def __init__(self, sess: Any) -> None:
+        self.sess, self.past = sess, None
+
+    def start(self, prompt: list[int]) -> int:
+        self.past = None
+        return self.feed(prompt)[-1]
+
+    def feed(self, tokens: list[int], every: bool = False) -> list[int]:
+        logits, self.past = _step(self.sess, tokens, self.past)
+        return [int(i) for i in logits.argmax(-1)] if every else [int(logits[-1].argmax())]
+
+    def cut(self, length: int) -> None:
+        self.past = _cut(self.past, length)
+
+
 def greedy(sess: Any, prompt: list[int], tokens: int) -> tuple[list[int], float]:
     """The target alone: (its `tokens` greedy tokens after `prompt`, seconds after the prompt's prefill)."""
-    logits, past = _step(sess, prompt, None)
-    out = [int(logits[-1].argmax())]
-    start = time.perf_counter()
-    while len(out) < tokens:
-        logits, past = _step(sess, out[-1:], past)
-        out.append(int(logits[-1].argmax()))
-    return out, time.perf_counter() - start
+    return speculation.greedy(OrtDecoder(sess), prompt, tokens)
 
 
 def speculative(draft: Any, target: Any, prompt: list[int], tokens: int, k: int) -> tuple[list[int], float,
                                                                                               int, int, int]:
     """Draft-then-verify greedy decoding: (tokens, seconds after the target's prefill, accepted, proposed, rounds)."""
-    logits, t_past = _step(target, prompt, None)
-    out = [int(logits[-1].argmax())]  # the last one is always pending: in neither cache yet
-    start = time.perf_counter()
-    _, d_past = _step(draft, prompt, None)
-    d_pending = list(out)  # tokens the draft's cache still lacks
-    accepted = proposed = rounds = 0
-    while len(out) < tokens:
-        proposal, feed = [], d_pending
-        for _ in range(k):
-            d_logits, d_past = _step(draft, feed, d_past)
-            proposal.append(int(d_logits[-1].argmax()))
-            feed = proposal[-1:]
-        base = _length(t_past)  # positions before the pending token
-        t_logits, t_past = _step(target, [out[-1], *proposal], t_past)
-        best = t_logits.argmax(-1)
-        n = 0
-        while n < k and proposal[n] == int(best[n]):
-            n += 1
-        accepted, proposed, rounds = accepted + n, proposed + k, rounds + 1
-        out.extend([*proposal[:n], int(best[n])])
-        t_past = _cut(t_past, base + 1 + n)
-        if n == k:  # the draft never ran its own last proposal: it is pending for it, with the bonus token
-            d_pending = [proposal[-1], out[-1]]
-        else:
-            d_past, d_pending = _cut(d_past, base + 1 + n), out[-1:]
-    return out[:tokens], time.perf_counter() - start, accepted, proposed, rounds
+    return speculation.speculative(OrtDecoder(draft), OrtDecoder(target), prompt, tokens, k)
 
 
 def prompts(task: Any, count: int) -> list[list[int]]:
@@ -117,24 +101,9 @@ def measure(task: Any, draft_path: Path, target_path: Path, spec: dict[str, Any]
     if draft_path.suffix == ".gguf":
         return measure_gguf(task, draft_path, target_path, spec, threads)
 
-    draft, target = session(draft_path, threads), session(target_path, threads)
-    k, n, chosen = int(spec["k"]), int(spec["tokens"]), prompts(task, int(spec["prompts"]))
-    speculative(draft, target, chosen[0], min(n, 2 * k + 2), k)  # warm both sessions up
-    greedy(target, chosen[0], min(n, 2 * k + 2))
-    t_time = s_time = 0.0
-    accepted = proposed = rounds = identical = 0
-    for prompt in chosen:
-        reference, seconds = greedy(target, prompt, n)
-        t_time += seconds
-        text, seconds, a, p, r = speculative(draft, target, prompt, n, k)
-        s_time += seconds
-        accepted, proposed, rounds = accepted + a, proposed + p, rounds + r
-        identical += text == reference
-    emitted = len(chosen) * (n - 1)  # the first token comes from the target's prefill in both
-    return {"spec_acceptance_rate": accepted / max(proposed, 1),
-            "spec_tokens_per_s": emitted / s_time, "spec_target_tokens_per_s": emitted / t_time,
-            "spec_speedup": t_time / s_time, "spec_tokens_per_round": emitted / max(rounds, 1),
-            "spec_identical": float(identical == len(chosen))}
+    draft, target = OrtDecoder(session(draft_path, threads)), OrtDecoder(session(target_path, threads))
+    return speculation.measure(draft, target, prompts(task, int(spec["prompts"])), int(spec["tokens"]),
+                               int(spec["k"]))
 
 
 def measure_gguf(task: Any, draft: Path, root_measured: Path, spec: dict[str, Any], threads: int) -> dict[str, float]:
