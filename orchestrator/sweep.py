@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from orchestrator import faults, searching
+from orchestrator.config.chains import named_stages
 from orchestrator.config.executor import ExecutorConfig, Resources
 from orchestrator.config.schema import discover_recipes
 from orchestrator.config.settings import Settings, settle
@@ -19,7 +20,7 @@ from orchestrator.engine.execute import execute
 from orchestrator.engine.executors import Executor, executor_for
 from orchestrator.engine.executors.base import CACHED, FAILED, GATED, SKIPPED, Job, NodeResult
 from orchestrator.engine.fingerprint import Fingerprints
-from orchestrator.engine.plan import Keying, Node, Plan, named_stages, plan
+from orchestrator.engine.plan import Keying, Node, Plan, plan
 from orchestrator.errors import ConfigError, PlanError
 from orchestrator.measure import targets
 from orchestrator.measure.evaluate import environment

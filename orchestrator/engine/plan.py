@@ -7,15 +7,13 @@ the prefix's nodes, and a rerun finds them in the cache.
 
 from __future__ import annotations
 
-import copy
-import itertools
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
+from orchestrator.config.chains import expand_sweep, orderings
 from orchestrator.config.effect import check_effect
 from orchestrator.config.schema import validate_for_task, validate_settings, validate_stages, validate_task
-from orchestrator.config.search import grid_values
 from orchestrator.engine.fingerprint import Fingerprints, library_versions
 from orchestrator.errors import ConfigError, PlanError
 from orchestrator.hashing import digest
@@ -144,48 +142,6 @@ def child_node(parent: Node, stage: str, version: str, params: dict[str, Any], a
                   "libraries": libraries or {}})
     visible = parent.visible if auto else (*parent.visible, written or stage)
     return Node(key, stage, params, parent.key, (*parent.steps, stage), visible, auto, tail)
-
-
-def set_dotted(cfg: dict[str, Any], dotted: str, value: Any) -> None:
-    """cfg['a']['b']['c'] = value for 'a.b.c'; the path must already exist."""
-    *path, last = dotted.split(".")
-    node = cfg
-    for i, part in enumerate(path):
-        if not isinstance(node, dict) or part not in node:
-            raise ConfigError(f"sweep.{dotted}", value, f"no such key {'.'.join(path[:i + 1])!r} in the config")
-        node = node[part]
-    if not isinstance(node, dict) or last not in node:
-        raise ConfigError(f"sweep.{dotted}", value, f"no such key {dotted!r} in the config")
-    node[last] = value
-
-
-def expand_sweep(cfg: dict[str, Any], pinned: frozenset[str] = frozenset()) -> list[tuple[dict, dict]]:
-    """(overrides, config) per point of the sweep's cartesian product, in declaration order.
-
-    Keys in `pinned` (set explicitly on the command line) are not swept: the explicit value wins.
-    An axis is a list, or a range with a `step` (orchestrator.config.search).
-    """
-    sweep = grid_values(cfg, pinned)  # a range with a step is enumerated
-    keys = list(sweep)
-    points = []
-    for combo in itertools.product(*(sweep[k] for k in keys)):
-        variant = copy.deepcopy(cfg)
-        for key, value in zip(keys, combo, strict=True):
-            set_dotted(variant, key, value)
-        points.append((dict(zip(keys, combo, strict=True)), variant))
-    return points
-
-
-def orderings(cfg: dict[str, Any]) -> list[list[str]]:
-    """The chains to run: `orderings` if given, else the single `pipeline`."""
-    chains = cfg.get("orderings") or [cfg.get("pipeline") or []]
-    return [list(c) for c in chains]
-
-
-def named_stages(cfg: dict[str, Any]) -> set[str]:
-    """Every stage name the chains mention, read before validation (so malformed entries are skipped, not fatal)."""
-    chains = cfg.get("orderings") or [cfg.get("pipeline") or []]
-    return {s for c in chains if isinstance(c, list) for s in c if isinstance(s, str)}
 
 
 def _resolve(name: str, rest: list[str], registry: dict[str, type]) -> str:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from orchestrator.config.chains import orderings
 from orchestrator.config.search import DIRECTIONS, Axis, SearchConfig, axes, grid_size, snap
-from orchestrator.engine.plan import BASELINE, Keying, Plan, _names, check_chain, orderings, plan
+from orchestrator.engine.plan import BASELINE, Keying, Plan, _names, check_chain, plan
 from orchestrator.errors import ConfigError
 
 ORDERING = "ordering"  # the trial parameter that picks the chain

@@ -1,4 +1,5 @@
-"""The one module that writes to MLflow (through MlflowClient); `readback` reads a sweep back.
+"""Writes a sweep's runs to MLflow (through MlflowClient; `models` logs and registers the node's models for it,
+`readback` reads a sweep back).
 
 Layout: one experiment per recipe; one parent run per invocation; one child run per DAG node. Every
 node run carries its whole chain: the params of every stage from the baseline down (`prune.ratio`),
@@ -24,13 +25,12 @@ from orchestrator.engine.plan import Node, Plan
 from orchestrator.measure import targets
 from orchestrator.stages.base import REPORT_DIR
 from orchestrator.tasks.quality import ACCURACY, Quality
-from orchestrator.tracking import runview
+from orchestrator.tracking import models, runview
+from orchestrator.tracking.models import NODE_KEY
 
-PIPELINE, NODE_KEY, CACHED = "orchestrator.pipeline", "orchestrator.node_key", "orchestrator.cached"
+PIPELINE, CACHED = "orchestrator.pipeline", "orchestrator.cached"
 STATUS, LEAF, PARENT = "orchestrator.status", "orchestrator.leaf", "mlflow.parentRunId"
 SWEEP_PID, SWEEP_HOST = "orchestrator.sweep_pid", "orchestrator.sweep_host"
-MODEL_LOGGED, MODEL_RUN = "orchestrator.model_logged", "orchestrator.model_run_id"  # where a node's ONNX lies
-MODEL_ID = "orchestrator.model_id"  # the MLflow logged model of the node's ONNX
 PARETO, RECOMMENDED, RECIPE = "orchestrator.pareto", "orchestrator.recommended", "orchestrator.recipe"
 TRIAL = "orchestrator.trial"  # a search's leaf: the number of the trial it answers; its params say what was sampled
 VARIANT, NOTE = "orchestrator.variant", "mlflow.note.content"  # the full variant label; the run's description
@@ -140,7 +140,8 @@ class Tracker:
             self._log_text(rid, why, f"{target}_error.txt")
             self.client.set_tag(rid, f"orchestrator.{target}.error", why[:500])
         if self.log_models and result.onnx_path:
-            self._log_model(rid, node.key, result)
+            self.models[node.key] = models.log_once(self.client, self.experiment_id, self._experiment_ids, rid,
+                                                    node.key, result)
         self.client.set_terminated(rid, MLFLOW_STATUS[result.status])
         faults.point("log:closed")
         return rid
@@ -151,73 +152,10 @@ class Tracker:
             self._all_experiments = [e.experiment_id for e in self.client.search_experiments()]
         return self._all_experiments
 
-    def _log_model(self, run_id: str, key: str, result: Any) -> None:
-        """Log the node's ONNX once per store as an MLflow logged model (ONNX flavor: `mlflow.pyfunc.load_model`)
-        linked to the run; a cache hit points at the copy already logged (re-uploading every cached model on
-        every rerun would copy the whole sweep, hundreds of MB for a transformer, to say nothing new)."""
-        holder = None
-        if not result.executed:
-            found = self.client.search_runs(
-                self._experiment_ids(),
-                f"tags.`{NODE_KEY}` = '{key}' and tags.`{MODEL_LOGGED}` = 'true'", max_results=1)
-            holder = found[0] if found else None
-        if holder is None or MODEL_ID not in holder.data.tags:
-            self.models[key] = self._logged_model(run_id, key, Path(result.onnx_path))
-            self.client.set_tag(run_id, MODEL_LOGGED, "true")
-        else:
-            self.models[key] = holder.data.tags[MODEL_ID]
-            self.client.set_tag(run_id, MODEL_RUN, holder.info.run_id)
-        self.client.set_tag(run_id, MODEL_ID, self.models[key])
-
-    def _logged_model(self, run_id: str, key: str, path: Path) -> str:
-        """Save `path` in MLflow's ONNX flavor as a logged model of `run_id`; returns its model id."""
-        import mlflow.onnx
-        import onnx
-
-        from orchestrator.artifacts.onnx_utils import model_files
-
-        fmt = targets.format_of(path)
-        if fmt in ("gguf", "genai"):  # no MLflow flavor runs these: their files as they are (+ Ollama's Modelfile)
-            model = self.client.create_logged_model(self.experiment_id, name="model", source_run_id=run_id,
-                                                    tags={NODE_KEY: key}, model_type=fmt)
-            files = [path, path.with_name("Modelfile")] if fmt == "gguf" else sorted(path.parent.iterdir())
-            for file in files:
-                if file.is_file() and file.name != "meta.json":
-                    self.client.log_model_artifact(model.model_id, str(file))
-            return self._finish_model(run_id, model.model_id)
-        model = self.client.create_logged_model(self.experiment_id, name="model", source_run_id=run_id,
-                                                tags={NODE_KEY: key}, model_type="onnx")
-        with tempfile.TemporaryDirectory() as tmp:  # external data (a split or > 2 GB model) stays external
-            mlflow.onnx.save_model(onnx.load(str(path)), f"{tmp}/model", pip_requirements=["onnxruntime"],
-                                   save_as_external_data=len(model_files(path)) > 1)
-            self.client.log_model_artifacts(model.model_id, f"{tmp}/model")
-        return self._finish_model(run_id, model.model_id)
-
-    def _finish_model(self, run_id: str, model_id: str) -> str:
-        """Mark logged model `model_id` ready and an output of `run_id`; returns its id."""
-        from mlflow.entities import LoggedModelOutput, LoggedModelStatus
-
-        self.client.finalize_logged_model(model_id, LoggedModelStatus.READY)
-        self.client.log_outputs(run_id, [LoggedModelOutput(model_id, 0)])
-        return model_id
-
     def register(self, name: str, key: str, tags: dict[str, str]) -> str:
         """Register node `key`'s logged model (of this sweep) as a new version of `name`; returns the version."""
-        import mlflow
-        from mlflow.exceptions import MlflowException
-
-        model_id = self.models[key]  # log_models is required by report.register (config.py)
-        mlflow.set_tracking_uri(self.uri)  # the registry resolves models:/ URIs through the global store
-        if not self.client.search_registered_models(f"name = '{name}'"):
-            try:
-                self.client.create_registered_model(name)
-            except MlflowException as err:  # another sweep registering the same name created it just now
-                if err.error_code != "RESOURCE_ALREADY_EXISTS":
-                    raise
-        # (concurrent versions are numbered by the store itself, which retries a taken number)
-        version = self.client.create_model_version(name, f"models:/{model_id}", run_id=self.runs[key], tags=tags,
-                                                   model_id=model_id)
-        return str(version.version)
+        # log_models is required by report.register (config.py)
+        return models.register(self.client, self.uri, name, self.models[key], self.runs[key], tags)
 
     def log_report(self, params: dict[str, str], files: dict[str, str], images: list[Path],
                    node_tags: dict[str, dict[str, str]], tags: dict[str, str]) -> None:
