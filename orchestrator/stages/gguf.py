@@ -45,6 +45,11 @@ class GGUFParams:
     def __post_init__(self) -> None:
         check_choice("type", self.type, list(TYPES))
 
+    @property
+    def weighed(self) -> bool:
+        """Whether an importance matrix applies: asked for, and a type whose quantizer searches scales."""
+        return self.imatrix and self.type not in UNWEIGHTED
+
 
 class GGUFStage(RuntimeStage):
     """Write the incoming causal LM as GGUF and quantize it to `type` with llama.cpp's quantizer."""
@@ -63,7 +68,7 @@ class GGUFStage(RuntimeStage):
                     earlier: tuple[Any, ...], chain: str) -> dict[str, Any]:
         """`imatrix` is keyed only where it applies (true, and a type whose quantizer weighs columns): GGUFs made
         before the option keep their keys, and a sweep of types with `imatrix: true` makes one F16 / Q8_0 node."""
-        weighed = own.get("imatrix") and own.get("type", GGUFParams.type) not in UNWEIGHTED
+        weighed = GGUFParams(**own).weighed
         return {k: v for k, v in own.items() if k != "imatrix" or weighed}
 
     @classmethod
@@ -95,8 +100,7 @@ class GGUFStage(RuntimeStage):
         written = time.perf_counter()
         metrics: dict[str, float] = {}
         if not direct:
-            weighed = self.params.imatrix and self.params.type not in UNWEIGHTED
-            matrix = self._imatrix(ctx, model) if weighed else None
+            matrix = self._imatrix(ctx, model) if self.params.weighed else None
             metrics = llamacpp.quantize(source, out, self.params.type, os.cpu_count() or 1,  # threads: same bytes
                                         imatrix=matrix)
             metrics.pop("seconds", None)

@@ -120,14 +120,12 @@ def build_grouped(b: Builder, graph: Any, past_in: Any, new: str, name: str, ful
         params16["scale"] = b.op("Cast", [b.op("Max", [b.op("Div", [b.op("Sub", [hi, lo]), steps]),
                                                       b.const(1e-6)])], to=TensorProto.FLOAT16)
         params16["zero"] = b.op("Cast", [lo], to=TensorProto.FLOAT16)
-        # codes count steps up from the (fp16) minimum, shifted to -qmax - 1 .. qmax to fit int8 / pack4
+    scale = b.op("Cast", [params16["scale"]], to=TensorProto.FLOAT)  # the stored (fp16) scale, as used to decode
+    if "zero" in params16:  # codes count steps up from the (fp16) minimum, shifted to -qmax - 1 .. qmax
         shifted = b.op("Sub", [b.op("Sub", [grouped, b.op("Cast", [params16["zero"]], to=TensorProto.FLOAT)]),
-                               b.op("Mul", [b.const(qmax + 1), b.op("Cast", [params16["scale"]],
-                                                                    to=TensorProto.FLOAT)])])
+                               b.op("Mul", [b.const(qmax + 1), scale])])
         low = b.const(-qmax - 1)
-    q = b.op("Clip", [b.op("Round", [b.op("Div", [shifted, b.op("Cast", [params16["scale"]],
-                                                                  to=TensorProto.FLOAT)])]),
-                      low, b.const(qmax)])
+    q = b.op("Clip", [b.op("Round", [b.op("Div", [shifted, scale])]), low, b.const(qmax)])
     flat_shape = b.const([0, 0, -1, d], i64)
     if spec["per_channel"]:
         q = b.op("Reshape", [q, flat_shape])
