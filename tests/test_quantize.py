@@ -205,8 +205,8 @@ def test_gptq_is_refused_on_a_kv_cache_language_model() -> None:
 
 
 def _attention_like(path: Path, mask: float = 0.0) -> None:
-    """x @ w1 = h; h @ h^T (two activations, as attention scores) + mask; @ h; @ w2. `mask` fills half of
-    an added constant (an attention mask is -3.4e38 where a token is padding)."""
+    """x @ w1 = h; h @ h^T (two activations, as attention scores) + mask; @ h; @ w2; + x (a residual).
+    `mask` fills half of an added constant (an attention mask is -3.4e38 where a token is padding)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -221,7 +221,8 @@ def _attention_like(path: Path, mask: float = 0.0) -> None:
              helper.make_node("Add", ["s", "mask"], ["sm"]),
              helper.make_node("Softmax", ["sm"], ["p"], axis=-1),
              helper.make_node("MatMul", ["p", "h"], ["c"], name="context"),
-             helper.make_node("MatMul", ["c", "w2"], ["y"], name="weight2")]
+             helper.make_node("MatMul", ["c", "w2"], ["o"], name="weight2"),
+             helper.make_node("Add", ["o", "x"], ["y"], name="residual")]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16])], inits)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
@@ -249,6 +250,8 @@ def test_static_int8_quantizes_the_weight_operators_with_uint8_activations(tmp_p
     assert fed["weight1"] == ["DequantizeLinear", "DequantizeLinear"] == fed["weight2"]
     quantized = {i for n in proto.graph.node if n.op_type == "QuantizeLinear" for i in n.input}
     assert not quantized & {"s", "sm", "p"}  # the scores, the masked scores, the softmax stay float
+    assert not quantized & {"h", "o"}  # weight operators' outputs stay float
+    assert next(n for n in proto.graph.node if n.name == "residual").input == ["o", "x"]  # x read in float
     zero_points = {i.name: i.data_type for i in proto.graph.initializer if i.name.endswith("_zero_point")}
     activation_zps = [t for name, t in zero_points.items() if not name.startswith("w")]
     assert activation_zps and set(activation_zps) == {onnx.TensorProto.UINT8}

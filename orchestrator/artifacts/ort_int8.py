@@ -94,7 +94,12 @@ def static_int8(reader: Calibration, prepped: Path, dst: Path, *, calibration: s
     softmax inputs) cost 26 points of accuracy, weight operators alone 1.7, and the attention MatMuls made
     the model slower. `symmetric` is the weights'; `activations` uint8 are asymmetric (U8S8, which ONNX Runtime
     fuses into QLinearMatMul / QLinearConv on x86; with symmetric int8 activations it left half of MiniLM's
-    MatMuls in float behind DequantizeLinear nodes, slower than the float model)."""
+    MatMuls in float behind DequantizeLinear nodes, slower than the float model).
+
+    Only what an integer kernel reads is rounded (`float_readers`), and MatMul outputs stay float: the bias is
+    added to, and the next layer reads, the float result (ORT fuses the quantized inputs into
+    MatMulIntegerToFloat). Conv and Gemm outputs stay quantized: their integer kernels (QLinearConv, QGemm)
+    need a quantized output, and a CNN's next convolution reads it as it is."""
     import contextlib
     import io
 
@@ -119,10 +124,66 @@ def static_int8(reader: Calibration, prepped: Path, dst: Path, *, calibration: s
                         weight_type=QuantType.QInt8, calibrate_method=method, op_types_to_quantize=WEIGHT_OPS,
                         nodes_to_exclude=[*exclude, *activation_matmuls(tables)],
                         extra_options={"ActivationSymmetric": activations == "int8", "WeightSymmetric": symmetric,
-                                       "CalibPercentile": percentile})
+                                       "CalibPercentile": percentile,
+                                       "OpTypesToExcludeOutputQuantization": ["MatMul"]})
+    float_readers(dst, exclude)
     if tables != prepped:
         tables.unlink()
     return reader.count
+
+
+def float_readers(path: Path, exclude: Sequence[str] = ()) -> int:
+    """Rewire every reader of a quantized operator's input that is not itself a quantized operator to the
+    float tensor; returns how many inputs were rewired. (A quantized operator's quantized output is left as
+    it is: the next integer kernel reads it.)
+
+    ORT puts one quantize/dequantize pair on a tensor and every reader reads the dequantized copy, so a
+    transformer's residual add read its LayerNorm output through int8, and an operator accuracy control
+    restored to float still read int8 inputs where it shared them with a quantized one. On MiniLM / tweets
+    (MatMul outputs left float too) ORT's optimized graph keeps 7 DequantizeLinear nodes instead of 59 and
+    runs the encoder's 36 MatMuls as MatMulIntegerToFloat, at the same latency (the pooler and the classifier,
+    one token each, became float Gemms on int8 weights).
+    """
+    import onnx
+
+    proto = onnx.load(str(path))
+    graph, skip = proto.graph, set(exclude)
+    weights = {i.name for i in graph.initializer}
+    produced = {o: n for n in graph.node for o in n.output}
+
+    def dequantized(name: str, of_weight: bool) -> str | None:
+        """The float tensor behind `name` when a DequantizeLinear of a (weight / activation) tensor makes it."""
+        dq = produced.get(name)
+        q = produced.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        if of_weight:
+            return dq.input[0] if dq is not None and dq.op_type == "DequantizeLinear" and (
+                dq.input[0] in weights or q is not None and q.input[0] in weights) else None
+        return q.input[0] if q is not None and q.op_type == "QuantizeLinear" and q.input[0] not in weights else None
+
+    quantized = {n.name for n in graph.node if n.op_type in WEIGHT_OPS and n.name not in skip
+                 and any(dequantized(i, True) for i in n.input)}
+    outputs = {o for n in graph.node if n.name in quantized for o in n.output}
+    rewired = 0
+    for node in graph.node:
+        if node.name in quantized or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for k, name in enumerate(node.input):
+            if (source := dequantized(name, False)) is not None and source not in outputs:
+                node.input[k] = source
+                rewired += 1
+    if rewired:  # drop the pairs no one reads any more
+        for _ in range(2):
+            read = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+            keep = [n for n in graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear")
+                    or any(o in read for o in n.output)]
+            del graph.node[:]
+            graph.node.extend(keep)
+        read = {i for n in graph.node for i in n.input}
+        keep_init = [t for t in graph.initializer if t.name in read]
+        del graph.initializer[:]
+        graph.initializer.extend(keep_init)
+        onnx.save(proto, str(path))
+    return rewired
 
 
 def to_fp16(src: Path, dst: Path) -> None:
