@@ -71,23 +71,41 @@ def export_of(cache: Path, task: Any) -> Path:
     return max(found, key=lambda p: p.stat().st_mtime)
 
 
-def accuracy(task: Any, model_bytes: bytes, split: str, limit: int) -> float:
-    """Accuracy of an ONNX model (serialized) on the first `limit` examples of `split`, 1 thread."""
+def correct(task: Any, model_bytes: bytes, split: str, limit: int) -> Any:
+    """Whether an ONNX model (serialized) gets each of the first `limit` examples of `split` right (a bool
+    array), 1 thread."""
     import numpy as np
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     sess = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-    right = seen = 0
+    right, seen = [], 0
     for feeds, labels in task.onnx_batches(split, 64):
         take = min(len(labels), limit - seen)
         logits = task.onnx_logits(sess, {k: v[:take] for k, v in feeds.items()})
-        right += int((np.argmax(logits, -1) == labels[:take]).sum())
+        right.append(np.argmax(logits, -1) == labels[:take])
         seen += take
         if seen >= limit:
             break
-    return right / max(seen, 1)
+    return np.concatenate(right)
+
+
+def accuracy(task: Any, model_bytes: bytes, split: str, limit: int) -> float:
+    """Accuracy of an ONNX model (serialized) on the first `limit` examples of `split`, 1 thread."""
+    return float(correct(task, model_bytes, split, limit).mean())
+
+
+def paired(ours: Any, theirs: Any) -> str:
+    """How two models' right answers on the same rows differ, and whether that is more than chance: the rows
+    only ours gets right, only theirs, and the exact two-sided McNemar p (a binomial test on those rows)."""
+    from math import comb
+
+    only_ours, only_theirs = int((ours & ~theirs).sum()), int((theirs & ~ours).sum())
+    n, k = only_ours + only_theirs, min(only_ours, only_theirs)
+    p = min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
+    return (f"on the same {len(ours)} rows: {only_ours} right only by ours, {only_theirs} right only by NNCF "
+            f"(exact McNemar p = {p:.2f})")
 
 
 def ours(task: Any, fp32: Path, work: Path, max_drop: float, calib: int, val: int,
@@ -148,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     task = build_task(args.task, args.overrides)
     fp32 = export_of(args.cache, task)
     settings = EvalSettings(threads=1)
-    rows = []
+    rows, right = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         base = measure_onnx(task, fp32, settings)
         split = validation_split(task)
@@ -167,9 +185,11 @@ def main(argv: list[str] | None = None) -> int:
                          "drop (points)": (base["accuracy"] - m["accuracy"]) * 100, "p50 ms": m["latency_p50_ms"],
                          "MB": m["model_size_mb"], "wall s": wall,
                          "val accuracy": accuracy(task, path.read_bytes(), split, args.val_samples)})
+            right[name] = correct(task, path.read_bytes(), "test", 10**9)
     print(f"{task.name}: fp32 {fp32}, max drop {args.max_drop} on {args.val_samples} {split} examples, "
           f"calibration on {args.calib_samples} calib examples, 1 thread")
     print(markdown_table(rows, COLUMNS, FORMATS))
+    print("test split, " + paired(*right.values()))
     return 0
 
 
