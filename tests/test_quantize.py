@@ -204,6 +204,34 @@ def test_gptq_is_refused_on_a_kv_cache_language_model() -> None:
     Quantize.check_task(QuantizeParams(mode="int4", algorithm="k_quant"), LM)
 
 
+def test_static_int8_keeps_an_integer_kernel_for_a_head_on_flat_features(tmp_path: Path) -> None:
+    """An embedding, then a Gemm head over 2-D features (as BERT's classifier), weights per channel.
+    Storing the table int8 turns the Gemm into MatMul + Add, which ORT fuses back into a Gemm whose integer
+    kernel needs a quantized output: that output stays quantized (left float, ORT ran a float Gemm and
+    dequantized the weight on every call)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=(500, 16)).astype(np.float32), "table"),
+             numpy_helper.from_array(rng.normal(size=(16, 16)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.normal(size=16).astype(np.float32), "b")]
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["e"], name="embed"), helper.make_node("Tanh", ["e"], ["t"]),
+             helper.make_node("Gemm", ["t", "w", "b"], ["y"], name="head", transB=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("ids", TensorProto.INT64, ["batch"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 16])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
+
+    class Ids:
+        def onnx_batches(self, split: str, batch_size: int) -> Any:
+            for _ in range(4):
+                yield {"ids": rng.integers(0, 500, size=4)}, np.zeros(4)
+
+    params = QuantizeParams(mode="int8", method="static", calib_samples=16, per_channel=True)
+    out = Quantize(params).run(ctx(Ids(), tmp_path / "q"), tmp_path / "m.onnx")
+    assert out.metrics["ort_int_kernels"] == 1 and out.metrics["ort_float_kernels"] == 0, out.metrics
+
+
 def _attention_like(path: Path, mask: float = 0.0) -> None:
     """x @ w1 = h; h @ h^T (two activations, as attention scores) + mask; @ h; @ w2; + x (a residual).
     `mask` fills half of an added constant (an attention mask is -3.4e38 where a token is padding)."""

@@ -96,10 +96,8 @@ def static_int8(reader: Calibration, prepped: Path, dst: Path, *, calibration: s
     fuses into QLinearMatMul / QLinearConv on x86; with symmetric int8 activations it left half of MiniLM's
     MatMuls in float behind DequantizeLinear nodes, slower than the float model).
 
-    Only what an integer kernel reads is rounded (`float_readers`), and MatMul outputs stay float: the bias is
-    added to, and the next layer reads, the float result (ORT fuses the quantized inputs into
-    MatMulIntegerToFloat). Conv and Gemm outputs stay quantized: their integer kernels (QLinearConv, QGemm)
-    need a quantized output, and a CNN's next convolution reads it as it is."""
+    Only what an integer kernel reads is rounded, and the outputs of MatMuls over sequences stay float
+    (`float_readers`)."""
     import contextlib
     import io
 
@@ -124,8 +122,7 @@ def static_int8(reader: Calibration, prepped: Path, dst: Path, *, calibration: s
                         weight_type=QuantType.QInt8, calibrate_method=method, op_types_to_quantize=WEIGHT_OPS,
                         nodes_to_exclude=[*exclude, *activation_matmuls(tables)],
                         extra_options={"ActivationSymmetric": activations == "int8", "WeightSymmetric": symmetric,
-                                       "CalibPercentile": percentile,
-                                       "OpTypesToExcludeOutputQuantization": ["MatMul"]})
+                                       "CalibPercentile": percentile})
     float_readers(dst, exclude)
     if tables != prepped:
         tables.unlink()
@@ -133,16 +130,17 @@ def static_int8(reader: Calibration, prepped: Path, dst: Path, *, calibration: s
 
 
 def float_readers(path: Path, exclude: Sequence[str] = ()) -> int:
-    """Rewire every reader of a quantized operator's input that is not itself a quantized operator to the
-    float tensor; returns how many inputs were rewired. (A quantized operator's quantized output is left as
-    it is: the next integer kernel reads it.)
+    """Rewire to the float tensor every reader of a quantized tensor that does not need it quantized;
+    returns how many inputs were rewired.
 
     ORT puts one quantize/dequantize pair on a tensor and every reader reads the dequantized copy, so a
     transformer's residual add read its LayerNorm output through int8, and an operator accuracy control
-    restored to float still read int8 inputs where it shared them with a quantized one. On MiniLM / tweets
-    (MatMul outputs left float too) ORT's optimized graph keeps 7 DequantizeLinear nodes instead of 59 and
-    runs the encoder's 36 MatMuls as MatMulIntegerToFloat, at the same latency (the pooler and the classifier,
-    one token each, became float Gemms on int8 weights).
+    restored to float still read int8 inputs where it shared them with a quantized one. Those now read the
+    float tensor. ORT also quantizes every quantized operator's output, which only an integer kernel with a
+    quantized output needs: QLinearConv, QGemm, and a MatMul over 2-D inputs (ORT makes it and its bias add
+    a Gemm). A MatMul over a sequence (3-D) runs as MatMulIntegerToFloat, so its output stays float and the
+    bias add and the next layer read that. On MiniLM / tweets ORT's optimized graph keeps 5 DequantizeLinear
+    nodes instead of 59, the same 38 integer kernels at the same latency.
     """
     import onnx
 
@@ -162,7 +160,10 @@ def float_readers(path: Path, exclude: Sequence[str] = ()) -> int:
 
     quantized = {n.name for n in graph.node if n.op_type in WEIGHT_OPS and n.name not in skip
                  and any(dequantized(i, True) for i in n.input)}
-    outputs = {o for n in graph.node if n.name in quantized for o in n.output}
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in (*graph.value_info, *graph.input)
+             if v.type.tensor_type.HasField("shape")}
+    outputs = {o for n in graph.node if n.name in quantized  # the quantized outputs an integer kernel writes
+               and (n.op_type != "MatMul" or ranks.get(dequantized(n.input[0], False) or "") == 2) for o in n.output}
     rewired = 0
     for node in graph.node:
         if node.name in quantized or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
