@@ -21,7 +21,7 @@ def ggufs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, dict[str, Path
     often wrong)."""
     import torch
 
-    from orchestrator.artifacts import gguf_write
+    from orchestrator.artifacts import gguf_write, torch_io
     from orchestrator.tasks.lm.tinylm import TinyLM, TinyLMParams
 
     lm = TinyLM(TinyLMParams(vocab_size=512, hidden_size=64, layers=2, heads=4, kv_heads=2, ffn=96, context=64,
@@ -38,7 +38,30 @@ def ggufs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, dict[str, Path
     paths = {"target": work / "target.gguf", "noisy": work / "noisy.gguf"}
     gguf_write.write(base, tokenizer, paths["target"], "F16", tokenizer_source=source)
     gguf_write.write(noisy, tokenizer, paths["noisy"], "F16", tokenizer_source=source)
+    (work / "base").mkdir()
+    torch_io.save(base, work / "base", lm)
+    paths["weights"] = work / "base" / torch_io.WEIGHTS
     return lm, paths
+
+
+def test_the_verifying_gguf_is_written_once_per_weights_file(ggufs: tuple[Any, dict[str, Path]],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every GGUF draft of a sweep verifies with the same F16 target: written on the first, reused after."""
+    import os
+
+    from orchestrator.artifacts import gguf_write
+    from orchestrator.tasks.lm.spec import target_gguf
+
+    lm, paths = ggufs
+    writes = []
+    write = gguf_write.write
+    monkeypatch.setattr(gguf_write, "write", lambda *a, **k: (writes.append(a[2]), write(*a, **k))[1])
+    first = target_gguf(lm, paths["weights"])
+    assert target_gguf(lm, paths["weights"]) == first and writes == [first]
+    assert first.read_bytes() == paths["target"].read_bytes()  # the baseline's F16 GGUF, as written directly
+    stat = paths["weights"].stat()
+    os.utime(paths["weights"], ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))  # new weights: a new target
+    assert target_gguf(lm, paths["weights"]) != first and len(writes) == 2
 
 
 def test_the_text_is_the_targets_whether_the_draft_is_right_or_wrong(ggufs: tuple[Any, dict[str, Path]]) -> None:

@@ -108,20 +108,36 @@ def measure(task: Any, draft_path: Path, target_path: Path, spec: dict[str, Any]
 
 def measure_gguf(task: Any, draft: Path, root_measured: Path, spec: dict[str, Any], threads: int) -> dict[str, float]:
     """A GGUF drafting in llama.cpp for the root baseline, which verifies there as an F16 GGUF written from its
-    torch weights (beside `root_measured`, its measured ONNX) into a temporary folder: the same loop, prompts and
+    torch weights (beside `root_measured`, its measured ONNX; see `target_gguf`): the same loop, prompts and
     `spec_*` metrics as in ONNX Runtime, so drafts of both runtimes rank in one table."""
-    import tempfile
-
-    from orchestrator.artifacts import gguf_write, llamacpp, torch_io
+    from orchestrator.artifacts import llamacpp, torch_io
 
     weights = root_measured.parent / torch_io.WEIGHTS
     if not weights.is_file():
         raise ValueError(f"the root baseline has no torch weights at {weights} to write the verifying GGUF from")
-    model = torch_io.load(weights, task)
-    tokenizer, source = task.gguf_tokenizer()
-    with tempfile.TemporaryDirectory(prefix="spec-target-") as tmp:
-        target = Path(tmp) / "target.gguf"
-        gguf_write.write(model, tokenizer, target, "F16", tokenizer_source=source)
-        del model
-        return llamacpp.speculative_child(draft, target, prompts(task, int(spec["prompts"])), int(spec["tokens"]),
-                                          int(spec["k"]), threads, TIMEOUT_S)
+    return llamacpp.speculative_child(draft, target_gguf(task, weights), prompts(task, int(spec["prompts"])),
+                                      int(spec["tokens"]), int(spec["k"]), threads, TIMEOUT_S)
+
+
+_TARGETS: dict[tuple[str, int, int], Path] = {}
+
+
+def target_gguf(task: Any, weights: Path) -> Path:
+    """The model of torch `weights` as an F16 GGUF in a temporary folder removed at exit: written once per
+    process and weights file, as every GGUF draft of a sweep verifies with the same one (SmolLM2: about 10 s
+    and 270 MB each time)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from orchestrator.artifacts import gguf_write, torch_io
+
+    key = (str(weights), weights.stat().st_mtime_ns, id(task))
+    if key not in _TARGETS:
+        folder = Path(tempfile.mkdtemp(prefix="spec-target-"))
+        atexit.register(shutil.rmtree, folder, True)
+        model = torch_io.load(weights, task)
+        tokenizer, source = task.gguf_tokenizer()
+        gguf_write.write(model, tokenizer, folder / "target.gguf", "F16", tokenizer_source=source)
+        _TARGETS[key] = folder / "target.gguf"
+    return _TARGETS[key]
