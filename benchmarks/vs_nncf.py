@@ -180,12 +180,12 @@ def main(argv: list[str] | None = None) -> int:
             work.mkdir()
             path, wall = side(task, fp32, work, args.max_drop, args.calib_samples, args.val_samples,
                               args.per_channel)
-            m = measure_onnx(task, path, settings)
+            m, model = measure_onnx(task, path, settings), path.read_bytes()
             rows.append({"method": name, "accuracy": m["accuracy"],
                          "drop (points)": (base["accuracy"] - m["accuracy"]) * 100, "p50 ms": m["latency_p50_ms"],
                          "MB": m["model_size_mb"], "wall s": wall,
-                         "val accuracy": accuracy(task, path.read_bytes(), split, args.val_samples)})
-            right[name] = correct(task, path.read_bytes(), "test", 10**9)
+                         "val accuracy": accuracy(task, model, split, args.val_samples)})
+            right[name] = correct(task, model, "test", 10**9)
     print(f"{task.name}: fp32 {fp32}, max drop {args.max_drop} on {args.val_samples} {split} examples, "
           f"calibration on {args.calib_samples} calib examples, 1 thread")
     print(markdown_table(rows, COLUMNS, FORMATS))

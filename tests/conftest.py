@@ -89,6 +89,16 @@ def require_llamacpp() -> Any:
     return llamacpp
 
 
+def benchmark(name: str) -> Any:
+    """The script benchmarks/NAME.py loaded as a module (benchmarks is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def leaf_runs(store: dict[str, str], experiment: str) -> list[Any]:
     """The leaf node runs (`orchestrator.leaf = true`) of every sweep in `experiment` of the store."""
     from mlflow.tracking import MlflowClient

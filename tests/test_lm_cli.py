@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, leaf_runs, run_cli
+from conftest import benchmark, leaf_runs, run_cli
 
 pytest.importorskip("transformers")
 
@@ -18,15 +17,8 @@ TINY = ["task=tinylm", "task.vocab_size=512", "task.hidden_size=32", "task.layer
         "task.context=64", "task.train_tokens=30000", "task.eval_tokens=2048", "stages.distill.tokens=4096"]
 
 
-def _benchmark(name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def ordering_table_llm() -> Any:
-    return _benchmark("ordering_table_llm")
+    return benchmark("ordering_table_llm")
 
 
 @pytest.mark.slow
@@ -76,7 +68,7 @@ def test_the_llm_deploy_recipe_sweeps_cache_precision_and_ranks_drafts(store: di
                for m in drafts.values())
     assert "Drafts for speculative decoding" in proc.stdout and "shrink=3" in proc.stdout
     assert "spec_speedup" not in base  # the target does not draft for itself
-    bench = _benchmark("llm_deploy_table")
+    bench = benchmark("llm_deploy_table")
     leaves = bench.leaves(store["uri"], "llm_deploy")
     kv, spec = bench.kv_rows(leaves), bench.spec_rows(leaves)
     assert len(kv) == 12 and kv[0]["variant"] == "baseline" and len(spec) == 11

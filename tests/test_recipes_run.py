@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, leaf_runs, run_cli
+from conftest import benchmark, leaf_runs, run_cli
 
 from orchestrator.config.schema import discover_recipes
 
@@ -62,10 +61,7 @@ def test_recipe_runs_on_digits(recipe: str, shared: dict[str, str]) -> None:
 
 
 def ordering_table() -> Any:
-    spec = importlib.util.spec_from_file_location("ordering_table", ROOT / "benchmarks" / "ordering_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark("ordering_table")
 
 
 @pytest.mark.slow

@@ -3,23 +3,11 @@ digits CNN and profiles them; vs_nncf's row-by-row comparison gives the exact Mc
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _bench(name: str) -> ModuleType:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import benchmark
 
 
 def test_onnx_speed_times_files_in_turns_and_shows_where_the_time_goes(tmp_path: Path,
@@ -30,7 +18,7 @@ def test_onnx_speed_times_files_in_turns_and_shows_where_the_time_goes(tmp_path:
     for name, width in (("narrow", 8), ("wide", 64)):
         paths[name] = tmp_path / f"{name}.onnx"
         Digits(DigitsParams(), seed=0).export(build_cnn(width, 128).eval(), paths[name], 17, "torchscript")
-    assert _bench("onnx_speed").main(["--task", "digits", "--rounds", "2", "--repeats", "30", "--warmup", "3",
+    assert benchmark("onnx_speed").main(["--task", "digits", "--rounds", "2", "--repeats", "30", "--warmup", "3",
                                       *(f"{k}={v}" for k, v in paths.items())]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("digits: batch-1 p50 over 2 interleaved rounds of 30 calls")
@@ -40,7 +28,7 @@ def test_onnx_speed_times_files_in_turns_and_shows_where_the_time_goes(tmp_path:
 
 
 def test_vs_nncf_paired_comparison_counts_the_rows_they_disagree_on() -> None:
-    paired = _bench("vs_nncf").paired
+    paired = benchmark("vs_nncf").paired
     ours, theirs = np.array([1, 1, 0, 0, 1], bool), np.array([1, 0, 1, 0, 1], bool)
     assert paired(ours, theirs) == ("on the same 5 rows: 1 right only by ours, 1 right only by NNCF "
                                     "(exact McNemar p = 1.00)")

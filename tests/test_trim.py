@@ -4,7 +4,6 @@ Runtime and the CLI). The tiny tokenizer here has words that no text uses, so tr
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import ROOT, run_cli
+from conftest import benchmark, run_cli
 from test_hf import ctx_for, run_stage, tiny_params, write_tiny_csv, write_tiny_model
 
 UNUSED = ["river", "cloud", "stone", "window", "garden", "violin", "pepper", "rocket"]
@@ -228,9 +227,7 @@ def test_the_tiny_tweets_recipe_runs_on_a_users_encoder(files: dict[str, str], s
     distill = [m for m in metas if m["stage"] == "distill"]
     assert len(distill) == 1 and distill[0]["params"]["keep_layers"] == 2 and distill[0]["params"]["transfer"] == 60
     # the benchmark's table: every leaf against the sweep's own baseline, ratios from the logged metrics
-    spec = importlib.util.spec_from_file_location("tiny_table", ROOT / "benchmarks" / "tiny_table.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = benchmark("tiny_table")
     table = {r["variant"]: r for r in bench.rows(bench.leaves(store["uri"], "tiny_tweets"))}
     assert len(table) == 7 and table["baseline"]["x smaller"] == 1 and table["baseline"]["drop pts"] == 0
     chain = [r for name, r in table.items() if name.startswith("trim>prune>distill>quantize")]

@@ -144,6 +144,8 @@ def float_readers(path: Path, exclude: Sequence[str] = ()) -> int:
     """
     import onnx
 
+    from orchestrator.artifacts.qdq import drop_unused_initializers
+
     proto = onnx.load(str(path))
     graph, skip = proto.graph, set(exclude)
     weights = {i.name for i in graph.initializer}
@@ -179,10 +181,7 @@ def float_readers(path: Path, exclude: Sequence[str] = ()) -> int:
                     or any(o in read for o in n.output)]
             del graph.node[:]
             graph.node.extend(keep)
-        read = {i for n in graph.node for i in n.input}
-        keep_init = [t for t in graph.initializer if t.name in read]
-        del graph.initializer[:]
-        graph.initializer.extend(keep_init)
+        drop_unused_initializers(proto)
         onnx.save(proto, str(path))
     return rewired
 

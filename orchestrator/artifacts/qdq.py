@@ -16,7 +16,7 @@ def _initializers(proto: Any) -> dict[str, Any]:
     return {t.name: t for t in proto.graph.initializer}
 
 
-def _drop_unused_initializers(proto: Any) -> None:
+def drop_unused_initializers(proto: Any) -> None:
     used = {name for node in proto.graph.node for name in node.input}
     used |= {o.name for o in proto.graph.output}
     keep = [t for t in proto.graph.initializer if t.name in used]
@@ -52,7 +52,7 @@ def gemm_to_matmul(proto: Any) -> int:
         for i, n in enumerate(new):
             graph.node.insert(at + i, n)
         done += 1
-    _drop_unused_initializers(proto)
+    drop_unused_initializers(proto)
     return done
 
 
